@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/migrate"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+)
+
+// migrateCommand copies an existing JENKINS_HOME (the old controller's) onto the EFS
+// home. It mounts and verifies EFS like run does and holds the lease for the whole copy,
+// so it never copies under a running Jenkins.
+type migrateCommand struct {
+	from     string
+	to       string
+	resume   bool
+	noVerify bool
+	holder   string
+	wait     time.Duration
+}
+
+func (c *migrateCommand) flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.from, "from", "", "the existing JENKINS_HOME to copy (required)")
+	fs.StringVar(&c.to, "to", "", "copy into this directory instead of the configured EFS mount (staging; no mount check)")
+	fs.BoolVar(&c.resume, "resume", false, "continue an interrupted copy into a non-empty home, skipping identical files")
+	fs.BoolVar(&c.noVerify, "no-verify", false, "skip the final comparison of both trees")
+	fs.StringVar(&c.holder, "holder", "", "lease holder id (default: this instance's id from IMDS, or the host name with --to)")
+	fs.DurationVar(&c.wait, "wait", 0, "how long to wait for another holder to release the home (0: fail at once)")
+}
+
+func (c *migrateCommand) run(ctx context.Context, e *env) error {
+	if c.from == "" {
+		return usageError{"--from DIR is required"}
+	}
+	if fi, err := os.Stat(c.from); err != nil || !fi.IsDir() {
+		return fmt.Errorf("migrate: --from %s is not a readable directory", c.from)
+	}
+	cfg, err := e.loadConfig()
+	if err != nil && c.to == "" {
+		return err
+	}
+	home := c.to
+	holder := c.holder
+	if home == "" {
+		ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		id, err := imds.New(imds.Options{Endpoint: os.Getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT"), Logger: e.log}).Identity(ictx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("migrate: %w (or pass --to DIR to copy into a plain directory)", err)
+		}
+		m, err := newMounter(cfg, id, e.log)
+		if err != nil {
+			return err
+		}
+		mctx, cancel := context.WithTimeout(ctx, cfg.EFS.MountTimeout.D())
+		err = m.Mount(mctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("migrate: the EFS home is not mounted and verified: %w", err)
+		}
+		home = m.MountPoint()
+		if holder == "" {
+			holder = id.InstanceID
+		}
+	} else if err := os.MkdirAll(home, 0o755); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if holder == "" {
+		holder, _ = os.Hostname()
+	}
+	// A holder id of its own: the local agent's lease (the instance id) is never adopted,
+	// so a running Jenkins on this instance blocks the copy.
+	holder += "/migrate"
+	ttl := 30 * time.Second
+	if cfg.Lease.TTL > 0 {
+		ttl = cfg.Lease.TTL.D()
+	}
+	l, err := lease.New(lease.Options{Dir: home, HolderID: holder, TTL: ttl, Logger: e.log})
+	if err != nil {
+		return err
+	}
+	actx, cancel := context.WithTimeout(ctx, max(c.wait, time.Second))
+	_, err = l.Acquire(actx, func(s spot.LeaseState) {
+		e.log.Warn("JENKINS_HOME is held by another controller", "holder", s.Holder, "expires", s.Expires)
+	})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("migrate: cannot take the JENKINS_HOME lease (is Jenkins running? stop jenkins-spot-agent first): %w", err)
+	}
+	holdCtx, stopHold := context.WithCancel(ctx)
+	held := make(chan error, 1)
+	go func() {
+		held <- l.Hold(holdCtx, func(context.Context) error { return errors.New("lease renewal failing during migrate") })
+	}()
+	defer func() {
+		stopHold()
+		<-held
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := l.Release(rctx); err != nil {
+			e.log.Error("releasing the lease after migrate", "err", err)
+		}
+	}()
+
+	e.log.Info("migrating JENKINS_HOME", "from", c.from, "to", home, "resume", c.resume)
+	rep, err := migrate.Copy(ctx, migrate.Options{
+		From:     c.from,
+		To:       home,
+		Resume:   c.resume,
+		Verify:   !c.noVerify,
+		Exclude:  []string{efs.MarkerFile, lease.DirName},
+		Progress: e.stderr,
+		Logger:   e.log,
+	})
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	fmt.Fprintf(e.stdout, "migrated %d files, %d dirs, %d symlinks, %d hard links, %s in %s (%d already identical)\n",
+		rep.Files, rep.Dirs, rep.Symlinks, rep.Hardlinks, humanBytes(rep.Bytes), rep.Elapsed.Round(time.Millisecond), rep.Skipped)
+	return nil
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

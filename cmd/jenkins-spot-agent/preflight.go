@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/config"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets"
+)
+
+// preflightCommand checks everything run needs, with calls that change nothing, and
+// prints one row per check with the fix for each failure.
+type preflightCommand struct {
+	timeout time.Duration
+}
+
+func (c *preflightCommand) flags(fs *flag.FlagSet) {
+	fs.DurationVar(&c.timeout, "timeout", 60*time.Second, "time allowed for all checks")
+}
+
+type check = targets.Check
+
+// errPreflight is returned when a check failed; the table says which.
+var errPreflight = errors.New("preflight: some checks failed")
+
+func (c *preflightCommand) run(ctx context.Context, e *env) error {
+	cfg, err := e.loadConfig()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	rows := preflight(ctx, cfg, endpoints{IMDS: os.Getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT")}, e)
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CHECK\tRESULT\tDETAIL\tFIX")
+	failed := 0
+	for _, r := range rows {
+		res := "pass"
+		if !r.OK {
+			res = "FAIL"
+			failed++
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, res, r.Detail, r.Fix)
+	}
+	tw.Flush()
+	fmt.Fprintf(e.stdout, "\n%d of %d checks passed\n", len(rows)-failed, len(rows))
+	if failed > 0 {
+		return errPreflight
+	}
+	return nil
+}
+
+// preflight runs every check; a check that depends on a failed one is reported as failed
+// with the reason, not skipped silently.
+func preflight(ctx context.Context, cfg config.Config, ep endpoints, e *env) []check {
+	var rows []check
+	add := func(name string, err error, detail, fix string) {
+		r := check{Name: name, OK: err == nil, Detail: detail}
+		if err != nil {
+			r.Detail = err.Error()
+			r.Fix = fix
+		}
+		rows = append(rows, r)
+	}
+
+	token, tokenPath, tokErr := cfg.JenkinsToken()
+	w, err := wire(cfg, token, nil, ep, e.log)
+	if err != nil {
+		add("configuration", err, "", "fix the configuration")
+		return rows
+	}
+	add("configuration", nil, e.configPath, "")
+
+	ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	id, idErr := w.imds.Identity(ictx)
+	cancel()
+	add("imdsv2 token and identity", idErr, fmt.Sprintf("instance %s in %s", id.InstanceID, id.AvailabilityZone),
+		"set the launch template's metadata options HttpEndpoint=enabled, HttpTokens=required; run on the host, not in a container (hop limit 1)")
+	if idErr != nil {
+		return rows
+	}
+	var regionErr error
+	if id.Region == "" {
+		regionErr = errors.New("IMDS gave no region")
+	}
+	add("region", regionErr, id.Region, "check placement/region in IMDS")
+
+	tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	tc, tErr := newTargets(tctx, cfg, id, ep, e.log)
+	if tErr == nil {
+		tErr = tc.Credentials(tctx)
+	}
+	add("aws credentials", tErr, "instance role credentials", "attach an instance profile with packaging/iam-policy.json to the instance")
+	if tErr == nil {
+		if err := tc.Discover(tctx, id); err != nil {
+			add("target group discovery", err, "", "add autoscaling:DescribeAutoScalingInstances and DescribeAutoScalingGroups to the instance role")
+		}
+		rows = append(rows, tc.CheckPermissions(tctx, id)...)
+	}
+	cancel()
+
+	name, err := efs.DNSName(cfg.EFS.DNS, cfg.EFS.FileSystemID, id.AvailabilityZone, id.Region)
+	if err == nil {
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var addrs []string
+		addrs, err = net.DefaultResolver.LookupHost(dctx, name)
+		cancel()
+		if err == nil {
+			name = name + " → " + strings.Join(addrs, ",")
+		}
+	}
+	add("efs dns name", err, name,
+		fmt.Sprintf("create a mount target for %s in %s and enable DNS hostnames in the VPC (new mount targets take up to 90 s)", cfg.EFS.FileSystemID, id.AvailabilityZone))
+
+	add("mount helper", mountHelper(cfg), cfg.EFS.MountProgram+" -t "+cfg.EFS.MountType,
+		"install nfs-common (Debian/Ubuntu) or nfs-utils (Amazon Linux); amazon-efs-utils for mount_type efs")
+
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	dockerErr := w.runtime.Ping(dctx)
+	add("docker engine", dockerErr, "reachable", "install and start Docker (systemctl enable --now docker)")
+	if dockerErr == nil {
+		present, err := w.runtime.ImagePresent(dctx)
+		detail := cfg.Jenkins.Image + " present"
+		switch {
+		case err != nil:
+		case !present && cfg.Jenkins.Pull == "never":
+			err = fmt.Errorf("%s is absent and jenkins.pull is never", cfg.Jenkins.Image)
+		case !present:
+			detail = cfg.Jenkins.Image + " absent; pulled at boot (pull: " + cfg.Jenkins.Pull + ")"
+		}
+		add("jenkins image", err, detail, "docker pull the image, or set jenkins.pull to if-missing")
+	}
+	cancel()
+
+	switch {
+	case tokErr != nil:
+		add("jenkins credentials", tokErr, "", "write the API token to jenkins.api_token_file, or LoadCredential=jenkins-api-token in the unit")
+	case token == "" && cfg.Jenkins.User != "":
+		add("jenkins credentials", fmt.Errorf("jenkins.user %s has no API token", cfg.Jenkins.User), "", "set jenkins.api_token_file or LoadCredential=jenkins-api-token")
+	case token == "":
+		add("jenkins credentials", nil, "none configured: quiet-down uses the crumb flow", "")
+	default:
+		add("jenkins credentials", nil, "token from "+tokenPath, "")
+	}
+
+	add("state directory", writable(cfg.StateDir), cfg.StateDir, "create it and make it writable by root (StateDirectory= in the unit)")
+	add("control socket directory", writable(filepath.Dir(cfg.ControlSocket)), filepath.Dir(cfg.ControlSocket), "create it (RuntimeDirectory= in the unit)")
+	return rows
+}
+
+// mountHelper checks that the mount program, and the kernel-side helper for the type, exist.
+func mountHelper(cfg config.Config) error {
+	if _, err := exec.LookPath(cfg.EFS.MountProgram); err != nil {
+		return fmt.Errorf("%s not found", cfg.EFS.MountProgram)
+	}
+	if cfg.EFS.MountProgram != "mount" {
+		return nil
+	}
+	helper := "/sbin/mount." + cfg.EFS.MountType
+	if _, err := os.Stat(helper); err != nil {
+		return fmt.Errorf("%s not found", helper)
+	}
+	return nil
+}
+
+// writable checks that dir exists (or can be made) and takes a file.
+func writable(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".preflight-*")
+	if err != nil {
+		return err
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
+
+var _ = spot.Identity{}

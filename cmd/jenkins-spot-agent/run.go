@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/agent"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/config"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/control"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/metrics"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/notify"
+)
+
+// runCommand is the service itself (systemd Type=notify).
+type runCommand struct{}
+
+func (c *runCommand) flags(*flag.FlagSet) {}
+
+func (c *runCommand) run(ctx context.Context, e *env) error {
+	cfg, err := e.loadConfig()
+	if err != nil {
+		return err
+	}
+	token, _, err := cfg.JenkinsToken()
+	if err != nil {
+		return &config.InvalidError{Path: e.configPath, Problems: []string{err.Error()}}
+	}
+	v, rev := buildVersion()
+	m := metrics.New(v, rev)
+	w, err := wire(cfg, token, m, endpoints{
+		IMDS: os.Getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT"),
+	}, e.log)
+	if err != nil {
+		return err
+	}
+	n := notify.New(e.log)
+	w.deps.Notifier = n
+	a, err := agent.New(agent.Options{Config: cfg, Deps: w.deps, Logger: e.log})
+	if err != nil {
+		return err
+	}
+	e.log.Info("jenkins-spot-agent starting", "version", v, "commit", rev, "config", e.configPath)
+	return serveAgent(ctx, e, cfg, a, m, n)
+}
+
+// serveAgent runs an agent with its control socket, metrics endpoint, watchdog and
+// signal handling, until the agent returns. The first SIGTERM/SIGINT starts the stop
+// policy; a second one forces a fast stop.
+func serveAgent(ctx context.Context, e *env, cfg config.Config, a *agent.Agent, m *metrics.Metrics, n *notify.Notifier) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	srv, err := control.Listen(cfg.ControlSocket, a, e.log)
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(gctx) })
+	if cfg.Metrics.ListenAddress != "" {
+		g.Go(func() error {
+			if err := m.Serve(gctx, cfg.Metrics.ListenAddress, cfg.Metrics.WebConfigFile, e.log); err != nil && gctx.Err() == nil {
+				e.log.Error("metrics endpoint stopped", "err", err)
+			}
+			return nil
+		})
+	}
+	if n != nil {
+		window := 3*cfg.Interruption.PollInterval.D() + 10*time.Second
+		g.Go(func() error { n.RunWatchdog(gctx, func() bool { return a.Healthy(window) }); return nil })
+	}
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	go func() {
+		count := 0
+		for {
+			select {
+			case s := <-sigs:
+				count++
+				if count == 1 {
+					a.Interrupt(s.String())
+				} else {
+					a.Force()
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	runErr := a.Run(ctx)
+	cancel()
+	_ = g.Wait()
+	return runErr
+}

@@ -1,0 +1,172 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const minimal = "efs:\n  file_system_id: fs-0123456789abcdef0\n"
+
+func TestMinimalFileTakesDefaults(t *testing.T) {
+	cfg, err := Parse("c.yaml", []byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.EFS.MountPoint != "/jenkins_home" || cfg.Jenkins.StopGrace.D() != 30*time.Second ||
+		cfg.Interruption.PollInterval.D() != time.Second || cfg.Lease.TTL.D() != 30*time.Second ||
+		!cfg.DiscoverTargetGroups || cfg.Jenkins.UID != 1000 {
+		t.Fatalf("defaults not applied: %+v", cfg)
+	}
+}
+
+func TestFullFileParses(t *testing.T) {
+	doc := `efs:
+  file_system_id: fs-12345678
+  mount_point: /srv/jh
+  dns: regional
+  mount_type: efs
+  mount_timeout: 90s
+  mount_program: /usr/local/bin/m
+  expect_fstypes: [nfs4, tmpfs]
+jenkins:
+  image: example/jenkins:1
+  pull: never
+  ports: ["127.0.0.1:8080:8080", "50000:50000/tcp"]
+  env: {JAVA_OPTS: -Xmx2g}
+  volumes: [/etc/casc.yaml:/casc.yaml:ro]
+  url: https://127.0.0.1:8443
+  stop_grace: 20s
+lease:
+  ttl: 45s
+  takeover_when_holder_terminated: true
+target_groups:
+  - arn: arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/jenkins/0123456789abcdef
+    port: 8080
+discover_target_groups: false
+lifecycle_hook: drain
+interruption:
+  poll_interval: 2s
+  safety_margin: 10s
+  on_rebalance: drain
+  on_stop_signal: leave-running
+metrics:
+  listen_address: "127.0.0.1:9100"
+`
+	cfg, err := Parse("c.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.EFS.DNS != "regional" || cfg.Jenkins.Env["JAVA_OPTS"] != "-Xmx2g" || cfg.TargetGroups[0].Port != 8080 ||
+		cfg.Interruption.OnRebalance != "drain" || cfg.Lease.TTL.D() != 45*time.Second || cfg.DiscoverTargetGroups {
+		t.Fatalf("parsed wrongly: %+v", cfg)
+	}
+}
+
+func TestInvalidConfigNamesTheKey(t *testing.T) {
+	cases := []struct {
+		name, doc, want string
+	}{
+		{"missing fs id", "efs: {}\n", "efs.file_system_id: is required"},
+		{"bad fs id", "efs: {file_system_id: fs-xyz}\n", "efs.file_system_id"},
+		{"unknown key", minimal + "jenkins:\n  imgae: x\n", "field imgae is not a known key"},
+		{"unknown top key", minimal + "lifecycle: x\n", "field lifecycle"},
+		{"wrong type", minimal + "jenkins:\n  uid: one\n", "cannot unmarshal"},
+		{"bare number duration", minimal + "lease:\n  ttl: 30\n", "is not a duration"},
+		{"bad duration", minimal + "jenkins:\n  stop_grace: soon\n", "is not a duration"},
+		{"margin over budget", minimal + "interruption:\n  safety_margin: 2m\n", "interruption.safety_margin"},
+		{"margin plus grace over budget", minimal + "interruption:\n  safety_margin: 60s\njenkins:\n  stop_grace: 60s\n", "leaves nothing"},
+		{"negative margin", minimal + "interruption:\n  safety_margin: -1s\n", "must not be negative"},
+		{"pull policy", minimal + "jenkins:\n  pull: sometimes\n", "jenkins.pull"},
+		{"mount type", minimal + "  mount_type: nfs3\n", "efs.mount_type"},
+		{"relative mount point", minimal + "  mount_point: jh\n", "efs.mount_point"},
+		{"bad port", minimal + "jenkins:\n  ports: [\"80:80:80:80\"]\n", "jenkins.ports[0]"},
+		{"bad volume", minimal + "jenkins:\n  volumes: [\"casc.yaml\"]\n", "jenkins.volumes[0]"},
+		{"bad url", minimal + "jenkins:\n  url: 127.0.0.1:8080\n", "jenkins.url"},
+		{"short ttl", minimal + "lease:\n  ttl: 1s\n", "lease.ttl"},
+		{"bad arn", minimal + "target_groups:\n  - arn: nope\n", "target_groups[0].arn"},
+		{"on_stop_signal", minimal + "interruption:\n  on_stop_signal: ignore\n", "interruption.on_stop_signal"},
+		{"listen", minimal + "metrics:\n  listen_address: 9877\n", "metrics.listen_address"},
+		{"dns", minimal + "  dns: \"not a name\"\n", "efs.dns"},
+		{"poll", minimal + "interruption:\n  poll_interval: 0s\n", "interruption.poll_interval"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("site.yaml", []byte(tc.doc))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !IsInvalid(err) {
+				t.Fatalf("not an InvalidError: %v", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "site.yaml") {
+				t.Fatalf("error %q does not name %q and the file", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestAllProblemsReportedAtOnce(t *testing.T) {
+	_, err := Parse("c", []byte("efs: {}\njenkins:\n  pull: x\n  stop_grace: 0s\n"))
+	for _, key := range []string{"efs.file_system_id", "jenkins.pull", "jenkins.stop_grace"} {
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("error %v lacks %s", err, key)
+		}
+	}
+}
+
+func TestMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
+	if !IsInvalid(err) || !strings.Contains(err.Error(), "--config") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestTokenFromFileAndCredentials(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Default()
+	t.Setenv("CREDENTIALS_DIRECTORY", "")
+	if tok, _, err := cfg.JenkinsToken(); err != nil || tok != "" {
+		t.Fatalf("no token configured: got %q %v", tok, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, TokenCredentialName), []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CREDENTIALS_DIRECTORY", dir)
+	tok, path, err := cfg.JenkinsToken()
+	if err != nil || tok.Reveal() != "s3cret" || path != filepath.Join(dir, TokenCredentialName) {
+		t.Fatalf("credential: %q %q %v", tok.Reveal(), path, err)
+	}
+	if s := fmt.Sprint(tok); strings.Contains(s, "s3cret") {
+		t.Fatalf("secret printed: %s", s)
+	}
+	cfg.Jenkins.APITokenFile = filepath.Join(dir, "missing")
+	if _, _, err := cfg.JenkinsToken(); err == nil || !strings.Contains(err.Error(), "api_token_file") {
+		t.Fatalf("missing token file: %v", err)
+	}
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, nil, 0o600)
+	cfg.Jenkins.APITokenFile = empty
+	if _, _, err := cfg.JenkinsToken(); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Fatalf("empty token file: %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(minimal))
+	f.Add([]byte("efs: {file_system_id: fs-12345678}\nlease: {ttl: 10s}\n"))
+	f.Add([]byte("- a\n- b\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse("f", data)
+		if err == nil {
+			if verr := cfg.Validate(); verr != nil {
+				t.Fatalf("Parse accepted what Validate refuses: %v", verr)
+			}
+		} else if !IsInvalid(err) {
+			t.Fatalf("error is not InvalidError: %v", err)
+		}
+	})
+}

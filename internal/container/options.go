@@ -1,0 +1,289 @@
+package container
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/distribution/reference"
+	"github.com/docker/go-connections/nat"
+)
+
+// Pull policies accepted in Options.Pull.
+const (
+	PullAlways    = "always"
+	PullIfMissing = "if-missing"
+	PullNever     = "never"
+)
+
+// Labels the agent puts on the container it creates. The managed label is how
+// the agent recognises its own container (and refuses to touch anyone else's);
+// the hash label records the configuration the container was created from, so a
+// restarted agent can tell whether the running container may be adopted.
+const (
+	LabelManaged    = "io.jenkins-spot-agent.managed"
+	LabelConfigHash = "io.jenkins-spot-agent.config-hash"
+	labelPrefix     = "io.jenkins-spot-agent."
+)
+
+// DefaultStopGrace is used when Options.StopGrace is zero. Docker's own default
+// of 10 s is too short for a loaded Jenkins to save its Pipelines.
+const DefaultStopGrace = 30 * time.Second
+
+// Options describes the Jenkins container. Field names follow the `jenkins:`
+// section of the configuration file.
+type Options struct {
+	// Image is the image reference, e.g. jenkins/jenkins:lts-jdk21.
+	Image string
+	// Pull is the pull policy: always, if-missing (default) or never.
+	Pull string
+	// Name is the container name (jenkins.container_name).
+	Name string
+	// HomeHost is the verified mount point on the host; HomeContainer is where
+	// the image expects JENKINS_HOME. Both are absolute paths.
+	HomeHost, HomeContainer string
+	// Ports are published ports in Docker syntax: [ip:]host:container[/proto].
+	Ports []string
+	// Env is the container environment (JAVA_OPTS, CASC_JENKINS_CONFIG...).
+	Env map[string]string
+	// Volumes are extra bind mounts in Docker syntax: src:dst[:ro|rw].
+	Volumes []string
+	// StopGrace is the SIGTERM-to-SIGKILL grace given to the container; zero
+	// means DefaultStopGrace.
+	StopGrace time.Duration
+	// Cmd optionally replaces the image's command (arguments to its entrypoint).
+	Cmd []string
+	// Labels are extra container labels; keys under io.jenkins-spot-agent. are reserved.
+	Labels map[string]string
+	// Logger receives progress and decisions; nil discards them.
+	Logger *slog.Logger
+	// Host optionally names the Docker daemon (unix:///var/run/docker.sock,
+	// tcp://...); empty means DOCKER_HOST or the default unix socket.
+	Host string
+}
+
+// spec is the validated, normalised form of Options from which both the
+// Docker create request and the configuration hash are derived.
+type spec struct {
+	Image         string
+	Pull          string
+	Name          string
+	HomeHost      string
+	HomeContainer string
+	Ports         []string // as given, validated
+	Env           []string // KEY=VALUE, sorted by key
+	Binds         []string // home first, then the extra volumes in order
+	StopGrace     time.Duration
+	Cmd           []string
+	Labels        map[string]string // user labels only
+
+	exposed  nat.PortSet
+	bindings nat.PortMap
+}
+
+// containerName is what Docker accepts as a container name.
+var containerName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
+
+// validate checks Options and returns the normalised spec. Errors name the
+// configuration key so that an operator knows what to fix.
+func validate(o Options) (spec, error) {
+	s := spec{
+		Image:         strings.TrimSpace(o.Image),
+		Pull:          o.Pull,
+		Name:          strings.TrimPrefix(o.Name, "/"),
+		HomeHost:      o.HomeHost,
+		HomeContainer: o.HomeContainer,
+		StopGrace:     o.StopGrace,
+	}
+	if len(o.Cmd) > 0 {
+		s.Cmd = slices.Clone(o.Cmd)
+	}
+	var errs []error
+	if s.Image == "" {
+		errs = append(errs, errors.New("jenkins.image is empty: set an image such as jenkins/jenkins:lts-jdk21"))
+	} else if _, err := reference.ParseNormalizedNamed(s.Image); err != nil {
+		errs = append(errs, fmt.Errorf("jenkins.image %q is not a valid image reference: %w", s.Image, err))
+	}
+	switch s.Pull {
+	case "":
+		s.Pull = PullIfMissing
+	case PullAlways, PullIfMissing, PullNever:
+	default:
+		errs = append(errs, fmt.Errorf("jenkins.pull %q: use always, if-missing or never", o.Pull))
+	}
+	if !containerName.MatchString(s.Name) {
+		errs = append(errs, fmt.Errorf("jenkins.container_name %q: use letters, digits, '_', '.' and '-', starting with a letter or digit", o.Name))
+	}
+	if !path.IsAbs(s.HomeHost) {
+		errs = append(errs, fmt.Errorf("home on the host %q must be an absolute path (efs.mount_point)", s.HomeHost))
+	}
+	if !path.IsAbs(s.HomeContainer) {
+		errs = append(errs, fmt.Errorf("jenkins.home_in_container %q must be an absolute path", s.HomeContainer))
+	}
+	if s.StopGrace < 0 {
+		errs = append(errs, fmt.Errorf("jenkins.stop_grace %s is negative", s.StopGrace))
+	} else if s.StopGrace == 0 {
+		s.StopGrace = DefaultStopGrace
+	}
+
+	exposed, bindings, err := parsePorts(o.Ports)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	s.Ports, s.exposed, s.bindings = slices.Clone(o.Ports), exposed, bindings
+
+	s.Binds = []string{s.HomeHost + ":" + s.HomeContainer}
+	for i, v := range o.Volumes {
+		m, err := parseVolume(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("jenkins.volumes[%d]: %w", i, err))
+			continue
+		}
+		if m.Target == path.Clean(s.HomeContainer) {
+			errs = append(errs, fmt.Errorf("jenkins.volumes[%d] %q: %s is already the Jenkins home mount", i, v, m.Target))
+			continue
+		}
+		s.Binds = append(s.Binds, m.String())
+	}
+
+	keys := make([]string, 0, len(o.Env))
+	for k := range o.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			errs = append(errs, fmt.Errorf("jenkins.env key %q: names cannot be empty or contain '='", k))
+			continue
+		}
+		s.Env = append(s.Env, k+"="+o.Env[k])
+	}
+
+	s.Labels = make(map[string]string, len(o.Labels))
+	for k, v := range o.Labels {
+		if strings.HasPrefix(k, labelPrefix) {
+			errs = append(errs, fmt.Errorf("label %q: keys under %s are reserved for the agent", k, labelPrefix))
+			continue
+		}
+		s.Labels[k] = v
+	}
+	if err := errors.Join(errs...); err != nil {
+		return spec{}, fmt.Errorf("container options: %w", err)
+	}
+	return s, nil
+}
+
+// parsePorts validates port specs in Docker syntax and converts them to the
+// exposed-port set and bindings of the create request.
+func parsePorts(ports []string) (nat.PortSet, nat.PortMap, error) {
+	exposed, bindings := nat.PortSet{}, nat.PortMap{}
+	var errs []error
+	for i, p := range ports {
+		if strings.TrimSpace(p) != p || p == "" {
+			errs = append(errs, fmt.Errorf("jenkins.ports[%d] %q: use [ip:]host:container[/proto], e.g. 8080:8080", i, p))
+			continue
+		}
+		maps, err := nat.ParsePortSpec(p)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("jenkins.ports[%d] %q: %v: use [ip:]host:container[/proto], e.g. 8080:8080 or 127.0.0.1:8080:8080/tcp", i, p, err))
+			continue
+		}
+		for _, m := range maps {
+			exposed[m.Port] = struct{}{}
+			bindings[m.Port] = append(bindings[m.Port], m.Binding)
+		}
+	}
+	return exposed, bindings, errors.Join(errs...)
+}
+
+// mount is one extra bind mount.
+type mount struct {
+	Source, Target string
+	ReadOnly       bool
+}
+
+func (m mount) String() string {
+	if m.ReadOnly {
+		return m.Source + ":" + m.Target + ":ro"
+	}
+	return m.Source + ":" + m.Target
+}
+
+// parseVolume parses src:dst[:ro|rw]. Only bind mounts of absolute host paths
+// are accepted: named volumes would live on the local disk, which is what the
+// agent exists to avoid.
+func parseVolume(v string) (mount, error) {
+	parts := strings.Split(v, ":")
+	if len(parts) < 2 || len(parts) > 3 {
+		return mount{}, fmt.Errorf("%q: use src:dst or src:dst:ro with absolute paths", v)
+	}
+	m := mount{Source: parts[0], Target: parts[1]}
+	if len(parts) == 3 {
+		switch parts[2] {
+		case "ro":
+			m.ReadOnly = true
+		case "rw":
+		default:
+			return mount{}, fmt.Errorf("%q: mode %q is not ro or rw", v, parts[2])
+		}
+	}
+	if !path.IsAbs(m.Source) {
+		return mount{}, fmt.Errorf("%q: source %q must be an absolute host path (named volumes are not supported)", v, m.Source)
+	}
+	if !path.IsAbs(m.Target) {
+		return mount{}, fmt.Errorf("%q: target %q must be an absolute path in the container", v, m.Target)
+	}
+	if strings.ContainsRune(v, 0) {
+		return mount{}, fmt.Errorf("%q: contains a NUL byte", v)
+	}
+	m.Source, m.Target = path.Clean(m.Source), path.Clean(m.Target)
+	return m, nil
+}
+
+// hash is a stable digest of everything that shapes the running container.
+// Maps are sorted and the pull policy and name are left out: neither changes
+// what runs. The "v1" prefix lets a future format change force a recreate
+// rather than a false match.
+func (s spec) hash() string {
+	labels := make([]string, 0, len(s.Labels))
+	for k, v := range s.Labels {
+		labels = append(labels, k+"="+v)
+	}
+	sort.Strings(labels)
+	ports := slices.Clone(s.Ports)
+	sort.Strings(ports)
+	doc := struct {
+		Image, HomeHost, HomeContainer string
+		Cmd, Env, Binds, Ports, Labels []string
+		StopGraceSeconds               int
+	}{
+		Image: s.Image, HomeHost: s.HomeHost, HomeContainer: s.HomeContainer,
+		Cmd: s.Cmd, Env: s.Env, Binds: s.Binds, Ports: ports, Labels: labels,
+		StopGraceSeconds: graceSeconds(s.StopGrace),
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		// Marshalling strings and slices of strings cannot fail.
+		panic(err)
+	}
+	sum := sha256.Sum256(append([]byte("v1\n"), b...))
+	return hex.EncodeToString(sum[:])
+}
+
+// graceSeconds rounds a grace period up to whole seconds, Docker's unit, so
+// that a grace is never shortened.
+func graceSeconds(d time.Duration) int {
+	if d <= 0 {
+		return 0
+	}
+	return int((d + time.Second - 1) / time.Second)
+}

@@ -1,0 +1,185 @@
+package container
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func validOptions() Options {
+	return Options{
+		Image:         "jenkins/jenkins:lts-jdk21",
+		Name:          "jenkins",
+		HomeHost:      "/jenkins_home",
+		HomeContainer: "/var/jenkins_home",
+		Ports:         []string{"8080:8080", "50000:50000"},
+		Env:           map[string]string{"JAVA_OPTS": "-Xmx2g", "CASC_JENKINS_CONFIG": "/casc.yaml"},
+		Volumes:       []string{"/etc/jenkins/casc.yaml:/casc.yaml:ro"},
+		StopGrace:     30 * time.Second,
+	}
+}
+
+func TestValidateRejects(t *testing.T) {
+	tests := []struct {
+		name   string
+		modify func(*Options)
+		want   string // a fragment the operator needs to see
+	}{
+		{"empty image", func(o *Options) { o.Image = "" }, "jenkins.image is empty"},
+		{"bad image", func(o *Options) { o.Image = "Jenkins/UPPER:x" }, "jenkins.image"},
+		{"pull policy", func(o *Options) { o.Pull = "sometimes" }, "jenkins.pull \"sometimes\""},
+		{"empty name", func(o *Options) { o.Name = "" }, "jenkins.container_name"},
+		{"name with space", func(o *Options) { o.Name = "jen kins" }, "jenkins.container_name"},
+		{"relative home", func(o *Options) { o.HomeHost = "jenkins_home" }, "absolute"},
+		{"relative home in container", func(o *Options) { o.HomeContainer = "" }, "jenkins.home_in_container"},
+		{"negative grace", func(o *Options) { o.StopGrace = -time.Second }, "jenkins.stop_grace"},
+		{"port not a number", func(o *Options) { o.Ports = []string{"abc"} }, "jenkins.ports[0] \"abc\""},
+		{"port empty host part", func(o *Options) { o.Ports = []string{"8080:8080", "8080:"} }, "jenkins.ports[1]"},
+		{"port bad proto", func(o *Options) { o.Ports = []string{"8080:8080/icmp"} }, "[ip:]host:container[/proto]"},
+		{"port out of range", func(o *Options) { o.Ports = []string{"70000:8080"} }, "jenkins.ports[0]"},
+		{"port with space", func(o *Options) { o.Ports = []string{" 8080:8080"} }, "jenkins.ports[0]"},
+		{"port bad ip", func(o *Options) { o.Ports = []string{"1.2.3:8080:8080"} }, "jenkins.ports[0]"},
+		{"volume relative source", func(o *Options) { o.Volumes = []string{"casc.yaml:/casc.yaml"} }, "named volumes are not supported"},
+		{"volume relative target", func(o *Options) { o.Volumes = []string{"/a:b"} }, "target"},
+		{"volume bad mode", func(o *Options) { o.Volumes = []string{"/a:/b:zz"} }, "mode \"zz\""},
+		{"volume one part", func(o *Options) { o.Volumes = []string{"/a"} }, "src:dst"},
+		{"volume over home", func(o *Options) { o.Volumes = []string{"/x:/var/jenkins_home/"} }, "already the Jenkins home"},
+		{"env key with =", func(o *Options) { o.Env = map[string]string{"A=B": "c"} }, "jenkins.env key"},
+		{"reserved label", func(o *Options) { o.Labels = map[string]string{LabelManaged: "true"} }, "reserved"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := validOptions()
+			tt.modify(&o)
+			_, err := New(o)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("New = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidateNormalises(t *testing.T) {
+	o := validOptions()
+	o.Pull = ""
+	o.StopGrace = 0
+	o.Volumes = []string{"/etc/x/:/x/:rw", "/a:/b:ro"}
+	s, err := validate(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Pull != PullIfMissing || s.StopGrace != DefaultStopGrace {
+		t.Errorf("defaults: pull %q grace %s", s.Pull, s.StopGrace)
+	}
+	wantBinds := []string{"/jenkins_home:/var/jenkins_home", "/etc/x:/x", "/a:/b:ro"}
+	if strings.Join(s.Binds, ",") != strings.Join(wantBinds, ",") {
+		t.Errorf("binds %v, want %v", s.Binds, wantBinds)
+	}
+	if strings.Join(s.Env, ",") != "CASC_JENKINS_CONFIG=/casc.yaml,JAVA_OPTS=-Xmx2g" {
+		t.Errorf("env %v, want sorted KEY=VALUE", s.Env)
+	}
+	if len(s.exposed) != 2 || s.bindings["8080/tcp"][0].HostPort != "8080" {
+		t.Errorf("ports: exposed %v bindings %v", s.exposed, s.bindings)
+	}
+}
+
+func TestParsePortsAcceptsDockerSyntax(t *testing.T) {
+	for _, p := range []string{"8080:8080", "127.0.0.1:8080:8080", "127.0.0.1::8080", "50000:50000/tcp", "53:53/udp", "8080", "[::1]:8080:8080", "9000-9001:9000-9001"} {
+		if _, _, err := parsePorts([]string{p}); err != nil {
+			t.Errorf("parsePorts(%q): %v", p, err)
+		}
+	}
+}
+
+func TestHash(t *testing.T) {
+	base := func() spec {
+		s, err := validate(validOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	h := base().hash()
+	if len(h) != 64 {
+		t.Fatalf("hash %q is not hex sha256", h)
+	}
+
+	// Map iteration order and port order must not matter.
+	for range 20 {
+		o := validOptions()
+		o.Ports = []string{"50000:50000", "8080:8080"}
+		s, _ := validate(o)
+		if s.hash() != h {
+			t.Fatal("hash depends on map or port order")
+		}
+	}
+	// What does not shape the running container does not change the hash.
+	o := validOptions()
+	o.Pull = PullAlways
+	o.Logger = nil
+	if s, _ := validate(o); s.hash() != h {
+		t.Error("pull policy changed the hash")
+	}
+
+	changes := map[string]func(*Options){
+		"image":          func(o *Options) { o.Image = "jenkins/jenkins:2.500" },
+		"cmd":            func(o *Options) { o.Cmd = []string{"--httpPort=8081"} },
+		"env value":      func(o *Options) { o.Env["JAVA_OPTS"] = "-Xmx4g" },
+		"env key":        func(o *Options) { o.Env["NEW"] = "" },
+		"volume":         func(o *Options) { o.Volumes = nil },
+		"volume mode":    func(o *Options) { o.Volumes = []string{"/etc/jenkins/casc.yaml:/casc.yaml"} },
+		"ports":          func(o *Options) { o.Ports = o.Ports[:1] },
+		"grace":          func(o *Options) { o.StopGrace = time.Minute },
+		"home host":      func(o *Options) { o.HomeHost = "/mnt/other" },
+		"home container": func(o *Options) { o.HomeContainer = "/home" },
+		"label":          func(o *Options) { o.Labels = map[string]string{"team": "ci"} },
+	}
+	for name, change := range changes {
+		o := validOptions()
+		change(&o)
+		s, err := validate(o)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if s.hash() == h {
+			t.Errorf("changing %s did not change the hash", name)
+		}
+	}
+}
+
+func TestGraceSecondsRoundsUp(t *testing.T) {
+	for d, want := range map[time.Duration]int{0: 0, -time.Second: 0, time.Millisecond: 1, time.Second: 1, 1500 * time.Millisecond: 2, 30 * time.Second: 30} {
+		if got := graceSeconds(d); got != want {
+			t.Errorf("graceSeconds(%s) = %d, want %d", d, got, want)
+		}
+	}
+}
+
+func FuzzParseVolume(f *testing.F) {
+	for _, s := range []string{"/a:/b", "/a:/b:ro", "/a:/b:rw", "a:/b", "/a", "/a:/b:c:d", "", ":::", "/a/../b:/c/./d:ro"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		m, err := parseVolume(v)
+		if err != nil {
+			return
+		}
+		// What parseVolume accepts, it must accept again in normalised form.
+		again, err := parseVolume(m.String())
+		if err != nil || again != m {
+			t.Fatalf("parseVolume(%q) = %+v, but its String %q parses to %+v, %v", v, m, m.String(), again, err)
+		}
+	})
+}
+
+func FuzzParsePorts(f *testing.F) {
+	for _, s := range []string{"8080:8080", "127.0.0.1::8080", "[::1]:1:2/udp", "abc", "1-2:3-4", ":", "0:0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		exposed, bindings, err := parsePorts([]string{p})
+		if err == nil && len(exposed) == 0 {
+			t.Fatalf("parsePorts(%q) accepted the spec but exposes nothing (bindings %v)", p, bindings)
+		}
+	})
+}

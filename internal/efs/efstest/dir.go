@@ -1,0 +1,101 @@
+// Package efstest provides a local directory that stands in for the EFS mount, for
+// the simulate command and for tests that cannot mount (no root, no NFS client).
+package efstest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs"
+)
+
+// Dir behaves like efs.Mounter on a plain directory: Mount creates the directory and
+// checks or writes the same marker the real mount does, so a directory shared by two
+// simulated instances is checked the way EFS is; Unmount only records the call.
+type Dir struct {
+	path         string
+	fileSystemID string
+
+	mu      sync.Mutex
+	mounted bool
+	calls   Calls
+}
+
+// Calls counts the calls made on a Dir.
+type Calls struct {
+	Mount, Verify, Unmount int
+}
+
+// NewDir returns a Dir at path standing in for the file system fileSystemID.
+func NewDir(path, fileSystemID string) *Dir {
+	return &Dir{path: path, fileSystemID: fileSystemID}
+}
+
+// Mount creates the directory and checks its marker; calling it again is harmless,
+// like remounting an already verified file system.
+func (d *Dir) Mount(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls.Mount++
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("efs mount: %w", err)
+	}
+	if err := os.MkdirAll(d.path, 0o755); err != nil {
+		return fmt.Errorf("efs mount: create mount point: %w", err)
+	}
+	if _, err := efs.EnsureMarker(d.path, d.fileSystemID); err != nil {
+		return fmt.Errorf("efs mount: %w", err)
+	}
+	d.mounted = true
+	return nil
+}
+
+// Verify fails when Mount has not succeeded (or Unmount came after it), as the real
+// Verify fails on a bare mount point, and otherwise checks the marker.
+func (d *Dir) Verify(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls.Verify++
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("efs verify: %w", err)
+	}
+	if !d.mounted {
+		return errors.New("efs verify: nothing is mounted at " + d.path + ": call Mount first")
+	}
+	if _, err := efs.EnsureMarker(d.path, d.fileSystemID); err != nil {
+		return fmt.Errorf("efs verify: %w", err)
+	}
+	return nil
+}
+
+// Unmount records the call; the directory and its contents stay, as EFS data does.
+func (d *Dir) Unmount(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls.Unmount++
+	d.mounted = false
+	return nil
+}
+
+// MountPoint is the directory.
+func (d *Dir) MountPoint() string { return d.path }
+
+// Source names the stand-in, for logs and status.
+func (d *Dir) Source() string { return "local directory " + d.path }
+
+// Mounted reports whether Mount succeeded and no Unmount followed.
+func (d *Dir) Mounted() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.mounted
+}
+
+// Calls returns how often each method was called.
+func (d *Dir) Calls() Calls {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.calls
+}

@@ -1,0 +1,229 @@
+package imds_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+)
+
+// waitLimit bounds every wait in these tests; it is a safety net against a hang, not
+// a speed assertion.
+const waitLimit = 60 * time.Second
+
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a log sink that tests read while the watcher writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func testLogger(t testing.TB) (*slog.Logger, *syncBuffer) {
+	buf := &syncBuffer{}
+	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
+}
+
+// requestCounts records OnRequest calls.
+type requestCounts struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+func (c *requestCounts) record(endpoint, result string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]int{}
+	}
+	c.m[endpoint+" "+result]++
+}
+
+func (c *requestCounts) get(endpoint, result string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[endpoint+" "+result]
+}
+
+// running is a watcher started in the background; stop ends it and waits.
+type running struct {
+	w       *imds.Watcher
+	notices chan spot.Notice
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+func startWatcher(t testing.TB, c *imds.Client, opts imds.WatchOptions, buffered int) *running {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*waitLimit)
+	r := &running{w: imds.NewWatcher(c, opts), notices: make(chan spot.Notice, buffered), cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- r.w.Run(ctx, r.notices) }()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *running) stop() {
+	r.cancel()
+	<-r.done
+	r.done <- nil // later stops return at once
+}
+
+// next waits for a notice of the given kind, skipping others into skipped.
+func (r *running) next(t testing.TB, kind spot.Kind) spot.Notice {
+	t.Helper()
+	timer := time.NewTimer(waitLimit)
+	defer timer.Stop()
+	for {
+		select {
+		case n := <-r.notices:
+			if n.Kind == kind {
+				return n
+			}
+		case <-timer.C:
+			t.Fatalf("no %s notice arrived", kind)
+		}
+	}
+}
+
+// drain returns the notices waiting in the channel.
+func (r *running) drain() []spot.Notice {
+	var out []spot.Notice
+	for {
+		select {
+		case n := <-r.notices:
+			out = append(out, n)
+		default:
+			return out
+		}
+	}
+}
+
+func countKind(ns []spot.Notice, kind spot.Kind) int {
+	c := 0
+	for _, n := range ns {
+		if n.Kind == kind {
+			c++
+		}
+	}
+	return c
+}
+
+// requireTool skips when a tool is missing, except in CI, where it fails.
+func requireTool(t testing.TB, reason string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("required in CI: %s", reason)
+	}
+	t.Skip(reason)
+}
+
+var aemmBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// aemmBinary builds amazon-ec2-metadata-mock once per test binary.
+func aemmBinary(t testing.TB) string {
+	t.Helper()
+	aemmBuild.once.Do(func() {
+		goTool, err := exec.LookPath("go")
+		if err != nil {
+			aemmBuild.err = fmt.Errorf("go toolchain not on PATH: %w", err)
+			return
+		}
+		dir, err := os.MkdirTemp("", "aemm-")
+		if err != nil {
+			aemmBuild.err = err
+			return
+		}
+		bin := filepath.Join(dir, "ec2-metadata-mock")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, goTool, "build", "-o", bin, "github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock").CombinedOutput()
+		if err != nil {
+			aemmBuild.err = fmt.Errorf("build ec2-metadata-mock: %v: %s", err, out)
+			return
+		}
+		aemmBuild.path = bin
+	})
+	if aemmBuild.err != nil {
+		requireTool(t, aemmBuild.err.Error())
+	}
+	return aemmBuild.path
+}
+
+// startAEMM runs amazon-ec2-metadata-mock in IMDSv2-only mode on a free loopback port
+// with the given extra arguments and returns its base URL once it answers.
+func startAEMM(t testing.TB, args ...string) string {
+	t.Helper()
+	bin := aemmBinary(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	full := append([]string{"-n", "127.0.0.1", "-p", port, "-I"}, args...)
+	cmd := exec.Command(bin, full...)
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	url := "http://127.0.0.1:" + port
+	deadline := time.Now().Add(waitLimit)
+	for {
+		req, _ := http.NewRequest(http.MethodPut, url+"/latest/api/token", nil)
+		req.Header.Set("X-aws-ec2-metadata-token-ttl-seconds", "60")
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return url
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ec2-metadata-mock %s did not answer: %v\n%s", strings.Join(full, " "), err, out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,602 @@
+// Package simulate rehearses the whole architecture on one machine: the real agent code
+// against an IMDS emulator, an ELBv2/Auto Scaling double and a Jenkins double, with a
+// local directory as the EFS home, and Docker when it is reachable. A Spot notice
+// arrives after a while; the shutdown plan runs against a compressed budget; with
+// failover a second instance takes JENKINS_HOME over. No AWS account, root or network.
+package simulate
+
+import (
+	"context"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/agent"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/config"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs/efstest"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds/imdstest"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/jenkins"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/metrics"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets/awstest"
+)
+
+// The emulated estate.
+const (
+	FileSystemID   = "fs-0123456789abcdef0"
+	TargetGroupARN = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/jenkins/0123456789abcdef"
+	GroupName      = "jenkins-controller"
+	HookName       = "jenkins-drain"
+	jenkinsUser    = "admin"
+	jenkinsToken   = "11aa22bb33cc44dd55ee66ff77889900aa"
+	buildJob       = "nightly"
+	pipelineJob    = "deploy"
+	imageRepo      = "jenkins-spot-agent-sim"
+)
+
+// Options shape a simulation.
+type Options struct {
+	// NoticeAfter is how long instance A serves before its Spot notice appears.
+	NoticeAfter time.Duration
+	// Budget is the time from the notice to the termination time it names.
+	Budget time.Duration
+	// Failover runs a second instance that waits on the lease and takes over.
+	Failover bool
+	// Docker: "auto" (when reachable and the executable is static), "always", "never".
+	Docker string
+	// Executable is the static binary the Jenkins image is built from; default this one.
+	Executable string
+	// PollInterval of the watchers; default 1s, as in production.
+	PollInterval time.Duration
+	// WorkDir holds the shared home and each instance's state; default a temp dir.
+	WorkDir string
+	// Out gets the live timeline.
+	Out io.Writer
+	// Logger gets the agents' own logs; default discarded.
+	Logger *slog.Logger
+}
+
+// Summary is what the closing table shows.
+type Summary struct {
+	Docker         bool
+	DockerReason   string
+	Detection      time.Duration // notice visible in IMDS → plan started
+	DeregisterSent time.Duration // plan started → DeregisterTargets arrived at the ELB double
+	Deregister     time.Duration // plan started → deregistration step done
+	QuietDown      time.Duration // plan started → quiet-down step done
+	Drain          time.Duration
+	ContainerStop  time.Duration
+	PlanTotal      time.Duration
+	Margin         time.Duration
+	BuildsAtNotice int
+	FailedSteps    []string
+	TargetState    string
+	Lifecycle      string
+
+	// Failover only.
+	Handover       time.Duration // A released the lease → B's container start call
+	Downtime       time.Duration // A's container stop began → B's Jenkins answered
+	ResumedOnB     []string      // Pipelines saved by A and resumed by B
+	BothRanAtOnce  bool
+	WaitingSeenOnB bool
+}
+
+// Run performs the simulation and returns its summary.
+func Run(ctx context.Context, opts Options) (*Summary, error) {
+	if opts.NoticeAfter <= 0 {
+		opts.NoticeAfter = 5 * time.Second
+	}
+	if opts.Budget <= 0 {
+		opts.Budget = 40 * time.Second
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = time.Second
+	}
+	if opts.Out == nil {
+		opts.Out = io.Discard
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.WorkDir == "" {
+		dir, err := os.MkdirTemp("", "jenkins-spot-agent-sim-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		opts.WorkDir = dir
+	}
+	s := &sim{opts: opts, start: time.Now(), sum: &Summary{}, home: filepath.Join(opts.WorkDir, "efs")}
+	if err := os.MkdirAll(s.home, 0o755); err != nil {
+		return nil, err
+	}
+	s.aws = awstest.NewServer()
+	defer s.aws.Close()
+	s.aws.AddTargetGroup(TargetGroupARN)
+
+	s.pickRuntime(ctx)
+	s.say("simulate: IMDS emulator, ELBv2/Auto Scaling double, Jenkins double; EFS is the local directory %s", s.home)
+	if s.sum.Docker {
+		s.say("simulate: Jenkins runs in real Docker containers (image %s built FROM scratch)", s.image)
+	} else {
+		s.say("simulate: Docker not used (%s): Jenkins is the in-process stand-in", s.sum.DockerReason)
+	}
+	return s.run(ctx)
+}
+
+type sim struct {
+	opts  Options
+	start time.Time
+	sum   *Summary
+	home  string
+	aws   *awstest.Server
+	image string
+	runID string
+
+	mu       sync.Mutex
+	noticeAt time.Time // when A's notice became visible
+	out      sync.Mutex
+}
+
+// instance is one emulated EC2 instance with its own agent.
+type instance struct {
+	name    string
+	id      spot.Identity
+	imds    *imdstest.Server
+	agent   *agent.Agent
+	runtime agent.Runtime
+	url     string
+	cancel  context.CancelFunc
+	done    chan error
+	metrics *metrics.Metrics
+	homeDir string
+
+	mu     sync.Mutex
+	events []spot.Event
+	phases chan spot.Phase
+}
+
+func (s *sim) run(ctx context.Context) (*Summary, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	a, err := s.launch(ctx, "A", "i-0aaaaaaaaaaaaaaa1")
+	if err != nil {
+		return nil, err
+	}
+	defer s.cleanup(a)
+	if err := a.waitPhase(ctx, spot.PhaseServing, 3*time.Minute); err != nil {
+		return nil, fmt.Errorf("instance A did not reach serving: %w", err)
+	}
+	builds := s.startBuilds(ctx, a)
+
+	var b *instance
+	var sampler *sampler
+	if s.opts.Failover {
+		b, err = s.launch(ctx, "B", "i-0bbbbbbbbbbbbbbb2")
+		if err != nil {
+			return nil, err
+		}
+		defer s.cleanup(b)
+		if err := b.waitPhase(ctx, spot.PhaseWaitingForLease, time.Minute); err != nil {
+			return nil, fmt.Errorf("instance B did not wait for the lease: %w", err)
+		}
+		s.sum.WaitingSeenOnB = true
+		sampler = startSampler(ctx, a, b)
+	}
+
+	if !sleepCtx(ctx, s.opts.NoticeAfter) {
+		return nil, ctx.Err()
+	}
+	s.sum.BuildsAtNotice = builds
+	termination := time.Now().Add(s.opts.Budget)
+	s.mu.Lock()
+	s.noticeAt = time.Now()
+	s.mu.Unlock()
+	s.say("simulate: Spot interruption notice for A is now visible in IMDS (termination at +%s)", s.opts.Budget)
+	a.imds.SetSpotAction("terminate", termination)
+	if s.opts.Failover {
+		// The Auto Scaling group sees its instance go too, as EC2 reclaims it.
+		s.aws.PendLifecycleAction(GroupName, HookName, a.id.InstanceID)
+	}
+
+	if err := a.waitPhase(ctx, spot.PhaseStopped, s.opts.Budget+time.Minute); err != nil {
+		return nil, fmt.Errorf("instance A's plan did not finish: %w", err)
+	}
+	if b != nil {
+		if err := b.waitPhase(ctx, spot.PhaseServing, 3*time.Minute); err != nil {
+			return nil, fmt.Errorf("instance B did not take over: %w", err)
+		}
+		s.sum.BothRanAtOnce = sampler.stop()
+	}
+	s.summarize(a, b)
+	return s.sum, nil
+}
+
+// launch starts one instance's agent against its own IMDS emulator.
+func (s *sim) launch(ctx context.Context, name, instanceID string) (*instance, error) {
+	in := &instance{
+		name:    name,
+		id:      spot.Identity{InstanceID: instanceID, AvailabilityZone: "us-east-1a", AZID: "use1-az6", Region: "us-east-1", Lifecycle: "spot", AutoScalingGroup: GroupName},
+		phases:  make(chan spot.Phase, 32),
+		done:    make(chan error, 1),
+		homeDir: s.home,
+	}
+	in.imds = imdstest.NewServer(in.id)
+	s.aws.AddAutoScalingGroup(GroupName, []string{instanceID}, []string{TargetGroupARN}, HookName)
+	s.aws.AddTargetGroup(TargetGroupARN, awstest.Target{ID: instanceID, Port: 8080})
+
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	in.url = "http://127.0.0.1:" + strconv.Itoa(port)
+	dir := filepath.Join(s.opts.WorkDir, name)
+	cfg := s.config(name, dir, port)
+	doubleArgs := []string{"--home", cfg.Jenkins.HomeInContainer, "--user", jenkinsUser, "--token", jenkinsToken,
+		"--startup-delay", "1s", "--job", buildJob + "=" + (s.opts.NoticeAfter + 4*time.Second).String(), "--job", pipelineJob + "=pipeline:0s"}
+	if s.sum.Docker {
+		rt, err := container.New(containerOptions(cfg, s.opts.Logger, append([]string{"--listen", ":8080"}, doubleArgs...)))
+		if err != nil {
+			return nil, err
+		}
+		in.runtime = rt
+	} else {
+		// In-process: the double listens where the container's port would be published,
+		// and JENKINS_HOME is the shared directory itself.
+		args := []string{"--listen", "127.0.0.1:" + strconv.Itoa(port)}
+		for i, a := range doubleArgs {
+			if i > 0 && doubleArgs[i-1] == "--home" {
+				a = s.home
+			}
+			args = append(args, a)
+		}
+		in.runtime = newProcessRuntime(args)
+	}
+	jc, err := jenkins.New(jenkins.Options{URL: in.url, User: jenkinsUser, Token: jenkinsToken, Logger: s.opts.Logger})
+	if err != nil {
+		return nil, err
+	}
+	md := imds.New(imds.Options{Endpoint: in.imds.URL(), Logger: s.opts.Logger})
+	in.metrics = metrics.New("simulate", "simulate")
+	deps := agent.Deps{
+		Metadata: md,
+		Watcher:  imds.NewWatcher(md, imds.WatchOptions{PollInterval: cfg.Interruption.PollInterval.D(), Logger: s.opts.Logger}),
+		NewMounter: func(spot.Identity) (agent.Mounter, error) {
+			return efstest.NewDir(s.home, FileSystemID), nil
+		},
+		NewLease: func(id spot.Identity, home string) (agent.Lease, error) {
+			return lease.New(lease.Options{Dir: home, HolderID: id.InstanceID, TTL: cfg.Lease.TTL.D(), Logger: s.opts.Logger})
+		},
+		NewTargets: func(ctx context.Context, id spot.Identity) (agent.Targets, error) {
+			return targets.New(ctx, targets.Options{
+				Region: id.Region, TargetGroups: []targets.TargetGroup{{ARN: TargetGroupARN, Port: 8080}},
+				Discover: true, LifecycleHook: HookName, CallTimeout: 5 * time.Second,
+				Endpoint: s.aws.URL(), Credentials: s.aws.Credentials(), Logger: s.opts.Logger,
+			})
+		},
+		Runtime: in.runtime,
+		Jenkins: jc,
+		Metrics: in.metrics,
+	}
+	a, err := agent.New(agent.Options{
+		Config: cfg, Deps: deps, Logger: s.opts.Logger.With("instance", name),
+		DefaultBudget: s.opts.Budget,
+		BootID:        "simulate-" + instanceID,
+		OnEvent:       func(ev spot.Event) { s.event(in, ev) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	in.agent = a
+	actx, cancel := context.WithCancel(ctx)
+	in.cancel = cancel
+	go func() { in.done <- a.Run(actx) }()
+	s.say("simulate: instance %s (%s) boots", name, instanceID)
+	return in, nil
+}
+
+// config is the production configuration with the budget compressed for a rehearsal.
+func (s *sim) config(name, dir string, port int) config.Config {
+	cfg := config.Default()
+	cfg.EFS.FileSystemID = FileSystemID
+	cfg.EFS.MountPoint = s.home
+	cfg.Jenkins.Image = s.image
+	cfg.Jenkins.Pull = "never"
+	cfg.Jenkins.ContainerName = "jenkins-spot-agent-sim-" + strings.ToLower(name) + "-" + s.runID
+	cfg.Jenkins.Ports = []string{"127.0.0.1:" + strconv.Itoa(port) + ":8080"}
+	cfg.Jenkins.URL = "http://127.0.0.1:" + strconv.Itoa(port)
+	cfg.Jenkins.User = jenkinsUser
+	cfg.Jenkins.ReadyTimeout = config.Duration(time.Minute)
+	cfg.Jenkins.StopGrace = config.Duration(5 * time.Second)
+	cfg.Jenkins.UID, cfg.Jenkins.GID = os.Getuid(), os.Getgid()
+	cfg.Lease.TTL = config.Duration(6 * time.Second)
+	cfg.TargetGroups = []config.TargetGroup{{ARN: TargetGroupARN, Port: 8080}}
+	cfg.LifecycleHook = HookName
+	cfg.Interruption.PollInterval = config.Duration(s.opts.PollInterval)
+	cfg.Interruption.SafetyMargin = config.Duration(3 * time.Second)
+	cfg.Metrics.ListenAddress = ""
+	cfg.ControlSocket = filepath.Join(dir, "control.sock")
+	cfg.StateDir = filepath.Join(dir, "state")
+	return cfg
+}
+
+func containerOptions(cfg config.Config, log *slog.Logger, cmd []string) container.Options {
+	return container.Options{
+		Image: cfg.Jenkins.Image, Pull: cfg.Jenkins.Pull, Name: cfg.Jenkins.ContainerName,
+		HomeHost: cfg.EFS.MountPoint, HomeContainer: cfg.Jenkins.HomeInContainer,
+		Ports: cfg.Jenkins.Ports, StopGrace: cfg.Jenkins.StopGrace.D(), Cmd: cmd, Logger: log,
+	}
+}
+
+// pickRuntime decides between Docker and the in-process stand-in, and builds the image.
+func (s *sim) pickRuntime(ctx context.Context) {
+	s.runID = strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	s.image = imageRepo + ":" + s.runID
+	if s.opts.Docker == "never" {
+		s.sum.DockerReason = "--docker never"
+		return
+	}
+	exe := s.opts.Executable
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			s.sum.DockerReason = "cannot find this executable"
+			return
+		}
+	}
+	if !isStatic(exe) {
+		s.sum.DockerReason = "this binary is not static; build it with `make build` (CGO_ENABLED=0) to run Jenkins in containers"
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	rt, err := container.New(container.Options{Image: s.image, Pull: "never", Name: "probe", HomeHost: "/", HomeContainer: "/x"})
+	if err == nil {
+		err = rt.Ping(cctx)
+	}
+	if err != nil {
+		s.sum.DockerReason = "no Docker Engine reachable"
+		return
+	}
+	defer rt.Close()
+	if err := rt.BuildImage(cctx, exe, []string{"/jenkins-spot-agent", "jenkins-double"}); err != nil {
+		s.sum.DockerReason = "image build failed: " + err.Error()
+		return
+	}
+	s.sum.Docker = true
+}
+
+// startBuilds starts a freestyle build that outlives the notice by a few seconds and a
+// Pipeline that runs until Jenkins stops (it is saved and resumed by the successor).
+func (s *sim) startBuilds(ctx context.Context, in *instance) int {
+	n := 0
+	for _, job := range []string{buildJob, pipelineJob} {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, in.url+"/job/"+job+"/build", nil)
+		req.SetBasicAuth(jenkinsUser, jenkinsToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			s.say("simulate: could not start build %s: %v", job, err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusCreated {
+			n++
+		}
+	}
+	s.say("simulate: started %d build(s) on A: %s (finishes during the drain), %s (a Pipeline that runs until Jenkins stops)", n, buildJob, pipelineJob)
+	return n
+}
+
+func (s *sim) cleanup(in *instance) {
+	in.cancel()
+	select {
+	case <-in.done:
+	case <-time.After(30 * time.Second):
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_ = in.runtime.Stop(ctx, time.Second)
+	if rt, ok := in.runtime.(*container.Runtime); ok {
+		_ = rt.Remove(ctx)
+		_ = rt.Close()
+	}
+	in.imds.Close()
+}
+
+// event records and prints one timeline line.
+func (s *sim) event(in *instance, ev spot.Event) {
+	in.mu.Lock()
+	in.events = append(in.events, ev)
+	in.mu.Unlock()
+	if ev.Phase != "" {
+		select {
+		case in.phases <- ev.Phase:
+		default:
+		}
+	}
+	s.mu.Lock()
+	ref, label := s.start, "since start "
+	if !s.noticeAt.IsZero() {
+		ref, label = s.noticeAt, "after notice"
+	}
+	s.mu.Unlock()
+	at := fmt.Sprintf("%s %+8.3fs", label, ev.At.Sub(ref).Seconds())
+	var line string
+	switch {
+	case ev.Notice != nil:
+		line = fmt.Sprintf("notice        %s %s", ev.Notice.Kind, ev.Notice.Detail)
+	case ev.Phase != "":
+		line = fmt.Sprintf("phase         %s", ev.Message)
+	case !ev.Done && ev.Message != "":
+		line = fmt.Sprintf("%-13s %s", ev.Step, ev.Message)
+	case !ev.Done:
+		return // a step start: its end line says all
+	default:
+		outcome := "ok"
+		if ev.Err != "" {
+			outcome = "FAILED: " + ev.Err
+		}
+		line = fmt.Sprintf("%-13s %-4s %8s", ev.Step, outcome, ev.Duration.Round(time.Millisecond))
+	}
+	s.say("%s  [%s] %s", at, in.name, line)
+}
+
+func (s *sim) say(format string, args ...any) {
+	s.out.Lock()
+	defer s.out.Unlock()
+	fmt.Fprintf(s.opts.Out, format+"\n", args...)
+}
+
+// waitPhase waits until the instance reports phase p.
+func (in *instance) waitPhase(ctx context.Context, p spot.Phase, timeout time.Duration) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	if in.agent.Status().Phase == p {
+		return nil
+	}
+	for {
+		select {
+		case got := <-in.phases:
+			if got == p {
+				return nil
+			}
+		case err := <-in.done:
+			in.done <- err
+			if err == nil {
+				err = errors.New("agent exited")
+			}
+			return fmt.Errorf("agent %s ended in phase %s: %w", in.name, in.agent.Status().Phase, err)
+		case <-t.C:
+			return fmt.Errorf("still %s after %s", in.agent.Status().Phase, timeout)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (in *instance) eventsCopy() []spot.Event {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return append([]spot.Event(nil), in.events...)
+}
+
+// summarize derives the closing figures from the timelines and the doubles' records.
+func (s *sim) summarize(a, b *instance) {
+	evs := a.eventsCopy()
+	var planStart time.Time
+	for _, ev := range evs {
+		if ev.Notice != nil && planStart.IsZero() && ev.Notice.Kind == spot.KindSpotTerminate {
+			planStart = ev.At
+		}
+	}
+	s.sum.Detection = planStart.Sub(s.noticeAt)
+	done := func(st spot.Step) (spot.Event, bool) {
+		for i := len(evs) - 1; i >= 0; i-- {
+			if evs[i].Step == st && evs[i].Done && !evs[i].At.Before(planStart) {
+				return evs[i], true
+			}
+		}
+		return spot.Event{}, false
+	}
+	for _, st := range []spot.Step{spot.StepDeregister, spot.StepQuietDown, spot.StepDrain, spot.StepContainerStop,
+		spot.StepLeaseRelease, spot.StepUnmount, spot.StepLifecycleComplete} {
+		ev, ok := done(st)
+		if !ok {
+			s.sum.FailedSteps = append(s.sum.FailedSteps, string(st)+": did not run")
+			continue
+		}
+		if ev.Err != "" {
+			s.sum.FailedSteps = append(s.sum.FailedSteps, string(st)+": "+ev.Err)
+		}
+		switch st {
+		case spot.StepDeregister:
+			s.sum.Deregister = ev.At.Sub(planStart)
+		case spot.StepQuietDown:
+			s.sum.QuietDown = ev.At.Sub(planStart)
+		case spot.StepDrain:
+			s.sum.Drain = ev.Duration
+		case spot.StepContainerStop:
+			s.sum.ContainerStop = ev.Duration
+		case spot.StepLifecycleComplete:
+			s.sum.PlanTotal = ev.At.Sub(planStart)
+		}
+	}
+	for _, c := range s.aws.CallsOf("DeregisterTargets") {
+		if !c.Time.Before(planStart) {
+			s.sum.DeregisterSent = c.Time.Sub(planStart)
+			break
+		}
+	}
+	s.sum.Margin = a.agent.Status().Margin
+	s.sum.TargetState = s.aws.TargetState(TargetGroupARN, a.id.InstanceID)
+	if res, ok := s.aws.LifecycleResult(GroupName, a.id.InstanceID); ok {
+		s.sum.Lifecycle = res
+	}
+	if b == nil {
+		return
+	}
+	released, _ := done(spot.StepLeaseRelease)
+	stopBegan := time.Time{}
+	if ev, ok := done(spot.StepContainerStop); ok {
+		stopBegan = ev.At.Add(-ev.Duration)
+	}
+	for _, ev := range b.eventsCopy() {
+		if ev.Step == spot.StepContainerStart && !ev.Done && s.sum.Handover == 0 {
+			s.sum.Handover = ev.At.Sub(released.At)
+		}
+		if ev.Step == spot.StepJenkinsReady && ev.Done && s.sum.Downtime == 0 {
+			s.sum.Downtime = ev.At.Sub(stopBegan)
+		}
+	}
+	s.sum.ResumedOnB = resumedPipelines(b)
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// isStatic reports whether an ELF executable needs no dynamic loader, so it can run as
+// the only file of a FROM scratch image.
+func isStatic(path string) bool {
+	f, err := elf.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return false
+		}
+	}
+	return true
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,159 @@
+package awstest
+
+import (
+	"cmp"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+)
+
+func (s *Server) elbv2Locked(req request) (any, *apiError) {
+	switch req.action {
+	case "DeregisterTargets":
+		return s.deregisterTargetsLocked(req.form)
+	case "DescribeTargetHealth":
+		return s.describeTargetHealthLocked(req.form)
+	}
+	return nil, invalidAction(req.action)
+}
+
+func invalidAction(action string) *apiError {
+	return &apiError{http.StatusBadRequest, "InvalidAction", "Could not find operation " + action + " for version of this service"}
+}
+
+// deregisterTargetsLocked starts draining the named targets. Like ELBv2 it is idempotent:
+// a target that is not registered (or registered on another port) is no error.
+func (s *Server) deregisterTargetsLocked(form url.Values) (any, *apiError) {
+	tg, apiErr := s.targetGroupParamLocked(form)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	keys, apiErr := targetsParam(form)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	if len(keys) == 0 {
+		return nil, validation("1 validation error detected: Value null at 'targets' failed to satisfy constraint: Member must not be null")
+	}
+	for _, k := range keys {
+		e := s.entryLocked(tg, k)
+		if e == nil || e.state == StateDraining {
+			continue
+		}
+		if s.drainDelay <= 0 {
+			delete(tg.targets, k)
+			continue
+		}
+		e.state = StateDraining
+		e.drainingEnd = s.now().Add(s.drainDelay)
+	}
+	return nil, nil
+}
+
+type targetHealthDescription struct {
+	Target struct {
+		ID   string `xml:"Id"`
+		Port int32  `xml:"Port"`
+	} `xml:"Target"`
+	HealthCheckPort string `xml:"HealthCheckPort"`
+	TargetHealth    struct {
+		State       string `xml:"State"`
+		Reason      string `xml:"Reason,omitempty"`
+		Description string `xml:"Description,omitempty"`
+	} `xml:"TargetHealth"`
+}
+
+type describeTargetHealthResult struct {
+	TargetHealthDescriptions []targetHealthDescription `xml:"TargetHealthDescriptions>member"`
+}
+
+// describeTargetHealthLocked lists the registered targets, or the named ones; a named
+// target that is not registered shows as unused, Target.NotRegistered.
+func (s *Server) describeTargetHealthLocked(form url.Values) (any, *apiError) {
+	tg, apiErr := s.targetGroupParamLocked(form)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	keys, apiErr := targetsParam(form)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	if len(keys) == 0 {
+		for k := range tg.targets {
+			keys = append(keys, k)
+		}
+		slices.SortFunc(keys, func(a, b targetKey) int {
+			return cmp.Or(cmp.Compare(a.id, b.id), cmp.Compare(a.port, b.port))
+		})
+	}
+	var out describeTargetHealthResult
+	for _, k := range keys {
+		state := StateUnused
+		if e := s.entryLocked(tg, k); e != nil {
+			state = e.state
+		} else if _, named := form["Targets.member.1.Id"]; !named {
+			continue // gone after draining while listing all
+		}
+		var d targetHealthDescription
+		d.Target.ID, d.Target.Port = k.id, k.port
+		d.HealthCheckPort = strconv.Itoa(int(k.port))
+		d.TargetHealth.State = state
+		d.TargetHealth.Reason, d.TargetHealth.Description = healthReason(state)
+		out.TargetHealthDescriptions = append(out.TargetHealthDescriptions, d)
+	}
+	return &out, nil
+}
+
+// healthReason gives the reason code and text ELBv2 shows with a state.
+func healthReason(state string) (string, string) {
+	switch state {
+	case StateDraining:
+		return "Target.DeregistrationInProgress", "Target deregistration is in progress"
+	case StateUnused:
+		return "Target.NotRegistered", "Target is not registered to the target group"
+	case "unhealthy":
+		return "Target.FailedHealthChecks", "Health checks failed"
+	case "initial":
+		return "Elb.RegistrationInProgress", "Target registration is in progress"
+	}
+	return "", ""
+}
+
+func (s *Server) targetGroupParamLocked(form url.Values) (*targetGroup, *apiError) {
+	arn := form.Get("TargetGroupArn")
+	if arn == "" {
+		return nil, validation("1 validation error detected: Value null at 'targetGroupArn' failed to satisfy constraint: Member must not be null")
+	}
+	tg, ok := s.targetGroups[arn]
+	if !ok {
+		return nil, &apiError{http.StatusBadRequest, "TargetGroupNotFound", "One or more target groups not found"}
+	}
+	return tg, nil
+}
+
+// targetsParam reads Targets.member.N.Id / .Port; a target without a port is on the
+// group's port.
+func targetsParam(form url.Values) ([]targetKey, *apiError) {
+	var keys []targetKey
+	for i := 1; ; i++ {
+		p := "Targets.member." + strconv.Itoa(i)
+		id, hasID := form[p+".Id"]
+		_, hasPort := form[p+".Port"]
+		if !hasID && !hasPort {
+			return keys, nil
+		}
+		if !hasID || id[0] == "" {
+			return nil, validation("1 validation error detected: Value null at 'targets.%d.member.id' failed to satisfy constraint: Member must not be null", i)
+		}
+		var port int32
+		if hasPort {
+			n, err := strconv.ParseInt(form.Get(p+".Port"), 10, 32)
+			if err != nil || n < 1 || n > 65535 {
+				return nil, validation("1 validation error detected: Value '%s' at 'targets.%d.member.port' failed to satisfy constraint: Member must have value between 1 and 65535", form.Get(p+".Port"), i)
+			}
+			port = int32(n)
+		}
+		keys = append(keys, targetKey{id[0], portOrDefault(port)})
+	}
+}

@@ -1,0 +1,220 @@
+package targets
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
+	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+)
+
+// Check is one row of the preflight table.
+type Check struct {
+	Name   string // the IAM action, and the resource when it has one
+	OK     bool
+	Detail string // what the call showed
+	Fix    string // what to change when it failed
+}
+
+// probePort is the port DeregisterTargets is proven with: the instance is not
+// registered on it, so the call is authorized and validated but changes nothing.
+const probePort int32 = 1
+
+// probeToken is a lifecycle action token that matches no action: Auto Scaling checks
+// the permission, then answers ValidationError, and no action is completed.
+const probeToken = "00000000-0000-0000-0000-000000000000"
+
+// CheckPermissions proves, with calls that change nothing, each permission that Discover,
+// Deregister and CompleteLifecycle will need for this instance: one row per action and
+// target group. The cache of Discover is left as it is.
+func (c *Client) CheckPermissions(ctx context.Context, id spot.Identity) []Check {
+	var rows []Check
+	asg := id.AutoScalingGroup
+	var discovered []string
+	var asgARN string
+
+	if (c.discover || c.hook != "") && asg == "" {
+		row := Check{Name: "autoscaling:DescribeAutoScalingInstances"}
+		cctx, cancel := c.callContext(ctx)
+		out, err := c.asg.DescribeAutoScalingInstances(cctx, &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: []string{id.InstanceID}})
+		cancel()
+		if err != nil {
+			row = failed(row, err, "autoscaling:DescribeAutoScalingInstances", "*", "Auto Scaling")
+		} else {
+			for _, inst := range out.AutoScalingInstances {
+				if aws.ToString(inst.InstanceId) == id.InstanceID {
+					asg = aws.ToString(inst.AutoScalingGroupName)
+				}
+			}
+			row.OK, row.Detail = true, "instance is in no Auto Scaling group"
+			if asg != "" {
+				row.Detail = "instance is in Auto Scaling group " + asg
+			}
+		}
+		rows = append(rows, row)
+	}
+
+	if c.discover && asg != "" {
+		row := Check{Name: "autoscaling:DescribeAutoScalingGroups"}
+		cctx, cancel := c.callContext(ctx)
+		out, err := c.asg.DescribeAutoScalingGroups(cctx, &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{asg}})
+		cancel()
+		if err != nil {
+			row = failed(row, err, "autoscaling:DescribeAutoScalingGroups", "*", "Auto Scaling")
+		} else {
+			row.OK, row.Detail = true, "Auto Scaling group "+asg+" not found"
+			for _, g := range out.AutoScalingGroups {
+				if aws.ToString(g.AutoScalingGroupName) == asg {
+					asgARN = aws.ToString(g.AutoScalingGroupARN)
+					discovered = append(discovered, g.TargetGroupARNs...)
+					row.Detail = fmt.Sprintf("group %s has %d target group(s)", asg, len(g.TargetGroupARNs))
+				}
+			}
+		}
+		rows = append(rows, row)
+	}
+
+	for _, tg := range mergeTargetGroups(c.configured, discovered) {
+		rows = append(rows, c.checkTargetHealth(ctx, tg, id.InstanceID), c.checkDeregister(ctx, tg, id.InstanceID))
+	}
+
+	if c.hook != "" {
+		rows = append(rows, c.checkLifecycle(ctx, asg, asgARN))
+	}
+	return rows
+}
+
+// CheckInstanceState proves ec2:DescribeInstances, needed only to take a lease over from
+// a terminated holder, by describing this instance.
+func (c *Client) CheckInstanceState(ctx context.Context, id spot.Identity) Check {
+	row := Check{Name: "ec2:DescribeInstances"}
+	ctx, cancel := c.callContext(ctx)
+	defer cancel()
+	out, err := c.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id.InstanceID}})
+	if err != nil {
+		return failed(row, err, "ec2:DescribeInstances", "*", "EC2")
+	}
+	row.OK, row.Detail = true, "instance "+id.InstanceID+" not listed"
+	for _, r := range out.Reservations {
+		for _, inst := range r.Instances {
+			if aws.ToString(inst.InstanceId) == id.InstanceID && inst.State != nil {
+				row.Detail = "instance " + id.InstanceID + " is " + string(inst.State.Name)
+			}
+		}
+	}
+	return row
+}
+
+func (c *Client) checkTargetHealth(ctx context.Context, tg TargetGroup, instanceID string) Check {
+	const action = "elasticloadbalancing:DescribeTargetHealth"
+	row := Check{Name: action + " " + tg.ARN}
+	ctx, cancel := c.callContext(ctx)
+	defer cancel()
+	out, err := c.elb.DescribeTargetHealth(ctx, &elbv2.DescribeTargetHealthInput{TargetGroupArn: aws.String(tg.ARN)})
+	if err != nil {
+		// Describe actions of ELBv2 take no resource-level permission.
+		return failed(row, err, action, "*", "Elastic Load Balancing")
+	}
+	var seen []string
+	for _, d := range out.TargetHealthDescriptions {
+		if d.Target == nil || aws.ToString(d.Target.Id) != instanceID {
+			continue
+		}
+		state := "unknown"
+		if d.TargetHealth != nil {
+			state = string(d.TargetHealth.State)
+		}
+		seen = append(seen, fmt.Sprintf("port %d %s", aws.ToInt32(d.Target.Port), state))
+	}
+	row.OK, row.Detail = true, "instance is not registered in this group"
+	if len(seen) > 0 {
+		row.Detail = "instance registered: " + strings.Join(seen, ", ")
+	}
+	return row
+}
+
+func (c *Client) checkDeregister(ctx context.Context, tg TargetGroup, instanceID string) Check {
+	const action = "elasticloadbalancing:DeregisterTargets"
+	row := Check{Name: action + " " + tg.ARN}
+	port := probePort
+	if tg.Port == port {
+		port++
+	}
+	ctx, cancel := c.callContext(ctx)
+	defer cancel()
+	_, err := c.elb.DeregisterTargets(ctx, &elbv2.DeregisterTargetsInput{
+		TargetGroupArn: aws.String(tg.ARN),
+		Targets:        []elbtypes.TargetDescription{{Id: aws.String(instanceID), Port: aws.Int32(port)}},
+	})
+	switch apiCode(err) {
+	case "":
+		if err != nil {
+			return failed(row, err, action, tg.ARN, "Elastic Load Balancing")
+		}
+		row.OK, row.Detail = true, fmt.Sprintf("allowed (proven on port %d, where the instance is not registered)", port)
+	case codeInvalidTarget:
+		row.Detail = "allowed, but the group refuses the instance as a target: " + apiMessage(err)
+		row.Fix = "use a target group of target type instance"
+	default:
+		return failed(row, err, action, tg.ARN, "Elastic Load Balancing")
+	}
+	return row
+}
+
+func (c *Client) checkLifecycle(ctx context.Context, asg, asgARN string) Check {
+	const action = "autoscaling:CompleteLifecycleAction"
+	row := Check{Name: action}
+	if asg == "" {
+		row.Detail = "lifecycle_hook " + c.hook + " is set but the instance's Auto Scaling group is unknown"
+		row.Fix = "clear lifecycle_hook, or run the instance in the Auto Scaling group that has the hook"
+		return row
+	}
+	resource := fmt.Sprintf("arn:aws:autoscaling:%s:*:autoScalingGroup:*:autoScalingGroupName/%s", c.region, asg)
+	if asgARN != "" {
+		resource = asgARN
+	}
+	row.Name = action + " " + resource
+	ctx, cancel := c.callContext(ctx)
+	defer cancel()
+	_, err := c.asg.CompleteLifecycleAction(ctx, &autoscaling.CompleteLifecycleActionInput{
+		AutoScalingGroupName:  aws.String(asg),
+		LifecycleHookName:     aws.String(c.hook),
+		LifecycleActionToken:  aws.String(probeToken),
+		LifecycleActionResult: aws.String("CONTINUE"),
+	})
+	switch {
+	case err == nil || isNoActiveAction(err):
+		row.OK, row.Detail = true, "allowed (proven with a token that matches no action)"
+	case apiCode(err) == codeValidationError:
+		row.Detail = apiMessage(err)
+		row.Fix = fmt.Sprintf("make lifecycle_hook name a termination hook of %s", asg)
+	default:
+		return failed(row, err, action, resource, "Auto Scaling")
+	}
+	return row
+}
+
+// failed fills a row for a call that did not pass: a refused permission names the grant
+// to add; anything else says what went wrong and where to look.
+func failed(row Check, err error, action, resource, service string) Check {
+	row.OK = false
+	row.Detail = err.Error()
+	switch code := apiCode(err); {
+	case isAccessDenied(err):
+		row.Detail = "denied: " + apiMessage(err)
+		row.Fix = grantFix(action, resource)
+	case code == codeTargetGroupNotFound:
+		row.Fix = "fix or remove this ARN in target_groups (deleted, or in another account or region)"
+	case code != "":
+		row.Fix = fmt.Sprintf("%s answered %s; check the request and retry", service, code)
+	default:
+		row.Fix = fmt.Sprintf("check the instance's route and credentials to the %s endpoint", service)
+	}
+	return row
+}

@@ -1,0 +1,295 @@
+// Package targets takes the instance out of its load balancer target groups when it is
+// being interrupted, completes its Auto Scaling termination lifecycle action, asks EC2
+// whether a lease holder is gone, and proves the IAM permissions for all of it without
+// changing anything. The target groups are found once at boot: during a mass
+// interruption the APIs throttle, and the deregistration must not depend on them twice.
+package targets
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+)
+
+// DefaultCallTimeout bounds one API call (its retries included) when Options leaves
+// CallTimeout zero.
+const DefaultCallTimeout = 10 * time.Second
+
+// Retry policy of every call. Throttling is expected when many Spot instances are
+// interrupted at once; the call's deadline, not a small attempt count, should end the
+// tries, and one backoff must not eat a large part of the two-minute budget.
+const (
+	maxAttempts = 6
+	maxBackoff  = 2 * time.Second
+)
+
+// TargetGroup is one ELBv2 target group the instance is registered in.
+type TargetGroup struct {
+	ARN string
+	// Port the instance is registered on; 0 leaves it out of DeregisterTargets, which
+	// then means the group's own port (how Auto Scaling registers its instances).
+	Port int32
+}
+
+// Options configures a Client.
+type Options struct {
+	// Region of the target groups and the Auto Scaling group; required.
+	Region string
+	// TargetGroups are the configured groups, deregistered with their Port.
+	TargetGroups []TargetGroup
+	// Discover adds the target groups of the instance's Auto Scaling group.
+	Discover bool
+	// LifecycleHook is the termination hook to complete with CONTINUE; empty for none.
+	LifecycleHook string
+	// CallTimeout bounds each API call, retries included; DefaultCallTimeout when zero.
+	CallTimeout time.Duration
+	// Endpoint is one base URL for all three services (tests, simulate). Empty keeps
+	// the SDK's own resolution, AWS_ENDPOINT_URL_<SERVICE> included.
+	Endpoint string
+	// Credentials overrides the SDK's default credential chain when set.
+	Credentials aws.CredentialsProvider
+	// Logger receives what was found and done; slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+// Client talks to ELBv2, Auto Scaling and EC2 for one instance. Its methods are safe
+// for concurrent use.
+type Client struct {
+	elb         *elbv2.Client
+	asg         *autoscaling.Client
+	ec2         *ec2.Client
+	region      string
+	configured  []TargetGroup
+	discover    bool
+	hook        string
+	callTimeout time.Duration
+	log         *slog.Logger
+
+	mu      sync.Mutex
+	groups  []TargetGroup // configured ∪ discovered, cached by Discover
+	asgName string
+	asgARN  string
+}
+
+// New checks the options and builds the SDK clients. It makes no API call.
+func New(ctx context.Context, opts Options) (*Client, error) {
+	if opts.Region == "" {
+		return nil, errors.New("targets: region is empty; set it in the configuration or let IMDS tell it")
+	}
+	if opts.CallTimeout < 0 {
+		return nil, fmt.Errorf("targets: call timeout %s is negative", opts.CallTimeout)
+	}
+	var errs []error
+	seen := map[string]bool{}
+	var groups []TargetGroup
+	for _, tg := range opts.TargetGroups {
+		if err := validateTargetGroup(tg, opts.Region); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if seen[tg.ARN] {
+			errs = append(errs, fmt.Errorf("target group %s is listed twice; keep one entry", tg.ARN))
+			continue
+		}
+		seen[tg.ARN] = true
+		groups = append(groups, tg)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("targets: %w", err)
+	}
+
+	loadOpts := []func(*config.LoadOptions) error{
+		config.WithRegion(opts.Region),
+		config.WithRetryer(func() aws.Retryer {
+			return retry.NewStandard(func(o *retry.StandardOptions) {
+				o.MaxAttempts = maxAttempts
+				o.MaxBackoff = maxBackoff
+			})
+		}),
+	}
+	if opts.Credentials != nil {
+		loadOpts = append(loadOpts, config.WithCredentialsProvider(opts.Credentials))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("targets: load AWS configuration: %w", err)
+	}
+
+	c := &Client{
+		region:      opts.Region,
+		configured:  groups,
+		groups:      groups,
+		discover:    opts.Discover,
+		hook:        opts.LifecycleHook,
+		callTimeout: opts.CallTimeout,
+		log:         opts.Logger,
+	}
+	if c.callTimeout == 0 {
+		c.callTimeout = DefaultCallTimeout
+	}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	c.log = c.log.With("component", "targets")
+
+	var base *string
+	if opts.Endpoint != "" {
+		base = aws.String(opts.Endpoint)
+	}
+	c.elb = elbv2.NewFromConfig(cfg, func(o *elbv2.Options) {
+		if base != nil {
+			o.BaseEndpoint = base
+		}
+	})
+	c.asg = autoscaling.NewFromConfig(cfg, func(o *autoscaling.Options) {
+		if base != nil {
+			o.BaseEndpoint = base
+		}
+	})
+	c.ec2 = ec2.NewFromConfig(cfg, func(o *ec2.Options) {
+		if base != nil {
+			o.BaseEndpoint = base
+		}
+	})
+	return c, nil
+}
+
+// Discover finds the instance's Auto Scaling group (from the identity's tag, else by
+// asking Auto Scaling) when discovery or a lifecycle hook needs it, and caches the
+// configured target groups together with the group's. An instance outside any group is
+// no error. On error the configured target groups stay in force.
+func (c *Client) Discover(ctx context.Context, id spot.Identity) error {
+	if id.InstanceID == "" {
+		return errors.New("discover target groups: the instance id is unknown")
+	}
+	if !c.discover && c.hook == "" {
+		c.mu.Lock()
+		c.asgName = id.AutoScalingGroup
+		c.mu.Unlock()
+		return nil
+	}
+	found, err := c.findGroup(ctx, id)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.asgName, c.asgARN = found.name, found.arn
+	c.groups = c.configured
+	if c.discover {
+		c.groups = mergeTargetGroups(c.configured, found.targetGroups)
+	}
+	arns := make([]string, len(c.groups))
+	for i, tg := range c.groups {
+		arns[i] = tg.ARN
+	}
+	c.log.Info("target groups cached", "auto_scaling_group", found.name, "target_groups", arns)
+	return nil
+}
+
+// TargetGroups returns the target groups Deregister will use.
+func (c *Client) TargetGroups() []TargetGroup {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]TargetGroup(nil), c.groups...)
+}
+
+// AutoScalingGroup returns the instance's Auto Scaling group name, empty when unknown or
+// none.
+func (c *Client) AutoScalingGroup() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.asgName
+}
+
+// group is what Auto Scaling says about the instance's group.
+type group struct {
+	name, arn    string
+	targetGroups []string
+}
+
+// findGroup resolves the instance's Auto Scaling group and, when discovering, its target
+// groups. It changes nothing cached, so preflight can use it too.
+func (c *Client) findGroup(ctx context.Context, id spot.Identity) (group, error) {
+	g := group{name: id.AutoScalingGroup}
+	if g.name == "" {
+		cctx, cancel := c.callContext(ctx)
+		out, err := c.asg.DescribeAutoScalingInstances(cctx, &autoscaling.DescribeAutoScalingInstancesInput{
+			InstanceIds: []string{id.InstanceID},
+		})
+		cancel()
+		if err != nil {
+			return g, fmt.Errorf("find auto scaling group of %s: %w", id.InstanceID, explain(err, "autoscaling:DescribeAutoScalingInstances", "*"))
+		}
+		for _, inst := range out.AutoScalingInstances {
+			if aws.ToString(inst.InstanceId) == id.InstanceID {
+				g.name = aws.ToString(inst.AutoScalingGroupName)
+			}
+		}
+		if g.name == "" {
+			c.log.Info("instance is in no Auto Scaling group; only configured target groups apply", "instance", id.InstanceID)
+			return g, nil
+		}
+	}
+	if !c.discover {
+		return g, nil
+	}
+	cctx, cancel := c.callContext(ctx)
+	defer cancel()
+	out, err := c.asg.DescribeAutoScalingGroups(cctx, &autoscaling.DescribeAutoScalingGroupsInput{
+		AutoScalingGroupNames: []string{g.name},
+	})
+	if err != nil {
+		return g, fmt.Errorf("describe auto scaling group %s: %w", g.name, explain(err, "autoscaling:DescribeAutoScalingGroups", "*"))
+	}
+	for _, asg := range out.AutoScalingGroups {
+		if aws.ToString(asg.AutoScalingGroupName) != g.name {
+			continue
+		}
+		g.arn = aws.ToString(asg.AutoScalingGroupARN)
+		g.targetGroups = append(g.targetGroups, asg.TargetGroupARNs...)
+		for _, ts := range asg.TrafficSources {
+			if aws.ToString(ts.Type) == "elbv2" {
+				g.targetGroups = append(g.targetGroups, aws.ToString(ts.Identifier))
+			}
+		}
+		return g, nil
+	}
+	c.log.Warn("auto scaling group not found; only configured target groups apply", "auto_scaling_group", g.name)
+	return g, nil
+}
+
+// mergeTargetGroups keeps the configured groups (with their ports) and adds discovered
+// ones not already there, port left out.
+func mergeTargetGroups(configured []TargetGroup, discovered []string) []TargetGroup {
+	out := append([]TargetGroup(nil), configured...)
+	seen := map[string]bool{}
+	for _, tg := range configured {
+		seen[tg.ARN] = true
+	}
+	for _, arn := range discovered {
+		if arn == "" || seen[arn] {
+			continue
+		}
+		seen[arn] = true
+		out = append(out, TargetGroup{ARN: arn})
+	}
+	return out
+}
+
+// callContext bounds one API call, retries included.
+func (c *Client) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.callTimeout)
+}

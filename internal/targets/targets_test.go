@@ -1,0 +1,626 @@
+package targets
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
+	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets/awstest"
+)
+
+const (
+	region   = "us-east-1"
+	instance = "i-0123456789abcdef0"
+	asgName  = "jenkins-asg"
+	hook     = "drain-jenkins"
+	tgA      = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/jenkins-a/0123456789abcdef"
+	tgB      = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/jenkins-b/1123456789abcdef"
+	tgC      = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/jenkins-c/2123456789abcdef"
+	tgGone   = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/deleted/3123456789abcdef"
+)
+
+// TestMain keeps the SDK away from the machine's AWS files and from instance metadata:
+// every client here gets the double's endpoint and credentials.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "targets-test")
+	if err != nil {
+		panic(err)
+	}
+	for k, v := range map[string]string{
+		"AWS_CONFIG_FILE":             filepath.Join(dir, "config"),
+		"AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "credentials"),
+		"AWS_EC2_METADATA_DISABLED":   "true",
+		"AWS_PROFILE":                 "",
+		"AWS_REGION":                  "",
+	} {
+		os.Setenv(k, v)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func newClient(t testing.TB, srv *awstest.Server, opts Options) *Client {
+	t.Helper()
+	if opts.Region == "" {
+		opts.Region = region
+	}
+	opts.Endpoint = srv.URL()
+	opts.Credentials = srv.Credentials()
+	if tt, ok := t.(*testing.T); ok {
+		opts.Logger = slog.New(slog.NewTextHandler(tt.Output(), nil))
+	} else {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	c, err := New(t.Context(), opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return c
+}
+
+func newServer(t testing.TB) *awstest.Server {
+	srv := awstest.NewServer()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// world is an instance in an Auto Scaling group attached to tgB and tgC, with tgA
+// configured only.
+func world(t testing.TB) *awstest.Server {
+	srv := newServer(t)
+	srv.AddTargetGroup(tgA, awstest.Target{ID: instance})
+	srv.AddAutoScalingGroup(asgName, []string{instance, "i-0fedcba9876543210"}, []string{tgB, tgC}, hook)
+	return srv
+}
+
+func TestDiscoverFindsTheGroupsOfTheAutoScalingGroup(t *testing.T) {
+	srv := world(t)
+	c := newClient(t, srv, Options{
+		TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}, {ARN: tgC, Port: 8080}},
+		Discover:     true,
+	})
+	if err := c.Discover(t.Context(), spot.Identity{InstanceID: instance}); err != nil {
+		t.Fatalf("Discover: %v", err)
+	}
+	want := []TargetGroup{{tgA, 8080}, {tgC, 8080}, {tgB, 0}}
+	if got := c.TargetGroups(); !slices.Equal(got, want) {
+		t.Errorf("TargetGroups() = %v, want %v", got, want)
+	}
+	if got := c.AutoScalingGroup(); got != asgName {
+		t.Errorf("AutoScalingGroup() = %q, want %q", got, asgName)
+	}
+	if n := len(srv.CallsOf("DescribeAutoScalingInstances")); n != 1 {
+		t.Errorf("DescribeAutoScalingInstances called %d times, want 1", n)
+	}
+	calls := srv.CallsOf("DescribeAutoScalingGroups")
+	if len(calls) != 1 || calls[0].Params.Get("AutoScalingGroupNames.member.1") != asgName {
+		t.Errorf("DescribeAutoScalingGroups calls = %+v, want one naming %s", calls, asgName)
+	}
+}
+
+func TestDiscoverUsesTheGroupFromTheInstanceTag(t *testing.T) {
+	srv := world(t)
+	c := newClient(t, srv, Options{Discover: true})
+	if err := c.Discover(t.Context(), spot.Identity{InstanceID: instance, AutoScalingGroup: asgName}); err != nil {
+		t.Fatalf("Discover: %v", err)
+	}
+	if n := len(srv.CallsOf("DescribeAutoScalingInstances")); n != 0 {
+		t.Errorf("DescribeAutoScalingInstances called %d times though the tag named the group", n)
+	}
+	if got, want := c.TargetGroups(), []TargetGroup{{tgB, 0}, {tgC, 0}}; !slices.Equal(got, want) {
+		t.Errorf("TargetGroups() = %v, want %v", got, want)
+	}
+}
+
+func TestDiscoverOutsideAnyGroupKeepsTheConfiguredOnes(t *testing.T) {
+	srv := newServer(t)
+	srv.AddTargetGroup(tgA, awstest.Target{ID: instance})
+	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA}}, Discover: true})
+	if err := c.Discover(t.Context(), spot.Identity{InstanceID: instance}); err != nil {
+		t.Fatalf("Discover: %v", err)
+	}
+	if got, want := c.TargetGroups(), []TargetGroup{{tgA, 0}}; !slices.Equal(got, want) {
+		t.Errorf("TargetGroups() = %v, want %v", got, want)
+	}
+	if got := c.AutoScalingGroup(); got != "" {
+		t.Errorf("AutoScalingGroup() = %q, want empty", got)
+	}
+	if n := len(srv.CallsOf("DescribeAutoScalingGroups")); n != 0 {
+		t.Errorf("DescribeAutoScalingGroups called %d times for an instance in no group", n)
+	}
+}
+
+func TestDiscoverDisabledCallsNothing(t *testing.T) {
+	srv := world(t)
+	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}}})
+	if err := c.Discover(t.Context(), spot.Identity{InstanceID: instance}); err != nil {
+		t.Fatalf("Discover: %v", err)
+	}
+	if calls := srv.Calls(); len(calls) != 0 {
+		t.Errorf("calls = %+v, want none", calls)
+	}
+	if got, want := c.TargetGroups(), []TargetGroup{{tgA, 8080}}; !slices.Equal(got, want) {
+		t.Errorf("TargetGroups() = %v, want %v", got, want)
+	}
+}
+
+func TestDiscoverErrorKeepsConfiguredGroupsAndNamesTheGrant(t *testing.T) {
+	srv := world(t)
+	srv.Deny("DescribeAutoScalingGroups")
+	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}}, Discover: true})
+	err := c.Discover(t.Context(), spot.Identity{InstanceID: instance, AutoScalingGroup: asgName})
+	if err == nil || !strings.Contains(err.Error(), "add autoscaling:DescribeAutoScalingGroups on * to the instance role") {
+		t.Fatalf("Discover error = %v, want one naming the missing grant", err)
+	}
+	if got, want := c.TargetGroups(), []TargetGroup{{tgA, 8080}}; !slices.Equal(got, want) {
+		t.Errorf("TargetGroups() = %v, want %v", got, want)
+	}
+}
+
+func TestDeregisterDrainsConfiguredAndDiscoveredGroupsInParallel(t *testing.T) {
+	srv := world(t)
+	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}}, Discover: true})
+	if err := c.Discover(t.Context(), spot.Identity{InstanceID: instance}); err != nil {
+		t.Fatalf("Discover: %v", err)
+	}
+
+	// Every DeregisterTargets waits at the double until all three have arrived: a
+	// client that sent them one after another would never get there.
+	release := srv.Hold("DeregisterTargets")
+	defer release()
+	done := make(chan error, 1)
+	go func() { done <- c.Deregister(context.Background(), instance) }()
+	waitFor(t, "three DeregisterTargets in flight at once", func() bool {
+		return len(srv.CallsOf("DeregisterTargets")) == 3
+	})
+	release()
+	if err := <-done; err != nil {
+		t.Fatalf("Deregister: %v", err)
+	}
+
+	ports := map[string]string{}
+	for _, call := range srv.CallsOf("DeregisterTargets") {
+		if id := call.Params.Get("Targets.member.1.Id"); id != instance {
+			t.Errorf("DeregisterTargets target id = %q, want %q", id, instance)
+		}
+		ports[call.Params.Get("TargetGroupArn")] = call.Params.Get("Targets.member.1.Port")
+	}
+	if want := map[string]string{tgA: "8080", tgB: "", tgC: ""}; !maps(ports, want) {
+		t.Errorf("ports sent per group = %v, want %v (configured port, discovered none)", ports, want)
+	}
+	for _, arn := range []string{tgA, tgB, tgC} {
+		if got := srv.TargetState(arn, instance); got != awstest.StateDraining {
+			t.Errorf("%s: target state %q, want draining", arn, got)
+		}
+	}
+	if got := srv.TargetState(tgB, "i-0fedcba9876543210"); got != awstest.StateHealthy {
+		t.Errorf("the other instance went %q, want healthy", got)
+	}
+
+	// The SDK reads the draining state back through DescribeTargetHealth.
+	out, err := c.elb.DescribeTargetHealth(t.Context(), &elbv2.DescribeTargetHealthInput{
+		TargetGroupArn: aws.String(tgB),
+		Targets:        []elbtypes.TargetDescription{{Id: aws.String(instance)}},
+	})
+	if err != nil {
+		t.Fatalf("DescribeTargetHealth: %v", err)
+	}
+	if len(out.TargetHealthDescriptions) != 1 {
+		t.Fatalf("DescribeTargetHealth returned %d descriptions, want 1", len(out.TargetHealthDescriptions))
+	}
+	th := out.TargetHealthDescriptions[0].TargetHealth
+	if th.State != elbtypes.TargetHealthStateEnumDraining || th.Reason != elbtypes.TargetHealthReasonEnumDeregistrationInProgress {
+		t.Errorf("target health = %s/%s, want draining/Target.DeregistrationInProgress", th.State, th.Reason)
+	}
+}
+
+func TestDeregisterRetriesThrottling(t *testing.T) {
+	srv := world(t)
+	srv.FailNext("DeregisterTargets", "Throttling", 2)
+	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}}})
+	if err := c.Deregister(t.Context(), instance); err != nil {
+		t.Fatalf("Deregister: %v", err)
+	}
+	var codes []string
+	for _, call := range srv.CallsOf("DeregisterTargets") {
+		codes = append(codes, call.Code)
+	}
+	if want := []string{"Throttling", "Throttling", ""}; !slices.Equal(codes, want) {
+		t.Errorf("answers = %q, want %q", codes, want)
+	}
+	if got := srv.TargetState(tgA, instance); got != awstest.StateDraining {
+		t.Errorf("target state %q, want draining", got)
+	}
+}
+
+func TestDeregisterNamesAMissingTargetGroup(t *testing.T) {
+	srv := world(t)
+	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgGone, Port: 8080}, {ARN: tgA, Port: 8080}}})
+	err := c.Deregister(t.Context(), instance)
+	if err == nil {
+		t.Fatal("Deregister succeeded with a deleted target group")
+	}
+	if !strings.Contains(err.Error(), "target group "+tgGone+" not found") {
+		t.Errorf("error %q does not name the missing group", err)
+	}
+	if strings.Contains(err.Error(), tgA) {
+		t.Errorf("error %q names the group that worked", err)
+	}
+	var nf *elbtypes.TargetGroupNotFoundException
+	if !errors.As(err, &nf) {
+		t.Errorf("error %v does not unwrap to TargetGroupNotFoundException", err)
+	}
+	if got := srv.TargetState(tgA, instance); got != awstest.StateDraining {
+		t.Errorf("the existing group's target is %q, want draining despite the other failing", got)
+	}
+	if n := len(srv.CallsOf("DeregisterTargets")); n != 2 {
+		t.Errorf("%d DeregisterTargets calls, want 2 (TargetGroupNotFound is not retried)", n)
+	}
+}
+
+func TestDeregisterGivesUpAtTheCallTimeout(t *testing.T) {
+	srv := world(t)
+	srv.Delay("DeregisterTargets", time.Minute)
+	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}}, CallTimeout: 200 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	err := c.Deregister(ctx, instance)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Deregister error = %v, want a deadline exceeded", err)
+	}
+	if !strings.Contains(err.Error(), tgA) {
+		t.Errorf("error %q does not name the target group", err)
+	}
+	if ctx.Err() != nil {
+		t.Errorf("the caller's context ended too; the call timeout should have ended first")
+	}
+	if got := srv.TargetState(tgA, instance); got != awstest.StateHealthy {
+		t.Errorf("target state %q, want healthy: the slow call was never answered", got)
+	}
+}
+
+func TestDeregisterAccessDeniedNamesTheGrant(t *testing.T) {
+	srv := world(t)
+	srv.Deny("DeregisterTargets")
+	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}}})
+	err := c.Deregister(t.Context(), instance)
+	if err == nil || !strings.Contains(err.Error(), "add elasticloadbalancing:DeregisterTargets on "+tgA+" to the instance role") {
+		t.Fatalf("Deregister error = %v, want the missing grant named", err)
+	}
+}
+
+func TestDeregisterWithoutGroupsDoesNothing(t *testing.T) {
+	srv := newServer(t)
+	c := newClient(t, srv, Options{})
+	if err := c.Deregister(t.Context(), instance); err != nil {
+		t.Fatalf("Deregister: %v", err)
+	}
+	if calls := srv.Calls(); len(calls) != 0 {
+		t.Errorf("calls = %+v, want none", calls)
+	}
+}
+
+func TestCompleteLifecycle(t *testing.T) {
+	srv := world(t)
+	srv.PendLifecycleAction(asgName, hook, instance)
+	c := newClient(t, srv, Options{LifecycleHook: hook})
+	if err := c.Discover(t.Context(), spot.Identity{InstanceID: instance}); err != nil {
+		t.Fatalf("Discover: %v", err)
+	}
+	if err := c.CompleteLifecycle(t.Context(), instance); err != nil {
+		t.Fatalf("CompleteLifecycle: %v", err)
+	}
+	if got, ok := srv.LifecycleResult(asgName, instance); !ok || got != "CONTINUE" {
+		t.Errorf("lifecycle result = %q, %v; want CONTINUE", got, ok)
+	}
+	call := srv.CallsOf("CompleteLifecycleAction")[0]
+	for k, want := range map[string]string{"AutoScalingGroupName": asgName, "LifecycleHookName": hook, "InstanceId": instance, "LifecycleActionResult": "CONTINUE"} {
+		if got := call.Params.Get(k); got != want {
+			t.Errorf("CompleteLifecycleAction %s = %q, want %q", k, got, want)
+		}
+	}
+
+	// A second completion (the plan resumed after a restart) finds no active action.
+	if err := c.CompleteLifecycle(t.Context(), instance); err != nil {
+		t.Fatalf("second CompleteLifecycle: %v", err)
+	}
+	calls := srv.CallsOf("CompleteLifecycleAction")
+	if len(calls) != 2 || calls[1].Code != "ValidationError" {
+		t.Errorf("second call answered %+v, want ValidationError taken as done", calls[len(calls)-1])
+	}
+}
+
+func TestCompleteLifecycleWithoutHookDoesNothing(t *testing.T) {
+	srv := world(t)
+	c := newClient(t, srv, Options{})
+	if err := c.CompleteLifecycle(t.Context(), instance); err != nil {
+		t.Fatalf("CompleteLifecycle: %v", err)
+	}
+	if calls := srv.Calls(); len(calls) != 0 {
+		t.Errorf("calls = %+v, want none", calls)
+	}
+}
+
+func TestCompleteLifecycleErrors(t *testing.T) {
+	t.Run("group unknown", func(t *testing.T) {
+		srv := newServer(t)
+		c := newClient(t, srv, Options{LifecycleHook: hook})
+		if err := c.Discover(t.Context(), spot.Identity{InstanceID: instance}); err != nil {
+			t.Fatalf("Discover: %v", err)
+		}
+		err := c.CompleteLifecycle(t.Context(), instance)
+		if err == nil || !strings.Contains(err.Error(), "Auto Scaling group is unknown") {
+			t.Errorf("CompleteLifecycle error = %v, want the unknown group named", err)
+		}
+	})
+	t.Run("hook missing", func(t *testing.T) {
+		srv := world(t)
+		c := newClient(t, srv, Options{LifecycleHook: "no-such-hook"})
+		if err := c.Discover(t.Context(), spot.Identity{InstanceID: instance, AutoScalingGroup: asgName}); err != nil {
+			t.Fatalf("Discover: %v", err)
+		}
+		if err := c.CompleteLifecycle(t.Context(), instance); err == nil || !strings.Contains(err.Error(), "No Lifecycle Hook found") {
+			t.Errorf("CompleteLifecycle error = %v, want the missing hook reported", err)
+		}
+	})
+	t.Run("denied", func(t *testing.T) {
+		srv := world(t)
+		srv.Deny("CompleteLifecycleAction")
+		c := newClient(t, srv, Options{LifecycleHook: hook, Discover: true})
+		if err := c.Discover(t.Context(), spot.Identity{InstanceID: instance}); err != nil {
+			t.Fatalf("Discover: %v", err)
+		}
+		want := "add autoscaling:CompleteLifecycleAction on " + awstest.GroupARN(region, asgName)
+		if err := c.CompleteLifecycle(t.Context(), instance); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("CompleteLifecycle error = %v, want %q", err, want)
+		}
+	})
+}
+
+func TestInstanceTerminated(t *testing.T) {
+	srv := newServer(t)
+	c := newClient(t, srv, Options{})
+	for _, tc := range []struct {
+		state string
+		want  bool
+	}{
+		{"pending", false},
+		{"running", false},
+		{"stopping", false},
+		{"shutting-down", true},
+		{"terminated", true},
+		{"stopped", true},
+	} {
+		srv.SetInstanceState(instance, tc.state)
+		got, err := c.InstanceTerminated(t.Context(), instance)
+		if err != nil || got != tc.want {
+			t.Errorf("state %s: InstanceTerminated = %v, %v; want %v", tc.state, got, err, tc.want)
+		}
+	}
+	if got, err := c.InstanceTerminated(t.Context(), "i-00000000000000000"); err != nil || !got {
+		t.Errorf("unknown instance: InstanceTerminated = %v, %v; want true (InvalidInstanceID.NotFound)", got, err)
+	}
+	if _, err := c.InstanceTerminated(t.Context(), "not-an-id"); err == nil {
+		t.Error("malformed id: InstanceTerminated succeeded")
+	}
+	srv.Deny("DescribeInstances")
+	if _, err := c.InstanceTerminated(t.Context(), instance); err == nil || !strings.Contains(err.Error(), "add ec2:DescribeInstances on * to the instance role") {
+		t.Errorf("denied: InstanceTerminated error = %v, want the grant named", err)
+	}
+}
+
+func TestCheckPermissionsAllAllowed(t *testing.T) {
+	srv := world(t)
+	srv.PendLifecycleAction(asgName, hook, instance)
+	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}}, Discover: true, LifecycleHook: hook})
+	rows := c.CheckPermissions(t.Context(), spot.Identity{InstanceID: instance})
+	want := []string{
+		"autoscaling:DescribeAutoScalingInstances",
+		"autoscaling:DescribeAutoScalingGroups",
+		"elasticloadbalancing:DescribeTargetHealth " + tgA,
+		"elasticloadbalancing:DeregisterTargets " + tgA,
+		"elasticloadbalancing:DescribeTargetHealth " + tgB,
+		"elasticloadbalancing:DeregisterTargets " + tgB,
+		"elasticloadbalancing:DescribeTargetHealth " + tgC,
+		"elasticloadbalancing:DeregisterTargets " + tgC,
+		"autoscaling:CompleteLifecycleAction " + awstest.GroupARN(region, asgName),
+	}
+	var names []string
+	for _, r := range rows {
+		names = append(names, r.Name)
+		if !r.OK || r.Fix != "" {
+			t.Errorf("row %q failed: %s (fix %q)", r.Name, r.Detail, r.Fix)
+		}
+	}
+	if !slices.Equal(names, want) {
+		t.Errorf("rows =\n%s\nwant\n%s", strings.Join(names, "\n"), strings.Join(want, "\n"))
+	}
+	if rows[2].Detail != "instance registered: port 8080 healthy" {
+		t.Errorf("DescribeTargetHealth detail = %q", rows[2].Detail)
+	}
+
+	// The checks changed nothing.
+	for _, arn := range []string{tgA, tgB, tgC} {
+		if got := srv.TargetState(arn, instance); got != awstest.StateHealthy {
+			t.Errorf("%s: target state %q after preflight, want healthy", arn, got)
+		}
+	}
+	if _, done := srv.LifecycleResult(asgName, instance); done {
+		t.Error("preflight completed the pending lifecycle action")
+	}
+	if len(c.TargetGroups()) != 1 || c.AutoScalingGroup() != "" {
+		t.Errorf("preflight changed the cache: %v, %q", c.TargetGroups(), c.AutoScalingGroup())
+	}
+}
+
+func TestCheckPermissionsOneDenied(t *testing.T) {
+	asgARN := awstest.GroupARN(region, asgName)
+	for _, tc := range []struct {
+		deny     string
+		identity spot.Identity
+		failing  map[string]string // row name → Fix
+	}{
+		{
+			deny:    "DeregisterTargets",
+			failing: map[string]string{"elasticloadbalancing:DeregisterTargets " + tgB: "add elasticloadbalancing:DeregisterTargets on " + tgB + " to the instance role"},
+		},
+		{
+			deny:    "DescribeTargetHealth",
+			failing: map[string]string{"elasticloadbalancing:DescribeTargetHealth " + tgB: "add elasticloadbalancing:DescribeTargetHealth on * to the instance role"},
+		},
+		{
+			deny:    "DescribeAutoScalingGroups",
+			failing: map[string]string{"autoscaling:DescribeAutoScalingGroups": "add autoscaling:DescribeAutoScalingGroups on * to the instance role"},
+		},
+		{
+			deny:    "CompleteLifecycleAction",
+			failing: map[string]string{"autoscaling:CompleteLifecycleAction " + asgARN: "add autoscaling:CompleteLifecycleAction on " + asgARN + " to the instance role"},
+		},
+		{
+			deny: "DescribeAutoScalingInstances",
+			// Without the instance's group nothing can be discovered or completed; the
+			// lifecycle row says so too.
+			identity: spot.Identity{InstanceID: instance},
+			failing: map[string]string{
+				"autoscaling:DescribeAutoScalingInstances": "add autoscaling:DescribeAutoScalingInstances on * to the instance role",
+				"autoscaling:CompleteLifecycleAction":      "clear lifecycle_hook, or run the instance in the Auto Scaling group that has the hook",
+			},
+		},
+	} {
+		t.Run(tc.deny, func(t *testing.T) {
+			srv := newServer(t)
+			srv.AddAutoScalingGroup(asgName, []string{instance}, []string{tgB}, hook)
+			srv.Deny(tc.deny)
+			c := newClient(t, srv, Options{Discover: true, LifecycleHook: hook})
+			id := tc.identity
+			if id.InstanceID == "" {
+				id = spot.Identity{InstanceID: instance, AutoScalingGroup: asgName}
+			}
+			got := map[string]string{}
+			for _, r := range c.CheckPermissions(t.Context(), id) {
+				if !r.OK {
+					got[r.Name] = r.Fix
+				}
+			}
+			if !maps(got, tc.failing) {
+				t.Errorf("failing rows = %v, want %v", got, tc.failing)
+			}
+		})
+	}
+}
+
+func TestCheckPermissionsMissingTargetGroup(t *testing.T) {
+	srv := newServer(t)
+	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgGone, Port: 8080}}})
+	rows := c.CheckPermissions(t.Context(), spot.Identity{InstanceID: instance})
+	if len(rows) != 2 {
+		t.Fatalf("rows = %+v, want two", rows)
+	}
+	for _, r := range rows {
+		if r.OK || !strings.Contains(r.Fix, "fix or remove this ARN in target_groups") {
+			t.Errorf("row %q: OK=%v fix %q, want failed with the ARN to fix", r.Name, r.OK, r.Fix)
+		}
+	}
+}
+
+func TestCheckInstanceState(t *testing.T) {
+	srv := newServer(t)
+	srv.SetInstanceState(instance, "running")
+	c := newClient(t, srv, Options{})
+	if r := c.CheckInstanceState(t.Context(), spot.Identity{InstanceID: instance}); !r.OK || r.Detail != "instance "+instance+" is running" {
+		t.Errorf("CheckInstanceState = %+v, want OK and running", r)
+	}
+	srv.Deny("DescribeInstances")
+	if r := c.CheckInstanceState(t.Context(), spot.Identity{InstanceID: instance}); r.OK || r.Fix != "add ec2:DescribeInstances on * to the instance role" {
+		t.Errorf("denied: CheckInstanceState = %+v, want failed with the grant", r)
+	}
+}
+
+func TestNewRejectsBadOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts Options
+		want string
+	}{
+		{"no region", Options{}, "region is empty"},
+		{"not an arn", Options{Region: region, TargetGroups: []TargetGroup{{ARN: "jenkins"}}}, "not an ARN"},
+		{"other region", Options{Region: "eu-west-1", TargetGroups: []TargetGroup{{ARN: tgA}}}, "is in region us-east-1 but the agent calls eu-west-1"},
+		{"twice", Options{Region: region, TargetGroups: []TargetGroup{{ARN: tgA}, {ARN: tgA, Port: 80}}}, "listed twice"},
+		{"bad port", Options{Region: region, TargetGroups: []TargetGroup{{ARN: tgA, Port: 70000}}}, "outside 1..65535"},
+		{"negative timeout", Options{Region: region, CallTimeout: -time.Second}, "negative"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(t.Context(), tc.opts)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("New error = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// BenchmarkDeregister measures Deregister from three target groups against the double,
+// and how long after the call the first DeregisterTargets reached it.
+func BenchmarkDeregister(b *testing.B) {
+	srv := newServer(b)
+	srv.SetDeregistrationDelay(0)
+	c := newClient(b, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}, {ARN: tgB, Port: 8080}, {ARN: tgC, Port: 8080}}})
+	var firstSent time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		for _, arn := range []string{tgA, tgB, tgC} {
+			srv.AddTargetGroup(arn, awstest.Target{ID: instance})
+		}
+		before := len(srv.Calls())
+		b.StartTimer()
+		start := time.Now()
+		if err := c.Deregister(b.Context(), instance); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		first := srv.Calls()[before].At
+		for _, call := range srv.Calls()[before:] {
+			if call.At.Before(first) {
+				first = call.At
+			}
+		}
+		firstSent += first.Sub(start)
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/op")
+	b.ReportMetric(float64(firstSent.Microseconds())/1000/float64(b.N), "ms-to-first-send/op")
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func maps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,110 @@
+#!/bin/bash
+# Every packaging check, in order, with one PASS/FAIL/SKIP line each; exits non-zero
+# if any failed. Needs dist/jenkins-spot-agent (make build).
+#
+#   packaging/check.sh            VERSION for the test packages: the newest in
+#                                 packaging/changelog, or $JSA_VERSION
+#
+# Tools (Debian 12): systemd (systemd-analyze), cloud-init, lintian, dpkg,
+# init-system-helpers, python3 with python3-yaml, and Go (nfpm runs with go run).
+# cfn-lint (PyPI) is optional; see check-cfn.sh. Under CI=true a missing tool fails
+# its check instead of skipping it.
+set -uo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+
+version=${JSA_VERSION:-$(sed -n '1s/^jenkins-spot-agent (\([^)-]*\)-[^)]*).*/\1/p' packaging/changelog)}
+log=$(mktemp -d "${TMPDIR:-/tmp}/jsa-check.XXXXXX")
+trap 'rm -rf "$log"' EXIT
+failed=0
+
+# run NAME COMMAND...: runs one check, prints its line, and its output when it failed.
+run() {
+	local name=$1 out=$log/$1.log rc
+	shift
+	"$@" >"$out" 2>&1
+	rc=$?
+	if [ $rc -ne 0 ]; then
+		printf 'FAIL  %s\n' "$name"
+		sed 's/^/      /' "$out"
+		failed=$((failed + 1))
+	elif grep -q 'SKIP:' "$out"; then
+		printf 'SKIP  %s: %s\n' "$name" "$(grep -m1 'SKIP:' "$out" | sed 's/.*SKIP: //')"
+	elif grep -q 'NOT LINTED' "$out"; then
+		printf 'PASS  %s (partly: %s)\n' "$name" "$(grep -m1 'WARNING' "$out" | sed 's/.*WARNING: //')"
+	else
+		printf 'PASS  %s\n' "$name"
+	fi
+}
+
+shell_syntax() {
+	local f rc=0
+	for f in packaging/*.sh packaging/scripts/deb/* packaging/scripts/rpm/*; do
+		case "$f" in *.sh) bash -n "$f" ;; *) sh -n "$f" ;; esac || { echo "syntax error: $f"; rc=1; }
+	done
+	if command -v shellcheck >/dev/null 2>&1; then
+		shellcheck packaging/*.sh packaging/scripts/deb/* packaging/scripts/rpm/* || rc=1
+	fi
+	return $rc
+}
+
+binary() {
+	[ -x dist/jenkins-spot-agent ] || { echo "dist/jenkins-spot-agent is missing: run 'make build'"; return 1; }
+	# Static means no program interpreter: no PT_INTERP entry among the ELF program headers.
+	python3 - dist/jenkins-spot-agent <<'PY'
+import struct, sys
+data = open(sys.argv[1], "rb").read()
+if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+    sys.exit("%s is not a 64-bit little-endian ELF file" % sys.argv[1])
+phoff, = struct.unpack_from("<Q", data, 0x20)
+phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+for i in range(phnum):
+    if struct.unpack_from("<I", data, phoff + i * phentsize)[0] == 3:  # PT_INTERP
+        sys.exit("%s is dynamically linked: build it with CGO_ENABLED=0" % sys.argv[1])
+PY
+}
+
+example_config() {
+	python3 - <<'PY'
+import sys, yaml
+doc = yaml.safe_load(open("packaging/config.example.yaml"))
+want = {"efs", "jenkins", "lease", "target_groups", "discover_target_groups", "lifecycle_hook",
+        "interruption", "metrics", "control_socket", "state_dir"}
+if set(doc) != want:
+    sys.exit("config.example.yaml top-level keys %s, want %s" % (sorted(doc), sorted(want)))
+PY
+}
+
+rpm_package() {
+	local rpms=(dist/jenkins-spot-agent-*.rpm)
+	[ -f "${rpms[0]}" ] || { echo "no dist/jenkins-spot-agent-*.rpm"; return 1; }
+	# An RPM starts with the lead magic ed ab ee db.
+	[ "$(head -c 4 "${rpms[0]}" | od -An -tx1 | tr -d ' \n')" = edabeedb ] || { echo "${rpms[0]} is not an RPM"; return 1; }
+	if command -v rpm >/dev/null 2>&1; then
+		rpm -qpl "${rpms[0]}" | grep -qx /usr/lib/systemd/system/jenkins-spot-agent.service || { echo "rpm lacks the unit"; return 1; }
+		rpm -qpl "${rpms[0]}" | grep -qx /usr/bin/jenkins-spot-agent || { echo "rpm lacks the binary"; return 1; }
+	fi
+}
+
+run binary binary
+run shell-syntax shell_syntax
+run example-config example_config
+run unit packaging/check-unit.sh
+run user-data packaging/check-user-data.sh
+run iam-policy packaging/check-iam.sh
+run cloudformation packaging/check-cfn.sh
+if [ -x dist/jenkins-spot-agent ]; then
+	run packages packaging/build-packages.sh "$version"
+	run deb-install-lintian packaging/check-deb.sh
+	run rpm rpm_package
+else
+	printf 'FAIL  packages: dist/jenkins-spot-agent is missing\n'
+	failed=$((failed + 1))
+fi
+
+if [ $failed -gt 0 ]; then
+	echo "packaging checks: $failed failed"
+	exit 1
+fi
+echo "packaging checks: all passed"
