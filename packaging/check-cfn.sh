@@ -20,8 +20,9 @@ file=${1:-packaging/cloudformation.yaml}
 
 fail() { echo "check-cfn: FAIL: $file: $*" >&2; exit 1; }
 
-cfn_lint=$(command -v cfn-lint 2>/dev/null || true)
-if [ -z "$cfn_lint" ] && [ -x /root/.pyenv/shims/cfn-lint ]; then cfn_lint=/root/.pyenv/shims/cfn-lint; fi
+# CFN_LINT names the cfn-lint to run; by default the one on PATH or in pyenv's shims.
+cfn_lint=${CFN_LINT:-$(command -v cfn-lint 2>/dev/null || true)}
+if [ -z "$cfn_lint" ] && [ -x "$HOME/.pyenv/shims/cfn-lint" ]; then cfn_lint=$HOME/.pyenv/shims/cfn-lint; fi
 linted=no
 if [ -n "$cfn_lint" ] && "$cfn_lint" --version >/dev/null 2>&1; then
 	out=$("$cfn_lint" --include-checks I -- "$file" 2>&1) || { echo "$out" >&2; fail "cfn-lint reported problems"; }
@@ -140,7 +141,12 @@ asgs = of_type("AWS::AutoScaling::AutoScalingGroup")
 want(len(asgs) == 1, "want one Auto Scaling group")
 for name, r in asgs.items():
     p = r["Properties"]
-    want(str(p.get("MinSize")) == str(p.get("MaxSize")) == str(p.get("DesiredCapacity")) == "1",
+    def size(v):
+        # A !Ref to a parameter counts as that parameter's default.
+        if isinstance(v, Tag) and v.tag == "Ref":
+            return str(doc["Parameters"][v.value].get("Default"))
+        return str(v)
+    want(size(p.get("MinSize")) == size(p.get("MaxSize")) == size(p.get("DesiredCapacity")) == "1",
          "%s: min = max = desired = 1" % name)
     want(p.get("CapacityRebalance") is True, "%s: CapacityRebalance must be true" % name)
     want(p.get("HealthCheckType") == "EC2", "%s: HealthCheckType must be EC2 (a lease-waiting instance is healthy)" % name)

@@ -76,7 +76,7 @@ no_prompt() {
 	fi
 }
 
-out=$(dpkg_root --install "$deb") || { echo "$out" >&2; fail "dpkg --install into a scratch root failed"; }
+out=$(dpkg_root --install "$deb") || { no_prompt "$out" install; echo "$out" >&2; fail "dpkg --install into a scratch root failed"; }
 no_prompt "$out" install
 status=$(dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${db:Status-Abbrev}' jenkins-spot-agent)
 [ "$status" = "ii " ] || fail "package state after install is '$status', want 'ii '"
@@ -97,7 +97,7 @@ fi
 # An upgrade (reinstall) after the operator edited the example: dpkg keeps the edit
 # and asks nothing, because the packaged example did not change.
 echo "# edited by the operator" >>"$root/etc/jenkins-spot-agent/config.example.yaml"
-out=$(dpkg_root --install "$deb") || { echo "$out" >&2; fail "reinstall failed"; }
+out=$(dpkg_root --install "$deb") || { no_prompt "$out" reinstall; echo "$out" >&2; fail "reinstall failed"; }
 no_prompt "$out" reinstall
 grep -q "edited by the operator" "$root/etc/jenkins-spot-agent/config.example.yaml" ||
 	fail "reinstall replaced the operator's edit of config.example.yaml"
@@ -109,7 +109,7 @@ out=$(dpkg_root --remove jenkins-spot-agent) || { echo "$out" >&2; fail "dpkg --
 [ ! -e "$root/usr/bin/jenkins-spot-agent" ] || fail "remove left the binary"
 [ -f "$site" ] || fail "remove deleted the site config"
 out=$(dpkg_root --purge jenkins-spot-agent) || { echo "$out" >&2; fail "dpkg --purge failed"; }
-[ -f "$site" ] && [ "$(sha256sum <"$site")" = "$site_sum" ] || fail "purge touched the site config"
+if [ ! -f "$site" ] || [ "$(sha256sum <"$site")" != "$site_sum" ]; then fail "purge touched the site config"; fi
 [ ! -e "$root/var/lib/jenkins-spot-agent" ] || fail "purge left /var/lib/jenkins-spot-agent"
 [ ! -e "$root/etc/systemd/system/multi-user.target.wants/jenkins-spot-agent.service" ] ||
 	fail "purge left the unit enabled"

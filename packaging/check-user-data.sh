@@ -66,10 +66,11 @@ PY
 
 script=$dir/bootstrap.sh
 sh -n "$script" || fail "the bootstrap script does not parse"
+# shellcheck disable=SC2016 # a literal $deb in the script
 grep -q 'apt-get install .*"\$deb"' "$script" || fail "the bootstrap script does not install the package"
 pre=$(grep -n 'jenkins-spot-agent preflight' "$script" | head -n 1 | cut -d: -f1)
 start=$(grep -n 'systemctl enable --now jenkins-spot-agent' "$script" | head -n 1 | cut -d: -f1)
-[ -n "$pre" ] && [ -n "$start" ] && [ "$pre" -lt "$start" ] || fail "preflight must run before the agent is started"
+if [ -z "$pre" ] || [ -z "$start" ] || [ "$pre" -ge "$start" ]; then fail "preflight must run before the agent is started"; fi
 # Every metadata read carries a session token (IMDSv2). Commands continued with a
 # backslash are joined first so that a header and its URL are on one line.
 joined=$(sed -e ':a' -e '/\\$/N; s/\\\n//; ta' "$script")

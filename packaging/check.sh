@@ -2,8 +2,10 @@
 # Every packaging check, in order, with one PASS/FAIL/SKIP line each; exits non-zero
 # if any failed. Needs dist/jenkins-spot-agent (make build).
 #
-#   packaging/check.sh            VERSION for the test packages: the newest in
-#                                 packaging/changelog, or $JSA_VERSION
+#   packaging/check.sh [BINARY]   BINARY: the agent to check, default
+#                                 dist/jenkins-spot-agent (the packages always take
+#                                 that one). VERSION of the test packages: the newest
+#                                 in packaging/changelog, or $JSA_VERSION
 #
 # Tools (Debian 12): systemd (systemd-analyze), cloud-init, lintian, dpkg,
 # init-system-helpers, python3 with python3-yaml, and Go (nfpm runs with go run).
@@ -12,8 +14,11 @@
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
-cd "$top"
+cd "$top" || exit 1
 
+bin=${1:-dist/jenkins-spot-agent}
+export JSA_BIN
+JSA_BIN=$(cd "$(dirname "$bin")" 2>/dev/null && pwd)/$(basename "$bin")
 version=${JSA_VERSION:-$(sed -n '1s/^jenkins-spot-agent (\([^)-]*\)-[^)]*).*/\1/p' packaging/changelog)}
 log=$(mktemp -d "${TMPDIR:-/tmp}/jsa-check.XXXXXX")
 trap 'rm -rf "$log"' EXIT
@@ -50,9 +55,9 @@ shell_syntax() {
 }
 
 binary() {
-	[ -x dist/jenkins-spot-agent ] || { echo "dist/jenkins-spot-agent is missing: run 'make build'"; return 1; }
+	[ -x "$JSA_BIN" ] || { echo "$bin is missing: run 'make build'"; return 1; }
 	# Static means no program interpreter: no PT_INTERP entry among the ELF program headers.
-	python3 - dist/jenkins-spot-agent <<'PY'
+	python3 - "$JSA_BIN" <<'PY'
 import struct, sys
 data = open(sys.argv[1], "rb").read()
 if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
@@ -87,6 +92,37 @@ rpm_package() {
 	fi
 }
 
+# The RPM scriptlets cannot be installed here without rpm; run them against a
+# systemctl that records its calls: enable on first install only, disable on removal
+# only, never start or restart.
+rpm_scripts() {
+	local bin calls
+	bin=$(mktemp -d "${TMPDIR:-/tmp}/jsa-rpm-scripts.XXXXXX")
+	calls=$bin/calls
+	printf '#!/bin/sh\necho "$*" >>"%s"\n' "$calls" >"$bin/systemctl"
+	chmod +x "$bin/systemctl"
+	expect() { # expect DESCRIPTION SCRIPT ARG WANTED-CALLS
+		: >"$calls"
+		PATH=$bin:$PATH sh "packaging/scripts/rpm/$2" "$3" >/dev/null || { echo "$2 $3 failed"; return 1; }
+		if [ "$(grep -v daemon-reload "$calls" | tr '\n' ';')" != "$4" ]; then
+			echo "$1: systemctl calls '$(tr '\n' ';' <"$calls")', want '$4'"
+			return 1
+		fi
+	}
+	expect "first install" postinstall 1 "enable jenkins-spot-agent.service;" &&
+		expect "upgrade" postinstall 2 "" &&
+		expect "removal" preremove 0 "--no-reload disable jenkins-spot-agent.service;" &&
+		expect "upgrade" preremove 1 "" &&
+		expect "removal" postremove 0 ""
+	local rc=$?
+	rm -rf "$bin"
+	if PATH=/nonexistent /bin/sh packaging/scripts/rpm/postinstall 1 >/dev/null; then :; else
+		echo "postinstall fails without systemctl"
+		rc=1
+	fi
+	return $rc
+}
+
 run binary binary
 run shell-syntax shell_syntax
 run example-config example_config
@@ -94,10 +130,14 @@ run unit packaging/check-unit.sh
 run user-data packaging/check-user-data.sh
 run iam-policy packaging/check-iam.sh
 run cloudformation packaging/check-cfn.sh
-if [ -x dist/jenkins-spot-agent ]; then
+if [ "$JSA_BIN" != "$top/dist/jenkins-spot-agent" ]; then
+	printf 'FAIL  packages: the packages are built from dist/jenkins-spot-agent, not %s\n' "$bin"
+	failed=$((failed + 1))
+elif [ -x dist/jenkins-spot-agent ]; then
 	run packages packaging/build-packages.sh "$version"
 	run deb-install-lintian packaging/check-deb.sh
 	run rpm rpm_package
+	run rpm-scripts rpm_scripts
 else
 	printf 'FAIL  packages: dist/jenkins-spot-agent is missing\n'
 	failed=$((failed + 1))

@@ -15,7 +15,6 @@ import (
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/config"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets"
 )
 
@@ -107,6 +106,9 @@ func preflight(ctx context.Context, cfg config.Config, ep endpoints, e *env) []c
 			add("target group discovery", err, "", "add autoscaling:DescribeAutoScalingInstances and DescribeAutoScalingGroups to the instance role")
 		}
 		rows = append(rows, tc.CheckPermissions(tctx, id)...)
+		if cfg.Lease.TakeoverWhenHolderTerminated {
+			rows = append(rows, tc.CheckInstanceState(tctx, id))
+		}
 	}
 	cancel()
 
@@ -188,4 +190,3 @@ func writable(dir string) error {
 	return os.Remove(name)
 }
 
-var _ = spot.Identity{}

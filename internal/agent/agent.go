@@ -343,6 +343,7 @@ func (a *Agent) boot(ctx context.Context) error {
 				msg := fmt.Sprintf("waiting for %s to release JENKINS_HOME", s.Holder)
 				a.log.Info(msg, "holder", s.Holder, "epoch", s.Epoch, "expires", s.Expires)
 				_ = a.deps.Notifier.Status(msg)
+				a.emit(spot.Event{At: a.now(), Step: spot.StepLease, Message: msg})
 			})
 			return err
 		})

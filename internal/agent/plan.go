@@ -175,7 +175,12 @@ func (a *Agent) drain(ctx context.Context) error {
 		}
 		left := a.stopAt().Sub(a.now())
 		if left <= 0 {
-			return fmt.Errorf("%d build(s) still running at the stop time: %s", len(builds), last)
+			// Not a failure of the plan: the budget is spent. Jenkins saves Pipelines on
+			// stop and the successor resumes them; other builds are aborted.
+			msg := fmt.Sprintf("stop time reached with %d build(s) running (Pipelines resume on the next start, others are aborted): %s", len(builds), last)
+			a.log.Warn(msg)
+			a.emit(spot.Event{At: a.now(), Step: spot.StepDrain, Message: msg})
+			return nil
 		}
 		select {
 		case <-time.After(min(drainPoll, left)):

@@ -170,3 +170,19 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// The shipped example documents every key with its default: it must load, and it must
+// say what Default says.
+func TestPackagedExampleMatchesDefaults(t *testing.T) {
+	cfg, err := Load("../../packaging/config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.EFS.FileSystemID = cfg.EFS.FileSystemID
+	want.TargetGroups = cfg.TargetGroups
+	want.LifecycleHook = cfg.LifecycleHook
+	if fmt.Sprintf("%+v", cfg) != fmt.Sprintf("%+v", want) {
+		t.Fatalf("example and defaults differ:\nexample  %+v\ndefaults %+v", cfg, want)
+	}
+}

@@ -318,7 +318,8 @@ func (l *Lease) Hold(ctx context.Context, fence func(context.Context) error) err
 	every := l.opts.TTL / 3
 	retry := max(l.opts.TTL/10, time.Millisecond)
 
-	renew := time.NewTimer(every)
+	// Renew at once: the caller may have spent part of the TTL since Acquire.
+	renew := time.NewTimer(0)
 	defer renew.Stop()
 	fenceTimer := time.NewTimer(l.untilFence())
 	defer fenceTimer.Stop()

@@ -371,7 +371,8 @@ func TestHoldReturnsLostAndFences(t *testing.T) {
 
 func TestHoldRenewsUntilCancelled(t *testing.T) {
 	dir := t.TempDir()
-	a := newLease(t, dir, "i-a", func(o *Options) { o.TTL = 300 * time.Millisecond; o.ClockSkew = 10 * time.Millisecond })
+	// A TTL long enough that a slow fsync on a loaded machine does not trigger the fence.
+	a := newLease(t, dir, "i-a", func(o *Options) { o.TTL = 3 * time.Second; o.ClockSkew = 100 * time.Millisecond })
 	st, err := a.Acquire(ctxFor(t, 5*time.Second), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -208,10 +208,8 @@ func (s *sim) run(ctx context.Context) (*Summary, error) {
 	s.mu.Unlock()
 	s.say("simulate: Spot interruption notice for A is now visible in IMDS (termination at +%s)", s.opts.Budget)
 	a.imds.SetSpotAction("terminate", termination)
-	if s.opts.Failover {
-		// The Auto Scaling group sees its instance go too, as EC2 reclaims it.
-		s.aws.PendLifecycleAction(GroupName, HookName, a.id.InstanceID)
-	}
+	// The Auto Scaling group's termination hook holds the instance too, as EC2 reclaims it.
+	s.aws.PendLifecycleAction(GroupName, HookName, a.id.InstanceID)
 
 	if err := a.waitPhase(ctx, spot.PhaseStopped, s.opts.Budget+time.Minute); err != nil {
 		return nil, fmt.Errorf("instance A's plan did not finish: %w", err)
@@ -437,8 +435,10 @@ func (s *sim) event(in *instance, ev spot.Event) {
 	at := fmt.Sprintf("%s %+8.3fs", label, ev.At.Sub(ref).Seconds())
 	var line string
 	switch {
+	case ev.Notice != nil && !ev.Notice.Time.IsZero():
+		line = fmt.Sprintf("notice        %s, termination at %s", ev.Notice.Kind, ev.Notice.Time.UTC().Format(time.TimeOnly))
 	case ev.Notice != nil:
-		line = fmt.Sprintf("notice        %s %s", ev.Notice.Kind, ev.Notice.Detail)
+		line = fmt.Sprintf("notice        %s", ev.Notice.Kind)
 	case ev.Phase != "":
 		line = fmt.Sprintf("phase         %s", ev.Message)
 	case !ev.Done && ev.Message != "":
@@ -536,8 +536,8 @@ func (s *sim) summarize(a, b *instance) {
 		}
 	}
 	for _, c := range s.aws.CallsOf("DeregisterTargets") {
-		if !c.Time.Before(planStart) {
-			s.sum.DeregisterSent = c.Time.Sub(planStart)
+		if !c.At.Before(planStart) {
+			s.sum.DeregisterSent = c.At.Sub(planStart)
 			break
 		}
 	}

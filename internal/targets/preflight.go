@@ -72,8 +72,8 @@ func (c *Client) CheckPermissions(ctx context.Context, id spot.Identity) []Check
 			for _, g := range out.AutoScalingGroups {
 				if aws.ToString(g.AutoScalingGroupName) == asg {
 					asgARN = aws.ToString(g.AutoScalingGroupARN)
-					discovered = append(discovered, g.TargetGroupARNs...)
-					row.Detail = fmt.Sprintf("group %s has %d target group(s)", asg, len(g.TargetGroupARNs))
+					discovered = attachedTargetGroups(g)
+					row.Detail = fmt.Sprintf("group %s has %d target group(s)", asg, len(discovered))
 				}
 			}
 		}

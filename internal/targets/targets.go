@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	astypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 
@@ -75,6 +77,7 @@ type Client struct {
 	discover    bool
 	hook        string
 	callTimeout time.Duration
+	creds       aws.CredentialsProvider
 	log         *slog.Logger
 
 	mu      sync.Mutex
@@ -148,6 +151,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	if opts.Endpoint != "" {
 		base = aws.String(opts.Endpoint)
 	}
+	c.creds = cfg.Credentials
 	c.elb = elbv2.NewFromConfig(cfg, func(o *elbv2.Options) {
 		if base != nil {
 			o.BaseEndpoint = base
@@ -181,11 +185,13 @@ func (c *Client) Discover(ctx context.Context, id spot.Identity) error {
 		return nil
 	}
 	found, err := c.findGroup(ctx, id)
-	if err != nil {
-		return err
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err != nil {
+		// A group named by the instance tag still serves CompleteLifecycle.
+		c.asgName = found.name
+		return err
+	}
 	c.asgName, c.asgARN = found.name, found.arn
 	c.groups = c.configured
 	if c.discover {
@@ -259,16 +265,23 @@ func (c *Client) findGroup(ctx context.Context, id spot.Identity) (group, error)
 			continue
 		}
 		g.arn = aws.ToString(asg.AutoScalingGroupARN)
-		g.targetGroups = append(g.targetGroups, asg.TargetGroupARNs...)
-		for _, ts := range asg.TrafficSources {
-			if aws.ToString(ts.Type) == "elbv2" {
-				g.targetGroups = append(g.targetGroups, aws.ToString(ts.Identifier))
-			}
-		}
+		g.targetGroups = attachedTargetGroups(asg)
 		return g, nil
 	}
 	c.log.Warn("auto scaling group not found; only configured target groups apply", "auto_scaling_group", g.name)
 	return g, nil
+}
+
+// attachedTargetGroups lists the group's target groups, attached the classic way or as
+// traffic sources of type elbv2.
+func attachedTargetGroups(asg astypes.AutoScalingGroup) []string {
+	arns := slices.Clone(asg.TargetGroupARNs)
+	for _, ts := range asg.TrafficSources {
+		if aws.ToString(ts.Type) == "elbv2" {
+			arns = append(arns, aws.ToString(ts.Identifier))
+		}
+	}
+	return arns
 }
 
 // mergeTargetGroups keeps the configured groups (with their ports) and adds discovered
@@ -292,4 +305,18 @@ func mergeTargetGroups(configured []TargetGroup, discovered []string) []TargetGr
 // callContext bounds one API call, retries included.
 func (c *Client) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, c.callTimeout)
+}
+
+// Credentials checks that the SDK's credential chain yields credentials (the instance
+// role, normally), without calling any service.
+func (c *Client) Credentials(ctx context.Context) error {
+	if c.creds == nil {
+		return errors.New("no AWS credentials provider: attach an instance profile to the instance")
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.callTimeout)
+	defer cancel()
+	if _, err := c.creds.Retrieve(ctx); err != nil {
+		return fmt.Errorf("aws credentials: %w", err)
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -167,6 +168,9 @@ func TestDiscoverErrorKeepsConfiguredGroupsAndNamesTheGrant(t *testing.T) {
 	if got, want := c.TargetGroups(), []TargetGroup{{tgA, 8080}}; !slices.Equal(got, want) {
 		t.Errorf("TargetGroups() = %v, want %v", got, want)
 	}
+	if got := c.AutoScalingGroup(); got != asgName {
+		t.Errorf("AutoScalingGroup() = %q, want %q from the tag despite the error", got, asgName)
+	}
 }
 
 func TestDeregisterDrainsConfiguredAndDiscoveredGroupsInParallel(t *testing.T) {
@@ -197,7 +201,7 @@ func TestDeregisterDrainsConfiguredAndDiscoveredGroupsInParallel(t *testing.T) {
 		}
 		ports[call.Params.Get("TargetGroupArn")] = call.Params.Get("Targets.member.1.Port")
 	}
-	if want := map[string]string{tgA: "8080", tgB: "", tgC: ""}; !maps(ports, want) {
+	if want := map[string]string{tgA: "8080", tgB: "", tgC: ""}; !maps.Equal(ports, want) {
 		t.Errorf("ports sent per group = %v, want %v (configured port, discovered none)", ports, want)
 	}
 	for _, arn := range []string{tgA, tgB, tgC} {
@@ -514,7 +518,7 @@ func TestCheckPermissionsOneDenied(t *testing.T) {
 					got[r.Name] = r.Fix
 				}
 			}
-			if !maps(got, tc.failing) {
+			if !maps.Equal(got, tc.failing) {
 				t.Errorf("failing rows = %v, want %v", got, tc.failing)
 			}
 		})
@@ -613,14 +617,29 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func maps(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
+// Without Endpoint the SDK's own resolution applies, AWS_ENDPOINT_URL_<SERVICE> included:
+// that is how simulate and operators point the agent at another endpoint.
+func TestEndpointFromEnvironment(t *testing.T) {
+	srv := world(t)
+	for _, service := range []string{"ELASTIC_LOAD_BALANCING_V2", "AUTO_SCALING", "EC2"} {
+		t.Setenv("AWS_ENDPOINT_URL_"+service, srv.URL())
 	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
+	c, err := New(t.Context(), Options{Region: region, Discover: true, Credentials: srv.Credentials(), Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if err := c.Discover(t.Context(), spot.Identity{InstanceID: instance}); err != nil {
+		t.Fatalf("Discover: %v", err)
+	}
+	if err := c.Deregister(t.Context(), instance); err != nil {
+		t.Fatalf("Deregister: %v", err)
+	}
+	if gone, err := c.InstanceTerminated(t.Context(), instance); err != nil || gone {
+		t.Fatalf("InstanceTerminated = %v, %v; want false", gone, err)
+	}
+	for _, arn := range []string{tgB, tgC} {
+		if got := srv.TargetState(arn, instance); got != awstest.StateDraining {
+			t.Errorf("%s: target state %q, want draining", arn, got)
 		}
 	}
-	return true
 }

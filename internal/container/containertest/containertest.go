@@ -4,13 +4,8 @@
 package containertest
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,8 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/client"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/scratch"
 )
 
 // NewClient returns a client for DOCKER_HOST (or the default socket) that
@@ -100,90 +96,7 @@ func BuildStatic(ctx context.Context, pkg, out string) error {
 }
 
 // BuildImage builds tag as an image FROM scratch holding only binaryPath,
-// copied to /<base name of binaryPath>. entrypoint defaults to that path. The
-// classic builder is requested because Docker 20.10 has BuildKit off by default
-// and BuildKit's session protocol would be needed otherwise.
+// copied to /<base name of binaryPath>; entrypoint defaults to that path.
 func BuildImage(ctx context.Context, cli client.APIClient, tag, binaryPath string, entrypoint []string) error {
-	bin, err := os.ReadFile(binaryPath)
-	if err != nil {
-		return fmt.Errorf("build image %s: %w", tag, err)
-	}
-	name := filepath.Base(binaryPath)
-	if len(entrypoint) == 0 {
-		entrypoint = []string{"/" + name}
-	}
-	ep, err := json.Marshal(entrypoint)
-	if err != nil {
-		return fmt.Errorf("build image %s: %w", tag, err)
-	}
-	dockerfile := fmt.Sprintf("FROM scratch\nCOPY %s /%s\nENTRYPOINT %s\n", name, name, ep)
-
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	files := []struct {
-		name string
-		mode int64
-		body []byte
-	}{
-		{"Dockerfile", 0o644, []byte(dockerfile)},
-		{name, 0o755, bin},
-	}
-	for _, f := range files {
-		hdr := &tar.Header{Name: f.name, Mode: f.mode, Size: int64(len(f.body)), ModTime: time.Unix(0, 0), Typeflag: tar.TypeReg}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return fmt.Errorf("build image %s: tar: %w", tag, err)
-		}
-		if _, err := tw.Write(f.body); err != nil {
-			return fmt.Errorf("build image %s: tar: %w", tag, err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return fmt.Errorf("build image %s: tar: %w", tag, err)
-	}
-
-	resp, err := cli.ImageBuild(ctx, &buf, build.ImageBuildOptions{
-		Tags:        []string{tag},
-		Dockerfile:  "Dockerfile",
-		Remove:      true,
-		ForceRemove: true,
-		Version:     build.BuilderV1,
-	})
-	if err != nil {
-		return fmt.Errorf("build image %s: %w", tag, err)
-	}
-	defer resp.Body.Close()
-	if err := readBuildStream(resp.Body); err != nil {
-		return fmt.Errorf("build image %s: %w", tag, err)
-	}
-	return nil
-}
-
-// readBuildStream reads the build output to its end and returns the first
-// error it reports; the Engine answers 200 before a build fails.
-func readBuildStream(r io.Reader) error {
-	dec := json.NewDecoder(r)
-	var log strings.Builder
-	for {
-		var m struct {
-			Stream      string `json:"stream"`
-			Error       string `json:"error"`
-			ErrorDetail *struct {
-				Message string `json:"message"`
-			} `json:"errorDetail"`
-		}
-		if err := dec.Decode(&m); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return fmt.Errorf("read build output: %w", err)
-		}
-		log.WriteString(m.Stream)
-		msg := m.Error
-		if m.ErrorDetail != nil && m.ErrorDetail.Message != "" {
-			msg = m.ErrorDetail.Message
-		}
-		if msg != "" {
-			return fmt.Errorf("%s\n%s", msg, log.String())
-		}
-	}
+	return scratch.Build(ctx, cli, tag, binaryPath, entrypoint)
 }

@@ -140,7 +140,8 @@ func NewServer() *Server {
 // URL is the base URL to give the SDK clients as their endpoint.
 func (s *Server) URL() string { return s.ts.URL }
 
-// Close stops the server; requests held by Delay end at once.
+// Close stops the server; requests held by Delay or Hold are answered
+// ServiceUnavailable at once.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() { close(s.done) })
 	s.ts.Close()
@@ -204,7 +205,8 @@ func (s *Server) SetInstanceState(id, state string) {
 }
 
 // PendLifecycleAction puts the instance in Terminating:Wait on the group's hook, as Auto
-// Scaling does when it starts terminating an instance.
+// Scaling does when it starts terminating an instance. It panics on an unknown group:
+// that is a mistake in the test's setup.
 func (s *Server) PendLifecycleAction(asg, hook, instance string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -418,11 +420,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	case auth.Service != req.service:
 		apiErr = authError(req.service, &authFault{"SignatureDoesNotMatch", fmt.Sprintf("Credential should be scoped to correct service: '%s'.", req.service)})
 	default:
-		if !s.wait(r.Context(), req.action) {
-			s.setCode(idx, "ClientGone")
-			return
+		if s.wait(r.Context(), req.action) {
+			resp, apiErr = s.answer(req)
+		} else {
+			// The client gave up (it will not read this) or the server is closing;
+			// an empty 200 would read as success.
+			apiErr = &apiError{http.StatusServiceUnavailable, "ServiceUnavailable", "the server is shutting down"}
 		}
-		resp, apiErr = s.answer(req)
 	}
 
 	id := newRequestID()

@@ -50,14 +50,14 @@ func send(t *testing.T, req *http.Request) (int, string) {
 
 func deregisterForm() url.Values {
 	return url.Values{
-		"Action":                 {"DeregisterTargets"},
-		"Version":                {VersionELBv2},
-		"TargetGroupArn":         {testARN},
-		"Targets.member.1.Id":    {"i-0123456789abcdef0"},
-		"Targets.member.1.Port":  {"8080"},
-		"Targets.member.2.Id":    {"i-0000000000000000a"},
-		"Targets.member.2.Port":  {"8080"},
-		"Targets.member.3.Id":    {"i-0000000000000000b"},
+		"Action":                {"DeregisterTargets"},
+		"Version":               {VersionELBv2},
+		"TargetGroupArn":        {testARN},
+		"Targets.member.1.Id":   {"i-0123456789abcdef0"},
+		"Targets.member.1.Port": {"8080"},
+		"Targets.member.2.Id":   {"i-0000000000000000a"},
+		"Targets.member.2.Port": {"8080"},
+		"Targets.member.3.Id":   {"i-0000000000000000b"},
 	}
 }
 
