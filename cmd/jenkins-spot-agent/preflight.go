@@ -189,4 +189,3 @@ func writable(dir string) error {
 	f.Close()
 	return os.Remove(name)
 }
-

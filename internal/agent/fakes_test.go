@@ -128,7 +128,9 @@ type fakeRuntime struct {
 	killable bool
 }
 
-func newFakeRuntime(j *journal) *fakeRuntime { return &fakeRuntime{j: j, exited: make(chan int64, 1), killable: true} }
+func newFakeRuntime(j *journal) *fakeRuntime {
+	return &fakeRuntime{j: j, exited: make(chan int64, 1), killable: true}
+}
 
 func (r *fakeRuntime) Prepare(context.Context) error { r.j.add("prepare"); return nil }
 func (r *fakeRuntime) Start(context.Context) (bool, error) {
@@ -240,9 +242,9 @@ func (n *recNotifier) Ready(s string) error {
 	n.add("READY " + s)
 	return nil
 }
-func (n *recNotifier) Status(s string) error           { n.add("STATUS " + s); return nil }
+func (n *recNotifier) Status(s string) error             { n.add("STATUS " + s); return nil }
 func (n *recNotifier) ExtendTimeout(time.Duration) error { n.add("EXTEND"); return nil }
-func (n *recNotifier) Stopping(s string) error         { n.add("STOPPING " + s); return nil }
+func (n *recNotifier) Stopping(s string) error           { n.add("STOPPING " + s); return nil }
 func (n *recNotifier) joined() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
