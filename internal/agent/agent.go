@@ -23,6 +23,9 @@ import (
 // a stop signal, an Auto Scaling termination, a drain on rebalance, a drill.
 const DefaultBudget = config.SpotBudget
 
+// readyProbeCap is the longest pause between two readiness probes.
+const readyProbeCap = 200 * time.Millisecond
+
 // Options configure an Agent.
 type Options struct {
 	Config config.Config
@@ -415,7 +418,9 @@ func (a *Agent) waitReady(ctx context.Context) error {
 		if !sleep(ctx, interval) {
 			return fmt.Errorf("waiting for jenkins: %w", ctx.Err())
 		}
-		interval = min(interval*2, time.Second)
+		// Capped low: READY=1 should follow Jenkins' first answer within a few hundred
+		// milliseconds, and a probe of /login costs Jenkins next to nothing.
+		interval = min(interval*2, readyProbeCap)
 	}
 }
 
