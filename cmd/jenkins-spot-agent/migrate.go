@@ -25,6 +25,7 @@ type migrateCommand struct {
 	noVerify bool
 	holder   string
 	wait     time.Duration
+	workers  int
 }
 
 func (c *migrateCommand) flags(fs *flag.FlagSet) {
@@ -34,11 +35,15 @@ func (c *migrateCommand) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.noVerify, "no-verify", false, "skip the final comparison of both trees")
 	fs.StringVar(&c.holder, "holder", "", "lease holder id (default: this instance's id from IMDS, or the host name with --to)")
 	fs.DurationVar(&c.wait, "wait", 0, "how long to wait for another holder to release the home (0: fail at once)")
+	fs.IntVar(&c.workers, "workers", migrate.DefaultWorkers, "files copied in parallel (EFS rewards parallelism; a local disk may prefer 1)")
 }
 
 func (c *migrateCommand) run(ctx context.Context, e *env) error {
 	if c.from == "" {
 		return usageError{"--from DIR is required"}
+	}
+	if c.workers < 1 {
+		return usageError{"--workers must be at least 1"}
 	}
 	if fi, err := os.Stat(c.from); err != nil || !fi.IsDir() {
 		return fmt.Errorf("migrate: --from %s is not a readable directory", c.from)
@@ -117,6 +122,7 @@ func (c *migrateCommand) run(ctx context.Context, e *env) error {
 		Resume:   c.resume,
 		Verify:   !c.noVerify,
 		Exclude:  []string{efs.MarkerFile, lease.DirName},
+		Workers:  c.workers,
 		Progress: e.stderr,
 		Logger:   e.log,
 	})

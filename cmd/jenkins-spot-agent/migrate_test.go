@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+)
+
+func migrateSource(t *testing.T) string {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "old-home")
+	for name, body := range map[string]string{
+		"config.xml":                      "<hudson/>",
+		"jobs/nightly/config.xml":         "<project/>",
+		"jobs/nightly/builds/7/build.xml": "<build/>",
+		"jobs/nightly/builds/7/log":       strings.Repeat("line\n", 1000),
+	} {
+		p := filepath.Join(src, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("builds/7", filepath.Join(src, "jobs/nightly/lastSuccessfulBuild")); err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
+func TestMigrateCopiesUnderTheLeaseAndRefusesANonEmptyHome(t *testing.T) {
+	src := migrateSource(t)
+	dst := filepath.Join(t.TempDir(), "efs-home")
+	out := runMain(t, 0, "migrate", "--from", src, "--to", dst, "--holder", "i-0123456789abcdef0", "--config", filepath.Join(t.TempDir(), "absent.yaml"))
+	if !strings.Contains(out, "migrated 4 files") {
+		t.Fatalf("report: %s", out)
+	}
+	if b, err := os.ReadFile(filepath.Join(dst, "jobs/nightly/builds/7/build.xml")); err != nil || string(b) != "<build/>" {
+		t.Fatalf("copy: %q %v", b, err)
+	}
+	if target, err := os.Readlink(filepath.Join(dst, "jobs/nightly/lastSuccessfulBuild")); err != nil || target != "builds/7" {
+		t.Fatalf("symlink: %q %v", target, err)
+	}
+	// The lease was taken for the copy and released after it.
+	l, err := lease.New(lease.Options{Dir: dst, HolderID: "peek"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := l.Peek(ctx)
+	if err != nil || st.Held || st.Holder != "i-0123456789abcdef0/migrate" {
+		t.Fatalf("lease after migrate: %+v %v", st, err)
+	}
+
+	// A second copy into the now non-empty home is refused without --resume...
+	runMain(t, 1, "migrate", "--from", src, "--to", dst, "--holder", "i-0123456789abcdef0")
+	// ...and with --resume it skips what is already identical.
+	out = runMain(t, 0, "migrate", "--from", src, "--to", dst, "--holder", "i-0123456789abcdef0", "--resume")
+	if !strings.Contains(out, "already identical") || strings.Contains(out, "(0 already identical)") {
+		t.Fatalf("resume did not skip identical files: %s", out)
+	}
+}
+
+func TestMigrateRefusesWhileAnotherControllerHoldsTheHome(t *testing.T) {
+	src := migrateSource(t)
+	dst := t.TempDir()
+	holder, err := lease.New(lease.Options{Dir: dst, HolderID: "i-0fffffffffffffff0", TTL: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := holder.Acquire(ctx, func(spot.LeaseState) {}); err != nil {
+		t.Fatal(err)
+	}
+	runMain(t, 1, "migrate", "--from", src, "--to", dst, "--holder", "i-0123456789abcdef0", "--resume")
+	if _, err := os.Stat(filepath.Join(dst, "config.xml")); !os.IsNotExist(err) {
+		t.Fatalf("copied under a running controller: %v", err)
+	}
+	runMain(t, 2, "migrate", "--to", dst)
+}
