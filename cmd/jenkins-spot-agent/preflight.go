@@ -50,7 +50,7 @@ func (c *preflightCommand) run(ctx context.Context, e *env) error {
 			res = "FAIL"
 			failed++
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, res, r.Detail, r.Fix)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", tableCell(r.Name), res, tableCell(r.Detail), tableCell(r.Fix))
 	}
 	tw.Flush()
 	fmt.Fprintf(e.stdout, "\n%d of %d checks passed\n", len(rows)-failed, len(rows))
@@ -58,6 +58,12 @@ func (c *preflightCommand) run(ctx context.Context, e *env) error {
 		return errPreflight
 	}
 	return nil
+}
+
+// tableCell keeps a table cell on its line: joined errors hold line breaks, and a tab
+// would start a new column.
+func tableCell(s string) string {
+	return strings.NewReplacer("\r\n", "; ", "\n", "; ", "\t", " ").Replace(s)
 }
 
 // preflight runs every check; a check that depends on a failed one is reported as failed
@@ -97,10 +103,15 @@ func preflight(ctx context.Context, cfg config.Config, ep endpoints, e *env) []c
 
 	tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	tc, tErr := newTargets(tctx, cfg, id, ep, e.log)
-	if tErr == nil {
+	if tErr != nil {
+		// The configured target groups do not fit this instance (another region), or
+		// the SDK's configuration does not load: credentials are not the problem, and
+		// no call can be proven.
+		add("target groups", tErr, "", "list only target groups of region "+id.Region+" in target_groups, or fix the AWS configuration the detail names")
+	} else {
 		tErr = tc.Credentials(tctx)
+		add("aws credentials", tErr, "instance role credentials", "attach an instance profile with packaging/iam-policy.json to the instance")
 	}
-	add("aws credentials", tErr, "instance role credentials", "attach an instance profile with packaging/iam-policy.json to the instance")
 	if tErr == nil {
 		if err := tc.Discover(tctx, id); err != nil {
 			add("target group discovery", err, "", "add autoscaling:DescribeAutoScalingInstances and DescribeAutoScalingGroups to the instance role")
@@ -118,6 +129,10 @@ func preflight(ctx context.Context, cfg config.Config, ep endpoints, e *env) []c
 		var addrs []string
 		addrs, err = net.DefaultResolver.LookupHost(dctx, name)
 		cancel()
+		if err == nil && len(addrs) == 0 {
+			// An empty answer mounts nothing either: the mounter waits on it too.
+			err = fmt.Errorf("lookup %s: no addresses", name)
+		}
 		if err == nil {
 			name = name + " → " + strings.Join(addrs, ",")
 		}

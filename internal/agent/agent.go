@@ -23,6 +23,9 @@ import (
 // a stop signal, an Auto Scaling termination, a drain on rebalance, a drill.
 const DefaultBudget = config.SpotBudget
 
+// discoveryTimeout bounds the boot-time lookup of target groups.
+const discoveryTimeout = 30 * time.Second
+
 // readyProbeCap is the longest pause between two readiness probes.
 const readyProbeCap = 200 * time.Millisecond
 
@@ -59,6 +62,8 @@ type Agent struct {
 	mounter Mounter
 	lease   Lease
 	targets Targets
+
+	discovered chan struct{} // closed when target group discovery has ended
 
 	holdCancel context.CancelFunc
 	holdDone   chan struct{}
@@ -310,22 +315,25 @@ func (a *Agent) assemble(ctx context.Context, id spot.Identity) error {
 		return fmt.Errorf("target groups: %w", err)
 	}
 	a.mounter, a.lease, a.targets = m, l, t
+
+	// The instance's target groups and Auto Scaling group are looked up once, now, and
+	// cached: the APIs throttle during mass interruptions. Neither a notice during boot
+	// nor a resumed plan cancels the lookup; the plan waits a little for it.
+	a.discovered = make(chan struct{})
+	go func() {
+		defer close(a.discovered)
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), discoveryTimeout)
+		defer cancel()
+		if err := a.targets.Discover(dctx, a.id); err != nil {
+			a.log.Warn("target group discovery failed; only configured target groups will be deregistered", "err", err)
+		}
+	}()
 	return nil
 }
 
 // boot mounts and verifies the home, takes the lease, and starts Jenkins. The image is
 // pulled while the lease is awaited, so a successor is ready the moment it is released.
 func (a *Agent) boot(ctx context.Context) error {
-	discovered := make(chan struct{})
-	go func() {
-		defer close(discovered)
-		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if err := a.targets.Discover(dctx, a.id); err != nil {
-			a.log.Warn("target group discovery failed; only configured target groups will be deregistered", "err", err)
-		}
-	}()
-
 	a.setPhase(spot.PhaseMounting, "mounting EFS "+a.cfg.EFS.FileSystemID)
 	if err := a.extending(ctx, func() error {
 		return a.step(ctx, spot.StepMount, "", func() error { return a.mounter.Mount(ctx) })
@@ -372,7 +380,6 @@ func (a *Agent) boot(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("jenkins image: %w", err)
 	}
-	<-discovered
 	if err := a.startJenkins(ctx); err != nil {
 		return err
 	}

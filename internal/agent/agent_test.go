@@ -264,7 +264,7 @@ func TestInterruptedPlanResumesWithoutBootingJenkins(t *testing.T) {
 	if r.j.has("container-start") {
 		t.Fatalf("booted Jenkins in the middle of a plan: %v", r.j.list())
 	}
-	for _, want := range []string{"deregister", "container-stop", "lease-release", "unmount"} {
+	for _, want := range []string{"discover", "deregister", "container-stop", "lease-release", "unmount"} {
 		if !r.j.has(want) {
 			t.Errorf("resumed plan skipped %s: %v", want, r.j.list())
 		}

@@ -21,6 +21,8 @@ const (
 	drainPoll    = time.Second
 	confirmStop  = 3 * time.Second
 	quietDownCap = 15 * time.Second
+	// discoveryWait is how long the deregistration waits for a discovery still running.
+	discoveryWait = 5 * time.Second
 )
 
 // plan is the shutdown plan. Deregistration and quiet-down start at once, in parallel;
@@ -61,7 +63,10 @@ func (a *Agent) plan(ctx context.Context, e ending, resumed bool) error {
 		defer wg.Done()
 		cctx, cancel := a.stepContext(ctx, a.end())
 		defer cancel()
-		deregErr = a.step(cctx, spot.StepDeregister, "", func() error { return a.targets.Deregister(cctx, a.id.InstanceID) })
+		deregErr = a.step(cctx, spot.StepDeregister, "", func() error {
+			a.awaitDiscovery()
+			return a.targets.Deregister(cctx, a.id.InstanceID)
+		})
 	}()
 	go func() {
 		defer wg.Done()
@@ -133,6 +138,17 @@ func (a *Agent) plan(ctx context.Context, e ending, resumed bool) error {
 		return fmt.Errorf("shutdown plan: %d step(s) failed: %s", len(failed), strings.Join(failed, "; "))
 	}
 	return nil
+}
+
+// awaitDiscovery gives a discovery still under way (a notice right after boot) a moment
+// to finish, so that discovered target groups are deregistered too.
+func (a *Agent) awaitDiscovery() {
+	wait := min(discoveryWait, max(a.end().Sub(a.now())/4, 0))
+	select {
+	case <-a.discovered:
+	case <-time.After(wait):
+		a.log.Warn("target group discovery still running; deregistering from the groups known so far")
+	}
 }
 
 // report logs the per-step outcome of the plan in one place.

@@ -393,6 +393,12 @@ func (Secret) String() string { return "[redacted]" }
 // LogValue hides the value from slog.
 func (Secret) LogValue() slog.Value { return slog.StringValue("[redacted]") }
 
+// GoString hides the value from %#v.
+func (Secret) GoString() string { return "[redacted]" }
+
+// MarshalText hides the value from encoders (JSON, slog's JSON handler inside structs).
+func (Secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
+
 // Reveal returns the value, for the one place that sends it.
 func (s Secret) Reveal() string { return string(s) }
 
