@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -239,7 +240,10 @@ func unmountInCleanup(t *testing.T, path string) {
 			if len(infos) == 0 {
 				return
 			}
-			if out, err := exec.Command("umount", path).CombinedOutput(); err != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			out, err := exec.CommandContext(ctx, "umount", path).CombinedOutput()
+			cancel()
+			if err != nil {
 				t.Errorf("umount %s: %v: %s", path, err, out)
 				return
 			}
@@ -336,14 +340,27 @@ func scrape(t *testing.T, addr string) string {
 	return string(b)
 }
 
-// hasSample reports whether the exposition text has exactly this sample line.
-func hasSample(text, sample string) bool {
-	for _, l := range strings.Split(text, "\n") {
-		if l == sample {
-			return true
+// waitSamples scrapes /metrics until it has every one of these exact sample lines.
+func waitSamples(t *testing.T, addr string, timeout time.Duration, samples ...string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		lines := strings.Split(scrape(t, addr), "\n")
+		var missing []string
+		for _, s := range samples {
+			if !slices.Contains(lines, s) {
+				missing = append(missing, s)
+			}
 		}
+		if len(missing) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("/metrics still lacks %q after %s", missing, timeout)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	return false
 }
 
 // queryStatus runs `status --json --socket` of the binary and decodes what it prints.

@@ -235,19 +235,13 @@ state_dir: %q
 		t.Errorf("no STATUS= datagram came before READY=1: %q", notify.all())
 	}
 
-	text := scrape(t, metricsAddr)
-	for _, sample := range []string{`jenkins_spot_agent_phase{phase="serving"} 1`, `jenkins_spot_agent_lease_held 1`} {
-		if !hasSample(text, sample) {
-			t.Errorf("/metrics lacks %s while serving", sample)
-		}
+	// The agent sends READY=1 a moment before it records the serving phase, so status
+	// and metrics are given a few seconds to catch up.
+	st := waitPhase(t, bin, socket, spot.PhaseServing, 10*time.Second, agent)
+	if st.InstanceID != e2eInstance || !st.Lease.Held || st.Lease.Holder != e2eInstance {
+		t.Errorf("status while serving: instance %q, lease %+v; want %s holding the lease", st.InstanceID, st.Lease, e2eInstance)
 	}
-	st, err := queryStatus(bin, socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Phase != spot.PhaseServing || st.InstanceID != e2eInstance || !st.Lease.Held || st.Lease.Holder != e2eInstance {
-		t.Errorf("status while serving: phase %q, instance %q, lease %+v; want serving, %s holding the lease", st.Phase, st.InstanceID, st.Lease, e2eInstance)
-	}
+	waitSamples(t, metricsAddr, 10*time.Second, `jenkins_spot_agent_phase{phase="serving"} 1`, `jenkins_spot_agent_lease_held 1`)
 
 	m := mountAt(t, home)
 	if m == nil {
@@ -272,7 +266,10 @@ state_dir: %q
 		t.Errorf("Jenkins home state while serving: %+v, %v; want started and not stopped", hs, err)
 	}
 	info := inspect(t, cli, containerName)
-	if info.HostConfig == nil || info.HostConfig.RestartPolicy.Name != container.RestartPolicyDisabled {
+	switch {
+	case info.HostConfig == nil:
+		t.Errorf("container inspect shows no host configuration")
+	case info.HostConfig.RestartPolicy.Name != container.RestartPolicyDisabled:
 		t.Errorf("container restart policy %+v; want %q so that dockerd never starts Jenkins before the mount is verified",
 			info.HostConfig.RestartPolicy, container.RestartPolicyDisabled)
 	}
@@ -292,7 +289,10 @@ state_dir: %q
 		t.Fatal(err)
 	}
 	unmountInCleanup(t, view)
-	if out, err := exec.Command("mount", "--bind", home, view).CombinedOutput(); err != nil {
+	bindCtx, cancelBind := context.WithTimeout(context.Background(), 30*time.Second)
+	out, err := exec.CommandContext(bindCtx, "mount", "--bind", home, view).CombinedOutput()
+	cancelBind()
+	if err != nil {
 		t.Fatalf("bind-mount the home for later inspection: %v: %s", err, out)
 	}
 
@@ -349,16 +349,10 @@ state_dir: %q
 		t.Errorf("lease record after the plan: %+v; want released by %s in epoch %d", released, e2eInstance, heldRec.Epoch)
 	}
 	checkAWS(t, aws)
-	text = scrape(t, metricsAddr)
-	for _, sample := range []string{
+	waitSamples(t, metricsAddr, 10*time.Second,
 		`jenkins_spot_agent_phase{phase="stopped"} 1`,
 		`jenkins_spot_agent_lease_held 0`,
-		`jenkins_spot_agent_interruption_notices_total{kind="spot_terminate"} 1`,
-	} {
-		if !hasSample(text, sample) {
-			t.Errorf("/metrics lacks %s after the plan", sample)
-		}
-	}
+		`jenkins_spot_agent_interruption_notices_total{kind="spot_terminate"} 1`)
 
 	// 4. SIGTERM after the plan: the agent exits 0.
 	if err := agentCmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -398,7 +392,7 @@ func checkPlanSteps(t *testing.T, steps []spot.Event) {
 	}
 	iDereg, dereg := endedStep(t, steps, spot.StepDeregister)
 	iQuiet, quiet := endedStep(t, steps, spot.StepQuietDown)
-	_, drain := endedStep(t, steps, spot.StepDrain)
+	endedStep(t, steps, spot.StepDrain)
 	iStop, stop := endedStep(t, steps, spot.StepContainerStop)
 	iRelease, release := endedStep(t, steps, spot.StepLeaseRelease)
 	iUnmount, unmount := endedStep(t, steps, spot.StepUnmount)
@@ -420,19 +414,11 @@ func checkPlanSteps(t *testing.T, steps []spot.Event) {
 	if iLifecycle != len(steps)-1 || lifecycle.At.Add(-lifecycle.Duration).Before(unmount.At) {
 		t.Errorf("lifecycle_complete is not the last step")
 	}
-	for _, ev := range []spot.Event{dereg, quiet, stop, release, unmount, lifecycle} {
-		if ev.Err != "" {
-			t.Errorf("step %s failed: %s", ev.Step, ev.Err)
-		}
-	}
-	// The deploy Pipeline runs until Jenkins stops, so the drain may end with it still
-	// running (it is saved and resumes on the next controller); the nightly build must
-	// not be among what was left.
-	if drain.Err != "" && (strings.Contains(drain.Err, "/job/nightly/") || !strings.Contains(drain.Err, "/job/deploy/")) {
-		t.Errorf("drain: %s; want nothing but the deploy Pipeline left at the stop time", drain.Err)
-	}
+	// Every step of the boot and of the plan succeeded. The drain too: the deploy
+	// Pipeline still running at the stop time is saved and resumes on the next start,
+	// and the nightly build has finished by then.
 	for _, ev := range steps {
-		if ev.Err != "" && ev.Step != spot.StepDrain {
+		if ev.Err != "" {
 			t.Errorf("step %s failed: %s", ev.Step, ev.Err)
 		}
 	}

@@ -383,8 +383,10 @@ func (a *Agent) boot(ctx context.Context) error {
 	if err := a.startJenkins(ctx); err != nil {
 		return err
 	}
-	_ = a.deps.Notifier.Ready("serving: Jenkins answers")
+	// The phase is serving before systemd hears READY=1, so status and metrics already
+	// agree with it.
 	a.setPhase(spot.PhaseServing, "serving")
+	_ = a.deps.Notifier.Ready("serving: Jenkins answers")
 	return nil
 }
 

@@ -187,7 +187,7 @@ func (m *Mounter) Mount(ctx context.Context) error {
 		return fmt.Errorf("efs mount: mounted %s at %s, but verification failed; it is left mounted for inspection (umount %s): %w",
 			m.source, m.opts.MountPoint, m.opts.MountPoint, err)
 	}
-	m.log.Info("EFS mounted and verified", "source", m.source, "type", m.opts.Type)
+	m.log.Info("EFS mounted and verified", "source", m.source, "mount_type", m.opts.Type, "mount_point", m.opts.MountPoint)
 	return nil
 }
 
