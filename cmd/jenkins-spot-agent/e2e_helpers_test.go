@@ -28,20 +28,6 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
 )
 
-// requireOrSkip skips the test for a missing prerequisite, except under CI=true, where
-// a skip would let CI pass without running the test at all.
-func requireOrSkip(t *testing.T, ok bool, format string, args ...any) {
-	t.Helper()
-	if ok {
-		return
-	}
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (required under CI=true)", msg)
-	}
-	t.Skip(msg)
-}
-
 // agentBinary is $JENKINS_SPOT_AGENT_BIN (the Makefile's static build), or a static
 // build of this package made for the test.
 func agentBinary(t *testing.T) string {

@@ -26,6 +26,8 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets/awstest"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 // The world of the end-to-end test. AEMM serves this instance in us-east-1a, so the
@@ -62,10 +64,10 @@ const (
 // builds running, runs the shutdown plan, and exits on SIGTERM.
 func TestRunEndToEnd(t *testing.T) {
 	began := time.Now()
-	requireOrSkip(t, os.Geteuid() == 0, "end-to-end run needs root: it mounts a tmpfs and edits /etc/hosts")
+	testenv.Require(t, os.Geteuid() == 0, "end-to-end run needs root: it mounts a tmpfs and edits /etc/hosts")
 	for _, tool := range []string{"mount", "umount", "go"} {
 		_, err := exec.LookPath(tool)
-		requireOrSkip(t, err == nil, "end-to-end run needs %s on PATH: %v", tool, err)
+		testenv.Require(t, err == nil, "end-to-end run needs %s on PATH: %v", tool, err)
 	}
 	cli := containertest.RequireDocker(t)
 	dir, err := filepath.EvalSymlinks(t.TempDir())

@@ -31,6 +31,8 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets/awstest"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 const (
@@ -270,14 +272,7 @@ func opScrape(t *testing.T, addr string) string {
 // opPromtool runs `promtool check metrics` on a scrape.
 func opPromtool(t *testing.T, scrape string) {
 	t.Helper()
-	path, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("promtool is required under CI=true (Debian package prometheus)")
-		}
-		t.Log("promtool not installed: skipping the metrics lint")
-		return
-	}
+	path := testenv.Tool(t, "promtool", "prometheus")
 	cmd := exec.Command(path, "check", "metrics")
 	cmd.Stdin = strings.NewReader(scrape)
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -17,6 +17,8 @@ import (
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 // waitLimit bounds every wait in these tests; it is a safety net against a hang, not
@@ -141,15 +143,6 @@ func countKind(ns []spot.Notice, kind spot.Kind) int {
 	return c
 }
 
-// requireTool skips when a tool is missing, except in CI, where it fails.
-func requireTool(t testing.TB, reason string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("required in CI: %s", reason)
-	}
-	t.Skip(reason)
-}
-
 var aemmBuild struct {
 	once sync.Once
 	path string
@@ -181,7 +174,7 @@ func aemmBinary(t testing.TB) string {
 		aemmBuild.path = bin
 	})
 	if aemmBuild.err != nil {
-		requireTool(t, aemmBuild.err.Error())
+		testenv.Missing(t, "%s", aemmBuild.err.Error())
 	}
 	return aemmBuild.path
 }

@@ -21,6 +21,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -29,14 +31,7 @@ func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 // outside CI, where a missing tool must fail instead.
 func promtool(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("promtool not found (Debian package prometheus): %v", err)
-		}
-		t.Skipf("promtool not found (install Debian package prometheus): %v", err)
-	}
-	return p
+	return testenv.Tool(t, "promtool", "prometheus")
 }
 
 func runPromtool(t *testing.T, stdin []byte, args ...string) string {

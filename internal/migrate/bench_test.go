@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 // makeJenkinsHome builds a tree shaped like a busy JENKINS_HOME: jobs with many builds
@@ -55,7 +57,7 @@ func makeJenkinsHome(b *testing.B, root string, jobs, builds int) (files int, si
 // It only runs when asked: go test -run '^$' -bench MigrateHome -benchtime 1x -timeout 30m ./internal/migrate/
 func BenchmarkMigrateHome(b *testing.B) {
 	if os.Geteuid() != 0 {
-		skipOrFail(b, "needs root to keep owners")
+		testenv.Missing(b, "%s", "needs root to keep owners")
 	}
 	src := filepath.Join(b.TempDir(), "home")
 	if err := os.Mkdir(src, 0o755); err != nil {

@@ -14,20 +14,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-func skipOrFail(t testing.TB, why string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatal(why)
-	}
-	t.Skip(why)
-}
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
+)
 
 func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "needs root to chown files and keep their owners")
+		testenv.Missing(t, "%s", "needs root to chown files and keep their owners")
 	}
 }
 
