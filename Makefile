@@ -38,7 +38,7 @@ check-packaging: build
 ## bench: the figures recorded in docs/benchmarks.md
 bench: build
 	JENKINS_SPOT_AGENT_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 \
-	  ./internal/agent ./internal/imds ./internal/lease ./internal/container ./internal/targets ./internal/jenkins ./cmd/jenkins-spot-agent
+	  ./internal/agent ./internal/imds ./internal/lease ./internal/container ./internal/targets ./internal/jenkins ./internal/simulate ./cmd/jenkins-spot-agent
 	@ls -l $(BIN) | awk '{print "binary size: " $$5 " bytes"}'
 
 ## bench-footprint: CPU and RSS of the watcher over 10 minutes, next to a curl loop

@@ -27,6 +27,7 @@ star_only = {
 # Actions that must be scoped, with the ARN prefix of their resource type.
 scoped = {
     "elasticloadbalancing:DeregisterTargets": "arn:aws:elasticloadbalancing:",
+    "elasticloadbalancing:RegisterTargets": "arn:aws:elasticloadbalancing:",
     "autoscaling:CompleteLifecycleAction": "arn:aws:autoscaling:",
     "elasticfilesystem:ClientMount": "arn:aws:elasticfilesystem:",
     "elasticfilesystem:ClientWrite": "arn:aws:elasticfilesystem:",

@@ -257,6 +257,7 @@ var pfExpectedRows = []string{
 	"autoscaling:DescribeAutoScalingInstances",
 	"autoscaling:DescribeAutoScalingGroups",
 	"elasticloadbalancing:DescribeTargetHealth " + pfTargetGroup,
+	"elasticloadbalancing:RegisterTargets " + pfTargetGroup,
 	"elasticloadbalancing:DeregisterTargets " + pfTargetGroup,
 	"autoscaling:CompleteLifecycleAction " + awstest.GroupARN(pfRegion, pfASG),
 	"ec2:DescribeInstances",

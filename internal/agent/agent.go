@@ -65,9 +65,13 @@ type Agent struct {
 
 	discovered chan struct{} // closed when target group discovery has ended
 
-	holdCancel context.CancelFunc
-	holdDone   chan struct{}
-	leaseLost  chan error
+	runCtx context.Context
+	// The registration after boot; the plan stops it before it deregisters.
+	registerStop context.CancelFunc
+	registered   chan struct{}
+	holdCancel   context.CancelFunc
+	holdDone     chan struct{}
+	leaseLost    chan error
 
 	mu       sync.Mutex
 	status   spot.Status
@@ -135,6 +139,7 @@ func New(opts Options) (*Agent, error) {
 // It returns nil once a plan has run and the agent is told to exit, and an error when the
 // boot fails (systemd restarts the agent, which resumes where it can).
 func (a *Agent) Run(ctx context.Context) error {
+	a.runCtx = ctx
 	a.setPhase(spot.PhaseBooting, "reading the instance identity from IMDS")
 	id, err := a.identify(ctx)
 	if err != nil {
@@ -387,7 +392,29 @@ func (a *Agent) boot(ctx context.Context) error {
 	// agree with it.
 	a.setPhase(spot.PhaseServing, "serving")
 	_ = a.deps.Notifier.Ready("serving: Jenkins answers")
+	rctx, stop := context.WithCancel(ctx)
+	a.registerStop, a.registered = stop, make(chan struct{})
+	go func() {
+		defer close(a.registered)
+		a.register(rctx)
+	}()
 	return nil
+}
+
+// register puts the instance (back) in its target groups once Jenkins answers: Auto
+// Scaling registers an instance only when it launches it, so after a drill or a stop and
+// start of the agent nobody else would. Registering a registered target changes nothing.
+func (a *Agent) register(ctx context.Context) {
+	select {
+	case <-a.discovered:
+	case <-ctx.Done():
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, discoveryTimeout)
+	defer cancel()
+	if err := a.targets.Register(ctx, a.id.InstanceID); err != nil {
+		a.log.Error("registering in the target groups failed; the load balancer may not reach Jenkins", "err", err)
+	}
 }
 
 // startJenkins starts (or adopts) the container and waits until Jenkins answers.
@@ -470,7 +497,8 @@ func (a *Agent) giveHome() error {
 // startHold renews the lease until the plan releases it. A holder that cannot renew kills
 // Jenkins before its lease lapses.
 func (a *Agent) startHold() {
-	ctx, cancel := context.WithCancel(context.Background())
+	// Renewals outlive a boot cancelled by a notice, but not the agent's Run.
+	ctx, cancel := context.WithCancel(a.runCtx)
 	a.holdCancel, a.holdDone = cancel, make(chan struct{})
 	go func() {
 		defer close(a.holdDone)

@@ -61,6 +61,11 @@ func TestBootServesAndSignalsReady(t *testing.T) {
 	if !strings.Contains(r.notify.joined(), "READY serving") {
 		t.Errorf("no READY=1: %s", r.notify.joined())
 	}
+	// Back in the target groups once Jenkins answers (after a drill, nobody else would).
+	waitUntil(t, 10*time.Second, func() bool { return r.j.has("register") })
+	if r.j.index("register") < r.j.index("container-start") {
+		t.Errorf("registered before Jenkins started: %v", r.j.list())
+	}
 }
 
 func TestJenkinsNeverStartsOnAFailedMount(t *testing.T) {
@@ -186,6 +191,28 @@ func TestLeaseKeptAndHomeMountedWhenContainerWillNotStop(t *testing.T) {
 	}
 	if !r.j.has("container-kill") {
 		t.Fatalf("no kill after a failed stop: %v", r.j.list())
+	}
+	if !r.lease.Held() {
+		t.Fatal("lease let go while Jenkins may still run")
+	}
+	// Once the daemon answers again, the retried kill takes and the home is handed on.
+	r.rt.mu.Lock()
+	r.rt.stayUp = false
+	r.rt.mu.Unlock()
+	waitUntil(t, 20*time.Second, func() bool { return r.j.has("lease-release") && r.j.has("unmount") })
+	if r.j.index("lease-release") > r.j.index("unmount") {
+		t.Fatalf("unmounted before releasing: %v", r.j.list())
+	}
+}
+
+func waitUntil(t *testing.T, within time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s", within)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

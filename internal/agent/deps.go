@@ -56,10 +56,11 @@ type Jenkins interface {
 	RunningBuilds(ctx context.Context) ([]string, error)
 }
 
-// Targets deregisters the instance from its load balancer target groups and completes
-// the Auto Scaling lifecycle action.
+// Targets registers the instance in its load balancer target groups and deregisters it,
+// and completes the Auto Scaling lifecycle action.
 type Targets interface {
 	Discover(ctx context.Context, id spot.Identity) error
+	Register(ctx context.Context, instanceID string) error
 	Deregister(ctx context.Context, instanceID string) error
 	CompleteLifecycle(ctx context.Context, instanceID string) error
 }

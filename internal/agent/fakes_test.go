@@ -216,6 +216,7 @@ type fakeTargets struct {
 }
 
 func (t *fakeTargets) Discover(context.Context, spot.Identity) error { t.j.add("discover"); return nil }
+func (t *fakeTargets) Register(context.Context, string) error        { t.j.add("register"); return nil }
 func (t *fakeTargets) Deregister(ctx context.Context, id string) error {
 	t.j.add("deregister")
 	if t.deregWait > 0 {

@@ -21,6 +21,8 @@ const (
 	drainPoll    = time.Second
 	confirmStop  = 3 * time.Second
 	quietDownCap = 15 * time.Second
+	// stopRetry is the pace of stop attempts after a plan that could not stop Jenkins.
+	stopRetry = 5 * time.Second
 	// discoveryWait is how long the deregistration waits for a discovery still running.
 	discoveryWait = 5 * time.Second
 )
@@ -90,11 +92,14 @@ func (a *Agent) plan(ctx context.Context, e ending, resumed bool) error {
 	}
 
 	// The lease is released and the home unmounted only once Jenkins is surely down:
-	// a successor must never start while this Jenkins can still write.
-	a.stopHold()
+	// a successor must never start while this Jenkins can still write. While it may
+	// still run, the lease stays held and renewed, and the stop is retried after the plan.
+	if stopped {
+		a.stopHold()
+	}
 	if err := a.step(ctx, spot.StepLeaseRelease, "", func() error {
 		if !stopped {
-			return errors.New("not released: the container may still run; the lease expires after its ttl")
+			return errors.New("not released: the container may still run; the lease stays held while the stop is retried")
 		}
 		cctx, cancel := a.stepContext(ctx, a.now().Add(confirmStop))
 		defer cancel()
@@ -134,20 +139,65 @@ func (a *Agent) plan(ctx context.Context, e ending, resumed bool) error {
 	}
 	a.report(margin, failed)
 	a.setPhase(spot.PhaseStopped, fmt.Sprintf("stopped: plan done with %s to spare", margin.Round(time.Millisecond)))
+	if !stopped {
+		go a.retryStop(ctx)
+	}
 	if len(failed) > 0 {
 		return fmt.Errorf("shutdown plan: %d step(s) failed: %s", len(failed), strings.Join(failed, "; "))
 	}
 	return nil
 }
 
-// awaitDiscovery gives a discovery still under way (a notice right after boot) a moment
-// to finish, so that discovered target groups are deregistered too.
+// awaitDiscovery ends the boot's registration and gives a discovery still under way (a
+// notice right after boot) a moment to finish, so that discovered target groups are
+// deregistered too.
 func (a *Agent) awaitDiscovery() {
+	// A registration still under way must not land after the deregistration.
+	if a.registered != nil {
+		a.registerStop()
+		<-a.registered
+	}
 	wait := min(discoveryWait, max(a.end().Sub(a.now())/4, 0))
 	select {
 	case <-a.discovered:
 	case <-time.After(wait):
 		a.log.Warn("target group discovery still running; deregistering from the groups known so far")
+	}
+}
+
+// retryStop keeps trying to stop a container the plan could not stop, holding the lease
+// meanwhile; once Jenkins is down it releases the lease and unmounts the home. If the
+// instance ends first, Jenkins ends with it and the lease expires on its own.
+func (a *Agent) retryStop(ctx context.Context) {
+	t := time.NewTicker(stopRetry)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, stopRetry)
+		_ = a.deps.Runtime.Kill(cctx)
+		running, err := a.deps.Runtime.Running(cctx)
+		cancel()
+		if err != nil || running {
+			a.log.Error("Jenkins container still not confirmed stopped; holding the lease and retrying", "err", err)
+			continue
+		}
+		a.log.Warn("Jenkins container stopped at last; releasing the lease and unmounting")
+		a.stopHold()
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := a.lease.Release(rctx); err != nil {
+			a.log.Error("lease release after the late stop", "err", err)
+		} else {
+			a.deps.Metrics.SetLeaseHeld(false)
+		}
+		if err := a.mounter.Unmount(rctx); err != nil {
+			a.log.Error("unmount after the late stop", "err", err)
+		}
+		cancel()
+		return
 	}
 }
 

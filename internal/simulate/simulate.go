@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +21,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/client"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/agent"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/config"
@@ -46,6 +50,10 @@ const (
 	buildJob       = "nightly"
 	pipelineJob    = "deploy"
 	imageRepo      = "jenkins-spot-agent-sim"
+
+	// leaseTTL is short so that a takeover after a crash is rehearsed in seconds; the
+	// successor still waits out the expiry plus the lease's clock-skew allowance.
+	leaseTTL = 6 * time.Second
 )
 
 // Options shape a simulation.
@@ -56,12 +64,17 @@ type Options struct {
 	Budget time.Duration
 	// Failover runs a second instance that waits on the lease and takes over.
 	Failover bool
-	// Docker: "auto" (when reachable and the executable is static), "always", "never".
+	// Docker: "auto" (when reachable and the executable is static), "always" (Run
+	// fails when Docker cannot be used), "never".
 	Docker string
 	// Executable is the static binary the Jenkins image is built from; default this one.
 	Executable string
 	// PollInterval of the watchers; default 1s, as in production.
 	PollInterval time.Duration
+	// Pipeline is how long the Pipeline started on A runs. The default, 0, runs it until
+	// Jenkins stops: the drain then lasts to the stop time, and the Pipeline is saved and
+	// resumed by the successor. A short one lets the drain end early.
+	Pipeline time.Duration
 	// WorkDir holds the shared home and each instance's state; default a temp dir.
 	WorkDir string
 	// Out gets the live timeline.
@@ -97,6 +110,28 @@ type Summary struct {
 
 // Run performs the simulation and returns its summary.
 func Run(ctx context.Context, opts Options) (*Summary, error) {
+	s, err := newSim(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	s.say("simulate: IMDS emulator, ELBv2/Auto Scaling double, Jenkins double; EFS is the local directory %s", s.home)
+	if s.sum.Docker {
+		s.say("simulate: Jenkins runs in real Docker containers (image %s built FROM scratch)", s.image)
+	} else {
+		s.say("simulate: Docker not used (%s): Jenkins is the in-process stand-in", s.sum.DockerReason)
+	}
+	return s.run(ctx)
+}
+
+// newSim fills in the defaults and sets up what every instance shares: the home, the
+// AWS double and the Jenkins image. close undoes it.
+func newSim(ctx context.Context, opts Options) (*sim, error) {
+	switch opts.Docker {
+	case "", "auto", "always", "never":
+	default:
+		return nil, fmt.Errorf("docker mode %q: want auto, always or never", opts.Docker)
+	}
 	if opts.NoticeAfter <= 0 {
 		opts.NoticeAfter = 5 * time.Second
 	}
@@ -112,40 +147,60 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	s := &sim{opts: opts, start: time.Now(), sum: &Summary{}}
 	if opts.WorkDir == "" {
 		dir, err := os.MkdirTemp("", "jenkins-spot-agent-sim-")
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("work directory: %w", err)
 		}
-		defer os.RemoveAll(dir)
-		opts.WorkDir = dir
+		s.opts.WorkDir, s.tempDir = dir, dir
 	}
-	s := &sim{opts: opts, start: time.Now(), sum: &Summary{}, home: filepath.Join(opts.WorkDir, "efs")}
+	s.home = filepath.Join(s.opts.WorkDir, "efs")
 	if err := os.MkdirAll(s.home, 0o755); err != nil {
-		return nil, err
+		s.close()
+		return nil, fmt.Errorf("shared home: %w", err)
 	}
 	s.aws = awstest.NewServer()
-	defer s.aws.Close()
 	s.aws.AddTargetGroup(TargetGroupARN)
-
 	s.pickRuntime(ctx)
-	s.say("simulate: IMDS emulator, ELBv2/Auto Scaling double, Jenkins double; EFS is the local directory %s", s.home)
-	if s.sum.Docker {
-		s.say("simulate: Jenkins runs in real Docker containers (image %s built FROM scratch)", s.image)
-	} else {
-		s.say("simulate: Docker not used (%s): Jenkins is the in-process stand-in", s.sum.DockerReason)
+	if opts.Docker == "always" && !s.sum.Docker {
+		s.close()
+		return nil, fmt.Errorf("--docker always, but %s", s.sum.DockerReason)
 	}
-	return s.run(ctx)
+	return s, nil
+}
+
+// close removes the image built for this run and a work directory made for it.
+func (s *sim) close() {
+	if s.aws != nil {
+		s.aws.Close()
+	}
+	if s.imageBuilt {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := removeImage(ctx, s.image); err != nil {
+			s.say("simulate: could not remove the image %s: %v (remove it with `docker rmi %s`)", s.image, err, s.image)
+		}
+	}
+	if s.tempDir != "" {
+		_ = os.RemoveAll(s.tempDir)
+	}
 }
 
 type sim struct {
-	opts  Options
-	start time.Time
-	sum   *Summary
-	home  string
-	aws   *awstest.Server
-	image string
-	runID string
+	opts       Options
+	start      time.Time
+	sum        *Summary
+	home       string // the shared directory that stands in for EFS
+	tempDir    string // removed by close when Run made it
+	aws        *awstest.Server
+	image      string
+	imageBuilt bool
+	runID      string
+
+	// wrapRuntime, when set, wraps the runtime an instance's agent drives (fault
+	// scenarios: a runtime that fails); the sampler still asks the real one.
+	wrapRuntime func(name string, rt agent.Runtime) agent.Runtime
 
 	mu       sync.Mutex
 	noticeAt time.Time // when A's notice became visible
@@ -163,7 +218,8 @@ type instance struct {
 	cancel  context.CancelFunc
 	done    chan error
 	metrics *metrics.Metrics
-	homeDir string
+	lease   *observedLease
+	homeDir string // this instance's view of the home: the shared directory, or a mount of it
 
 	mu     sync.Mutex
 	events []spot.Event
@@ -173,7 +229,7 @@ type instance struct {
 func (s *sim) run(ctx context.Context) (*Summary, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	a, err := s.launch(ctx, "A", "i-0aaaaaaaaaaaaaaa1")
+	a, err := s.launch(ctx, "A", "i-0aaaaaaaaaaaaaaa1", s.home)
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +242,7 @@ func (s *sim) run(ctx context.Context) (*Summary, error) {
 	var b *instance
 	var sampler *sampler
 	if s.opts.Failover {
-		b, err = s.launch(ctx, "B", "i-0bbbbbbbbbbbbbbb2")
+		b, err = s.launch(ctx, "B", "i-0bbbbbbbbbbbbbbb2", s.home)
 		if err != nil {
 			return nil, err
 		}
@@ -196,20 +252,14 @@ func (s *sim) run(ctx context.Context) (*Summary, error) {
 		}
 		s.sum.WaitingSeenOnB = true
 		sampler = startSampler(ctx, a, b)
+		defer sampler.stop()
 	}
 
 	if !sleepCtx(ctx, s.opts.NoticeAfter) {
 		return nil, ctx.Err()
 	}
 	s.sum.BuildsAtNotice = builds
-	termination := time.Now().Add(s.opts.Budget)
-	s.mu.Lock()
-	s.noticeAt = time.Now()
-	s.mu.Unlock()
-	s.say("simulate: Spot interruption notice for A is now visible in IMDS (termination at +%s)", s.opts.Budget)
-	a.imds.SetSpotAction("terminate", termination)
-	// The Auto Scaling group's termination hook holds the instance too, as EC2 reclaims it.
-	s.aws.PendLifecycleAction(GroupName, HookName, a.id.InstanceID)
+	s.notice(a)
 
 	if err := a.waitPhase(ctx, spot.PhaseStopped, s.opts.Budget+time.Minute); err != nil {
 		return nil, fmt.Errorf("instance A's plan did not finish: %w", err)
@@ -218,21 +268,41 @@ func (s *sim) run(ctx context.Context) (*Summary, error) {
 		if err := b.waitPhase(ctx, spot.PhaseServing, 3*time.Minute); err != nil {
 			return nil, fmt.Errorf("instance B did not take over: %w", err)
 		}
-		s.sum.BothRanAtOnce = sampler.stop()
+		s.sum.BothRanAtOnce = sampler.stop().Both
 	}
 	s.summarize(a, b)
 	return s.sum, nil
 }
 
-// launch starts one instance's agent against its own IMDS emulator.
-func (s *sim) launch(ctx context.Context, name, instanceID string) (*instance, error) {
+// notice makes A's Spot interruption notice visible in its IMDS, with the termination
+// time Budget away, and pends the Auto Scaling group's termination hook for it.
+func (s *sim) notice(a *instance) {
+	termination := time.Now().Add(s.opts.Budget)
+	s.mu.Lock()
+	s.noticeAt = time.Now()
+	s.mu.Unlock()
+	s.say("simulate: Spot interruption notice for %s is now visible in IMDS (termination at +%s)", a.name, s.opts.Budget)
+	a.imds.SetSpotAction("terminate", termination)
+	// The Auto Scaling group's termination hook holds the instance too, as EC2 reclaims it.
+	s.aws.PendLifecycleAction(GroupName, HookName, a.id.InstanceID)
+}
+
+// launch starts one instance's agent against its own IMDS emulator. home is where this
+// instance sees JENKINS_HOME: the shared directory, or another path onto it (a fault
+// scenario gives one instance a view that it alone loses).
+func (s *sim) launch(ctx context.Context, name, instanceID, home string) (*instance, error) {
 	in := &instance{
 		name:    name,
 		id:      spot.Identity{InstanceID: instanceID, AvailabilityZone: "us-east-1a", AZID: "use1-az6", Region: "us-east-1", Lifecycle: "spot", AutoScalingGroup: GroupName},
 		phases:  make(chan spot.Phase, 32),
 		done:    make(chan error, 1),
-		homeDir: s.home,
+		homeDir: home,
 	}
+	l, err := lease.New(lease.Options{Dir: home, HolderID: instanceID, TTL: leaseTTL, Logger: s.opts.Logger.With("instance", name)})
+	if err != nil {
+		return nil, err
+	}
+	in.lease = newObservedLease(l)
 	in.imds = imdstest.NewServer(in.id)
 	s.aws.AddAutoScalingGroup(GroupName, []string{instanceID}, []string{TargetGroupARN}, HookName)
 	s.aws.AddTargetGroup(TargetGroupARN, awstest.Target{ID: instanceID, Port: 8080})
@@ -243,9 +313,10 @@ func (s *sim) launch(ctx context.Context, name, instanceID string) (*instance, e
 	}
 	in.url = "http://127.0.0.1:" + strconv.Itoa(port)
 	dir := filepath.Join(s.opts.WorkDir, name)
-	cfg := s.config(name, dir, port)
+	cfg := s.config(name, dir, home, port)
 	doubleArgs := []string{"--home", cfg.Jenkins.HomeInContainer, "--user", jenkinsUser, "--token", jenkinsToken,
-		"--startup-delay", "1s", "--job", buildJob + "=" + (s.opts.NoticeAfter + 4*time.Second).String(), "--job", pipelineJob + "=pipeline:0s"}
+		"--startup-delay", "1s", "--job", buildJob + "=" + (s.opts.NoticeAfter + 4*time.Second).String(),
+		"--job", pipelineJob + "=pipeline:" + s.opts.Pipeline.String()}
 	if s.sum.Docker {
 		rt, err := container.New(containerOptions(cfg, s.opts.Logger, append([]string{"--listen", ":8080"}, doubleArgs...)))
 		if err != nil {
@@ -254,15 +325,19 @@ func (s *sim) launch(ctx context.Context, name, instanceID string) (*instance, e
 		in.runtime = rt
 	} else {
 		// In-process: the double listens where the container's port would be published,
-		// and JENKINS_HOME is the shared directory itself.
+		// and JENKINS_HOME is this instance's view of the home itself.
 		args := []string{"--listen", "127.0.0.1:" + strconv.Itoa(port)}
 		for i, a := range doubleArgs {
 			if i > 0 && doubleArgs[i-1] == "--home" {
-				a = s.home
+				a = home
 			}
 			args = append(args, a)
 		}
 		in.runtime = newProcessRuntime(args)
+	}
+	driven := in.runtime
+	if s.wrapRuntime != nil {
+		driven = s.wrapRuntime(name, in.runtime)
 	}
 	jc, err := jenkins.New(jenkins.Options{URL: in.url, User: jenkinsUser, Token: jenkinsToken, Logger: s.opts.Logger})
 	if err != nil {
@@ -274,10 +349,13 @@ func (s *sim) launch(ctx context.Context, name, instanceID string) (*instance, e
 		Metadata: md,
 		Watcher:  imds.NewWatcher(md, imds.WatchOptions{PollInterval: cfg.Interruption.PollInterval.D(), Logger: s.opts.Logger}),
 		NewMounter: func(spot.Identity) (agent.Mounter, error) {
-			return efstest.NewDir(s.home, FileSystemID), nil
+			return efstest.NewDir(home, FileSystemID), nil
 		},
-		NewLease: func(id spot.Identity, home string) (agent.Lease, error) {
-			return lease.New(lease.Options{Dir: home, HolderID: id.InstanceID, TTL: cfg.Lease.TTL.D(), Logger: s.opts.Logger})
+		NewLease: func(id spot.Identity, mountPoint string) (agent.Lease, error) {
+			if id.InstanceID != instanceID || mountPoint != home {
+				return nil, fmt.Errorf("lease for %s on %s, but instance %s sees the home at %s", id.InstanceID, mountPoint, instanceID, home)
+			}
+			return in.lease, nil
 		},
 		NewTargets: func(ctx context.Context, id spot.Identity) (agent.Targets, error) {
 			return targets.New(ctx, targets.Options{
@@ -286,7 +364,7 @@ func (s *sim) launch(ctx context.Context, name, instanceID string) (*instance, e
 				Endpoint: s.aws.URL(), Credentials: s.aws.Credentials(), Logger: s.opts.Logger,
 			})
 		},
-		Runtime: in.runtime,
+		Runtime: driven,
 		Jenkins: jc,
 		Metrics: in.metrics,
 	}
@@ -308,10 +386,10 @@ func (s *sim) launch(ctx context.Context, name, instanceID string) (*instance, e
 }
 
 // config is the production configuration with the budget compressed for a rehearsal.
-func (s *sim) config(name, dir string, port int) config.Config {
+func (s *sim) config(name, dir, home string, port int) config.Config {
 	cfg := config.Default()
 	cfg.EFS.FileSystemID = FileSystemID
-	cfg.EFS.MountPoint = s.home
+	cfg.EFS.MountPoint = home
 	cfg.Jenkins.Image = s.image
 	cfg.Jenkins.Pull = "never"
 	cfg.Jenkins.ContainerName = "jenkins-spot-agent-sim-" + strings.ToLower(name) + "-" + s.runID
@@ -321,7 +399,7 @@ func (s *sim) config(name, dir string, port int) config.Config {
 	cfg.Jenkins.ReadyTimeout = config.Duration(time.Minute)
 	cfg.Jenkins.StopGrace = config.Duration(5 * time.Second)
 	cfg.Jenkins.UID, cfg.Jenkins.GID = os.Getuid(), os.Getgid()
-	cfg.Lease.TTL = config.Duration(6 * time.Second)
+	cfg.Lease.TTL = config.Duration(leaseTTL)
 	cfg.TargetGroups = []config.TargetGroup{{ARN: TargetGroupARN, Port: 8080}}
 	cfg.LifecycleHook = HookName
 	cfg.Interruption.PollInterval = config.Duration(s.opts.PollInterval)
@@ -342,7 +420,8 @@ func containerOptions(cfg config.Config, log *slog.Logger, cmd []string) contain
 
 // pickRuntime decides between Docker and the in-process stand-in, and builds the image.
 func (s *sim) pickRuntime(ctx context.Context) {
-	s.runID = strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	// Random, so that runs in parallel (tests) never share a container or image name.
+	s.runID = strconv.FormatUint(rand.Uint64()%(1<<40), 36)
 	s.image = imageRepo + ":" + s.runID
 	if s.opts.Docker == "never" {
 		s.sum.DockerReason = "--docker never"
@@ -371,11 +450,23 @@ func (s *sim) pickRuntime(ctx context.Context) {
 		return
 	}
 	defer rt.Close()
-	if err := rt.BuildImage(cctx, exe, []string{"/jenkins-spot-agent", "jenkins-double"}); err != nil {
+	if err := rt.BuildImage(cctx, exe, []string{"/" + filepath.Base(exe), "jenkins-double"}); err != nil {
 		s.sum.DockerReason = "image build failed: " + err.Error()
 		return
 	}
+	s.imageBuilt = true
 	s.sum.Docker = true
+}
+
+// removeImage removes the image built for one run, so rehearsals leave nothing behind.
+func removeImage(ctx context.Context, ref string) error {
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	_, err = cli.ImageRemove(ctx, ref, image.RemoveOptions{Force: true, PruneChildren: true})
+	return err
 }
 
 // startBuilds starts a freestyle build that outlives the notice by a few seconds and a
@@ -399,12 +490,15 @@ func (s *sim) startBuilds(ctx context.Context, in *instance) int {
 	return n
 }
 
+// cleanup ends an instance: its agent, its lease renewals (the agent leaves them running
+// when its context ends, as the process exit would end them), its Jenkins, its IMDS.
 func (s *sim) cleanup(in *instance) {
 	in.cancel()
 	select {
 	case <-in.done:
 	case <-time.After(30 * time.Second):
 	}
+	in.lease.crash(10 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	_ = in.runtime.Stop(ctx, time.Second)

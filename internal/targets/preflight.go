@@ -26,12 +26,16 @@ type Check struct {
 // registered on it, so the call is authorized and validated but changes nothing.
 const probePort int32 = 1
 
+// probeInstanceID is a well-formed instance id that no instance has: RegisterTargets
+// is proven with it.
+const probeInstanceID = "i-00000000000000000"
+
 // probeToken is a lifecycle action token that matches no action: Auto Scaling checks
 // the permission, then answers ValidationError, and no action is completed.
 const probeToken = "00000000-0000-0000-0000-000000000000"
 
 // CheckPermissions proves, with calls that change nothing, each permission that Discover,
-// Deregister and CompleteLifecycle will need for this instance: one row per action and
+// Deregister, Register and CompleteLifecycle will need for this instance: one row per action and
 // target group. The cache of Discover is left as it is.
 func (c *Client) CheckPermissions(ctx context.Context, id spot.Identity) []Check {
 	var rows []Check
@@ -81,7 +85,8 @@ func (c *Client) CheckPermissions(ctx context.Context, id spot.Identity) []Check
 	}
 
 	for _, tg := range mergeTargetGroups(c.configured, discovered) {
-		rows = append(rows, c.checkTargetHealth(ctx, tg, id.InstanceID), c.checkDeregister(ctx, tg, id.InstanceID))
+		health, _, _ := c.checkTargetHealth(ctx, tg, id.InstanceID)
+		rows = append(rows, health, c.checkRegister(ctx, tg), c.checkDeregister(ctx, tg, id.InstanceID))
 	}
 
 	if c.hook != "" {
@@ -111,7 +116,15 @@ func (c *Client) CheckInstanceState(ctx context.Context, id spot.Identity) Check
 	return row
 }
 
-func (c *Client) checkTargetHealth(ctx context.Context, tg TargetGroup, instanceID string) Check {
+// seenTarget is where DescribeTargetHealth shows the instance in a group.
+type seenTarget struct {
+	port  int32
+	state elbtypes.TargetHealthStateEnum
+}
+
+// checkTargetHealth proves DescribeTargetHealth and returns where the instance is
+// registered in the group, for checkRegister; the error is the call's, nil on success.
+func (c *Client) checkTargetHealth(ctx context.Context, tg TargetGroup, instanceID string) (Check, []seenTarget, error) {
 	const action = "elasticloadbalancing:DescribeTargetHealth"
 	row := Check{Name: action + " " + tg.ARN}
 	ctx, cancel := c.callContext(ctx)
@@ -119,22 +132,58 @@ func (c *Client) checkTargetHealth(ctx context.Context, tg TargetGroup, instance
 	out, err := c.elb.DescribeTargetHealth(ctx, &elbv2.DescribeTargetHealthInput{TargetGroupArn: aws.String(tg.ARN)})
 	if err != nil {
 		// Describe actions of ELBv2 take no resource-level permission.
-		return failed(row, err, action, "*", "Elastic Load Balancing")
+		return failed(row, err, action, "*", "Elastic Load Balancing"), nil, err
 	}
-	var seen []string
+	var seen []seenTarget
+	var shown []string
 	for _, d := range out.TargetHealthDescriptions {
 		if d.Target == nil || aws.ToString(d.Target.Id) != instanceID {
 			continue
 		}
-		state := "unknown"
+		r := seenTarget{port: aws.ToInt32(d.Target.Port), state: "unknown"}
 		if d.TargetHealth != nil {
-			state = string(d.TargetHealth.State)
+			r.state = d.TargetHealth.State
 		}
-		seen = append(seen, fmt.Sprintf("port %d %s", aws.ToInt32(d.Target.Port), state))
+		seen = append(seen, r)
+		shown = append(shown, fmt.Sprintf("port %d %s", r.port, r.state))
 	}
 	row.OK, row.Detail = true, "instance is not registered in this group"
 	if len(seen) > 0 {
-		row.Detail = "instance registered: " + strings.Join(seen, ", ")
+		row.Detail = "instance registered: " + strings.Join(shown, ", ")
+	}
+	return row, seen, nil
+}
+
+// checkRegister proves RegisterTargets without changing anything: it registers an
+// instance id that cannot exist. ELBv2 authorizes the call before it validates the
+// targets, so InvalidTarget ("not in a running state") shows the permission is there and
+// AccessDenied that it is not, while no registration of this instance is ever added or
+// revived. (Registering this instance again would be harmless only while it is healthy,
+// and would race with a deregistration by the shutdown plan or by Auto Scaling.)
+func (c *Client) checkRegister(ctx context.Context, tg TargetGroup) Check {
+	const action = "elasticloadbalancing:RegisterTargets"
+	row := Check{Name: action + " " + tg.ARN}
+	ctx, cancel := c.callContext(ctx)
+	defer cancel()
+	_, err := c.elb.RegisterTargets(ctx, &elbv2.RegisterTargetsInput{
+		TargetGroupArn: aws.String(tg.ARN),
+		Targets:        []elbtypes.TargetDescription{{Id: aws.String(probeInstanceID)}},
+	})
+	switch apiCode(err) {
+	case codeInvalidTarget:
+		row.OK, row.Detail = true, "allowed (proven with an instance id that does not exist)"
+	case "":
+		if err != nil {
+			return failed(row, err, action, tg.ARN, "Elastic Load Balancing")
+		}
+		// Not expected from ELBv2; take the impossible target out again at once.
+		_, _ = c.elb.DeregisterTargets(ctx, &elbv2.DeregisterTargetsInput{
+			TargetGroupArn: aws.String(tg.ARN),
+			Targets:        []elbtypes.TargetDescription{{Id: aws.String(probeInstanceID)}},
+		})
+		row.OK, row.Detail = true, "allowed (the group accepted an instance id that does not exist; removed again)"
+	default:
+		return failed(row, err, action, tg.ARN, "Elastic Load Balancing")
 	}
 	return row
 }

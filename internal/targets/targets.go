@@ -1,7 +1,8 @@
 // Package targets takes the instance out of its load balancer target groups when it is
-// being interrupted, completes its Auto Scaling termination lifecycle action, asks EC2
-// whether a lease holder is gone, and proves the IAM permissions for all of it without
-// changing anything. The target groups are found once at boot: during a mass
+// being interrupted and puts it back when Jenkins serves again on the same instance,
+// completes its Auto Scaling termination lifecycle action, asks EC2 whether a lease
+// holder is gone, and proves the IAM permissions for all of it without changing
+// anything. The target groups are found once at boot: during a mass
 // interruption the APIs throttle, and the deregistration must not depend on them twice.
 package targets
 
@@ -40,8 +41,9 @@ const (
 // TargetGroup is one ELBv2 target group the instance is registered in.
 type TargetGroup struct {
 	ARN string
-	// Port the instance is registered on; 0 leaves it out of DeregisterTargets, which
-	// then means the group's own port (how Auto Scaling registers its instances).
+	// Port the instance is registered on; 0 leaves it out of DeregisterTargets and
+	// RegisterTargets, which then means the group's own port (how Auto Scaling
+	// registers its instances).
 	Port int32
 }
 
@@ -49,7 +51,8 @@ type TargetGroup struct {
 type Options struct {
 	// Region of the target groups and the Auto Scaling group; required.
 	Region string
-	// TargetGroups are the configured groups, deregistered with their Port.
+	// TargetGroups are the configured groups, deregistered and registered with their
+	// Port.
 	TargetGroups []TargetGroup
 	// Discover adds the target groups of the instance's Auto Scaling group.
 	Discover bool
@@ -205,7 +208,7 @@ func (c *Client) Discover(ctx context.Context, id spot.Identity) error {
 	return nil
 }
 
-// TargetGroups returns the target groups Deregister will use.
+// TargetGroups returns the target groups Deregister and Register will use.
 func (c *Client) TargetGroups() []TargetGroup {
 	c.mu.Lock()
 	defer c.mu.Unlock()

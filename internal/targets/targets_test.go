@@ -434,10 +434,13 @@ func TestCheckPermissionsAllAllowed(t *testing.T) {
 		"autoscaling:DescribeAutoScalingInstances",
 		"autoscaling:DescribeAutoScalingGroups",
 		"elasticloadbalancing:DescribeTargetHealth " + tgA,
+		"elasticloadbalancing:RegisterTargets " + tgA,
 		"elasticloadbalancing:DeregisterTargets " + tgA,
 		"elasticloadbalancing:DescribeTargetHealth " + tgB,
+		"elasticloadbalancing:RegisterTargets " + tgB,
 		"elasticloadbalancing:DeregisterTargets " + tgB,
 		"elasticloadbalancing:DescribeTargetHealth " + tgC,
+		"elasticloadbalancing:RegisterTargets " + tgC,
 		"elasticloadbalancing:DeregisterTargets " + tgC,
 		"autoscaling:CompleteLifecycleAction " + awstest.GroupARN(region, asgName),
 	}
@@ -453,6 +456,12 @@ func TestCheckPermissionsAllAllowed(t *testing.T) {
 	}
 	if rows[2].Detail != "instance registered: port 8080 healthy" {
 		t.Errorf("DescribeTargetHealth detail = %q", rows[2].Detail)
+	}
+	if want := "allowed (proven with an instance id that does not exist)"; rows[3].Detail != want {
+		t.Errorf("RegisterTargets detail = %q, want %q", rows[3].Detail, want)
+	}
+	if n := len(srv.CallsOf("RegisterTargets")); n != 3 {
+		t.Errorf("%d RegisterTargets calls, want one per target group", n)
 	}
 
 	// The checks changed nothing.
@@ -481,6 +490,12 @@ func TestCheckPermissionsOneDenied(t *testing.T) {
 			failing: map[string]string{"elasticloadbalancing:DeregisterTargets " + tgB: "add elasticloadbalancing:DeregisterTargets on " + tgB + " to the instance role"},
 		},
 		{
+			deny:    "RegisterTargets",
+			failing: map[string]string{"elasticloadbalancing:RegisterTargets " + tgB: "add elasticloadbalancing:RegisterTargets on " + tgB + " to the instance role"},
+		},
+		{
+			// Whether registering would change anything is unknown: the register row
+			// is not checked rather than failed.
 			deny:    "DescribeTargetHealth",
 			failing: map[string]string{"elasticloadbalancing:DescribeTargetHealth " + tgB: "add elasticloadbalancing:DescribeTargetHealth on * to the instance role"},
 		},
@@ -529,8 +544,8 @@ func TestCheckPermissionsMissingTargetGroup(t *testing.T) {
 	srv := newServer(t)
 	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgGone, Port: 8080}}})
 	rows := c.CheckPermissions(t.Context(), spot.Identity{InstanceID: instance})
-	if len(rows) != 2 {
-		t.Fatalf("rows = %+v, want two", rows)
+	if len(rows) != 3 {
+		t.Fatalf("rows = %+v, want three", rows)
 	}
 	for _, r := range rows {
 		if r.OK || !strings.Contains(r.Fix, "fix or remove this ARN in target_groups") {

@@ -2,6 +2,7 @@ package awstest
 
 import (
 	"cmp"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -12,6 +13,8 @@ func (s *Server) elbv2Locked(req request) (any, *apiError) {
 	switch req.action {
 	case "DeregisterTargets":
 		return s.deregisterTargetsLocked(req.form)
+	case "RegisterTargets":
+		return s.registerTargetsLocked(req.form)
 	case "DescribeTargetHealth":
 		return s.describeTargetHealthLocked(req.form)
 	}
@@ -49,6 +52,46 @@ func (s *Server) deregisterTargetsLocked(form url.Values) (any, *apiError) {
 		e.drainingEnd = s.now().Add(s.drainDelay)
 	}
 	return nil, nil
+}
+
+// registerTargetsLocked registers the named targets. Like ELBv2 it refuses the whole
+// call, registering none, when one target is no running instance it knows; a target
+// that is registered already is left as it is (healthy stays healthy, no health check
+// starts over), and a draining one is registered again. The double runs no health
+// checks: where ELBv2 shows a new target initial until it passes them, the double makes
+// it healthy at once.
+func (s *Server) registerTargetsLocked(form url.Values) (any, *apiError) {
+	tg, apiErr := s.targetGroupParamLocked(form)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	keys, apiErr := targetsParam(form)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	if len(keys) == 0 {
+		return nil, validation("1 validation error detected: Value null at 'targets' failed to satisfy constraint: Member must not be null")
+	}
+	for _, k := range keys {
+		state, known := s.instances[k.id]
+		if !known {
+			return nil, invalidTarget("The specified target does not exist, is not in the same VPC as the target group, or has an unsupported instance type")
+		}
+		if state != "running" {
+			return nil, invalidTarget(fmt.Sprintf("The following targets are not in a running state and can not be registered: '%s'", k.id))
+		}
+	}
+	for _, k := range keys {
+		if e := s.entryLocked(tg, k); e != nil && e.state != StateDraining {
+			continue
+		}
+		tg.targets[k] = &targetEntry{state: StateHealthy}
+	}
+	return nil, nil
+}
+
+func invalidTarget(msg string) *apiError {
+	return &apiError{http.StatusBadRequest, "InvalidTarget", msg}
 }
 
 type targetHealthDescription struct {

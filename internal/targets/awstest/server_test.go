@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -281,4 +282,91 @@ func FuzzParseAuthorization(f *testing.F) {
 			t.Errorf("accepted %q with empty parts: %+v", h, a)
 		}
 	})
+}
+
+func registerForm(ids ...string) url.Values {
+	form := url.Values{"Action": {"RegisterTargets"}, "Version": {VersionELBv2}, "TargetGroupArn": {testARN}}
+	for i, id := range ids {
+		form.Set("Targets.member."+strconv.Itoa(i+1)+".Id", id)
+	}
+	return form
+}
+
+func TestRegisterTargets(t *testing.T) {
+	const (
+		running = "i-0123456789abcdef0"
+		stopped = "i-0000000000000000a"
+	)
+	srv := NewServer()
+	defer srv.Close()
+	srv.AddTargetGroup(testARN, Target{ID: running})
+	srv.SetInstanceState(stopped, "stopped")
+	answer := func(form url.Values) *apiError {
+		t.Helper()
+		_, apiErr := srv.answer(request{service: ServiceELBv2, action: form.Get("Action"), form: form})
+		return apiErr
+	}
+
+	// A draining target is registered again, and serves (no health checks here).
+	if apiErr := answer(deregisterForm()); apiErr != nil {
+		t.Fatal(apiErr)
+	}
+	code, body := send(t, signed(t, srv, registerForm(running), ServiceELBv2, SecretAccessKey, time.Now()))
+	if code != http.StatusOK || !strings.Contains(body, `<RegisterTargetsResponse xmlns="http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/"><RegisterTargetsResult></RegisterTargetsResult>`) {
+		t.Fatalf("status %d body %s", code, body)
+	}
+	if got := srv.TargetState(testARN, running); got != StateHealthy {
+		t.Errorf("state %q after registering a draining target, want healthy", got)
+	}
+
+	// Registering a registered target leaves it as it is.
+	srv.AddTargetGroup(testARN, Target{ID: running, Port: 9090, State: "unhealthy"})
+	form := registerForm(running)
+	form.Set("Targets.member.1.Port", "9090")
+	if apiErr := answer(form); apiErr != nil {
+		t.Fatal(apiErr)
+	}
+	if e := srv.targetGroups[testARN].targets[targetKey{running, 9090}]; e.state != "unhealthy" {
+		t.Errorf("re-registering an unhealthy target made it %q; ELBv2 leaves it as it is", e.state)
+	}
+
+	// One target that cannot be registered refuses the whole call.
+	for _, tc := range []struct{ name, id, msg string }{
+		{"not running", stopped, "not in a running state"},
+		{"unknown", "i-0ffffffffffffffff", "does not exist"},
+	} {
+		srv.SetDeregistrationDelay(0)
+		if apiErr := answer(deregisterForm()); apiErr != nil {
+			t.Fatal(apiErr)
+		}
+		apiErr := answer(registerForm(running, tc.id))
+		if apiErr == nil || apiErr.code != "InvalidTarget" || !strings.Contains(apiErr.message, tc.msg) {
+			t.Errorf("%s: answer %v, want InvalidTarget %q", tc.name, apiErr, tc.msg)
+		}
+		if got := srv.TargetState(testARN, running); got != StateUnused {
+			t.Errorf("%s: the valid target went %q though the call was refused", tc.name, got)
+		}
+	}
+
+	form = registerForm(running)
+	form.Set("TargetGroupArn", testARN+"0")
+	if apiErr := answer(form); apiErr == nil || apiErr.code != "TargetGroupNotFound" {
+		t.Errorf("unknown group: %v, want TargetGroupNotFound", apiErr)
+	}
+	if apiErr := answer(url.Values{"Action": {"RegisterTargets"}, "TargetGroupArn": {testARN}}); apiErr == nil || apiErr.code != "ValidationError" {
+		t.Errorf("no targets: %v, want ValidationError", apiErr)
+	}
+
+	srv.Deny("RegisterTargets")
+	code, body = send(t, signed(t, srv, registerForm(running), ServiceELBv2, SecretAccessKey, time.Now()))
+	if code != http.StatusForbidden || !strings.Contains(body, "<Code>AccessDenied</Code>") || !strings.Contains(body, "elasticloadbalancing:RegisterTargets on resource: "+testARN) {
+		t.Errorf("denied: status %d body %s", code, body)
+	}
+	if got := srv.TargetState(testARN, running); got != StateUnused {
+		t.Errorf("a denied call registered the target: %q", got)
+	}
+	calls := srv.CallsOf("RegisterTargets")
+	if len(calls) != 2 || calls[0].Code != "" || calls[1].Code != "AccessDenied" || calls[1].Params.Get("Targets.member.1.Id") != running {
+		t.Errorf("recorded calls %+v, want the two sent over HTTP, the second denied", calls)
+	}
 }

@@ -1,0 +1,64 @@
+package simulate
+
+import (
+	"testing"
+	"time"
+)
+
+// The failover figures, one whole rehearsal per iteration (tens of seconds each): run
+// them with -benchtime 1x. Jenkins runs in Docker when it is reachable.
+
+// BenchmarkHandover measures a clean handover after a Spot notice: A's lease release →
+// B's container start call (goal: under 2 s; B re-reads the lease every 250 ms), and
+// Jenkins' downtime (A's container stop began → B's Jenkins answered).
+func BenchmarkHandover(b *testing.B) {
+	mode, exe := runtimeFor(b)
+	var handover, downtime time.Duration
+	n := 0
+	for b.Loop() {
+		f := cleanScenario(b, mode, exe)
+		handover += f.Handover
+		downtime += f.Downtime
+		n++
+	}
+	b.ReportMetric(float64(handover.Milliseconds())/float64(n), "handover-ms")
+	b.ReportMetric(downtime.Seconds()/float64(n), "downtime-s")
+}
+
+// BenchmarkTakeoverAfterKill measures B's wait after A died without releasing (its
+// renewals stopped, its Jenkins killed), next to what was left of A's lease: B should
+// start the clock-skew allowance (2 s) plus one poll after the remaining ttl.
+func BenchmarkTakeoverAfterKill(b *testing.B) {
+	mode, exe := runtimeFor(b)
+	var remaining, wait time.Duration
+	n := 0
+	for b.Loop() {
+		f := killScenario(b, mode, exe)
+		remaining += f.Remaining
+		wait += f.Wait
+		n++
+	}
+	b.ReportMetric(wait.Seconds()/float64(n), "wait-s")
+	b.ReportMetric(remaining.Seconds()/float64(n), "remaining-ttl-s")
+	b.ReportMetric((wait-remaining).Seconds()/float64(n), "beyond-ttl-s")
+}
+
+// BenchmarkSelfFence measures a holder that can no longer write the home: how soon it
+// kills its own Jenkins, how long before its lease lapses that is, and how long after
+// the fence the successor starts Jenkins. Needs root (a read-only bind mount).
+func BenchmarkSelfFence(b *testing.B) {
+	requireRoot(b)
+	mode, exe := runtimeFor(b)
+	var toFence, beforeExpiry, toStart time.Duration
+	n := 0
+	for b.Loop() {
+		f := fenceScenario(b, mode, exe)
+		toFence += f.BlockedToFence
+		beforeExpiry += f.FenceBeforeExpiry
+		toStart += f.FenceToStart
+		n++
+	}
+	b.ReportMetric(toFence.Seconds()/float64(n), "blocked-to-fence-s")
+	b.ReportMetric(beforeExpiry.Seconds()/float64(n), "fence-before-expiry-s")
+	b.ReportMetric(toStart.Seconds()/float64(n), "fence-to-b-start-s")
+}

@@ -1,0 +1,265 @@
+package simulate
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/containertest"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
+)
+
+// The rehearsals are shortened for tests: a 2 s notice and a 25 s budget (the stop time,
+// when the container stop must begin, then falls about 12 s after the notice).
+const (
+	testNoticeAfter = 2 * time.Second
+	testBudget      = 25 * time.Second
+	testPoll        = time.Second // the production poll interval
+)
+
+// staticAgent is the static agent binary the Jenkins image is built from, made once for
+// the whole test binary when JENKINS_SPOT_AGENT_BIN does not name one.
+var staticAgent struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if staticAgent.dir != "" {
+		_ = os.RemoveAll(staticAgent.dir)
+	}
+	os.Exit(code)
+}
+
+// runtimeFor decides how a rehearsal runs Jenkins: in Docker containers ("always") when
+// a Docker Engine answers, otherwise as the in-process stand-in ("never"). Under
+// CI=true Docker must be used, so CI cannot pass by quietly rehearsing without it.
+func runtimeFor(t testing.TB) (mode, executable string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ci := testenv.CI()
+	if !containertest.Reachable(ctx) {
+		if ci {
+			t.Fatal("no Docker Engine reachable under CI=true: the rehearsals must run Jenkins in containers")
+		}
+		t.Log("no Docker Engine reachable: Jenkins runs as the in-process stand-in")
+		return "never", ""
+	}
+	exe, err := staticExecutable()
+	if err != nil {
+		if ci {
+			t.Fatalf("no static agent binary for the Jenkins image: %v", err)
+		}
+		t.Logf("no static agent binary (%v): Jenkins runs as the in-process stand-in", err)
+		return "never", ""
+	}
+	return "always", exe
+}
+
+// staticExecutable is $JENKINS_SPOT_AGENT_BIN (`make build`), or else the agent built
+// here with CGO_ENABLED=0.
+func staticExecutable() (string, error) {
+	if p := os.Getenv("JENKINS_SPOT_AGENT_BIN"); p != "" {
+		if !isStatic(p) {
+			return "", &os.PathError{Op: "JENKINS_SPOT_AGENT_BIN", Path: p, Err: os.ErrInvalid}
+		}
+		return p, nil
+	}
+	staticAgent.once.Do(func() {
+		dir, err := os.MkdirTemp("", "simulate-test-bin-")
+		if err != nil {
+			staticAgent.err = err
+			return
+		}
+		staticAgent.dir = dir
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		out := filepath.Join(dir, "jenkins-spot-agent")
+		if err := containertest.BuildStatic(ctx, "../../cmd/jenkins-spot-agent", out); err != nil {
+			staticAgent.err = err
+			return
+		}
+		staticAgent.path = out
+	})
+	return staticAgent.path, staticAgent.err
+}
+
+// testLog collects a rehearsal's timeline and the agents' logs, and shows them only
+// when the test fails. Writes after the test ended (a late log line of a goroutine
+// on its way out) go nowhere harmful.
+type testLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func newTestLog(t testing.TB) *testLog {
+	l := &testLog{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("timeline and agent logs:\n%s", l.String())
+		}
+	})
+	return l
+}
+
+func (l *testLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *testLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// options are the test rehearsal's options, writing to log.
+func options(log *testLog, mode, exe string) Options {
+	return Options{
+		NoticeAfter:  testNoticeAfter,
+		Budget:       testBudget,
+		PollInterval: testPoll,
+		Docker:       mode,
+		Executable:   exe,
+		Out:          log,
+		Logger:       slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	}
+}
+
+// TestRehearsal runs the operator's rehearsals, `simulate` and `simulate --failover`, and
+// checks their summaries. The single run uses a short Pipeline so that its drain ends
+// when the builds do; the failover run keeps one running at the stop time, so that it
+// is saved by A and resumed by B.
+func TestRehearsal(t *testing.T) {
+	mode, exe := runtimeFor(t)
+	for _, tc := range []struct {
+		name     string
+		failover bool
+		pipeline time.Duration
+	}{
+		{"single", false, 4 * time.Second},
+		{"failover", true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			opts := options(newTestLog(t), mode, exe)
+			opts.Failover, opts.Pipeline = tc.failover, tc.pipeline
+			sum := rehearse(t, opts)
+			if mode == "always" && !sum.Docker {
+				t.Errorf("Docker was asked for and is reachable, but the summary says it was not used: %s", sum.DockerReason)
+			}
+			checkSummary(t, sum, opts)
+		})
+	}
+}
+
+// TestRehearsalInProcess keeps the path without Docker tested: Jenkins is the in-process
+// stand-in, with the same handover and the same Pipeline saved and resumed.
+func TestRehearsalInProcess(t *testing.T) {
+	t.Parallel()
+	opts := options(newTestLog(t), "never", "")
+	opts.Failover = true
+	sum := rehearse(t, opts)
+	if sum.Docker {
+		t.Error("--docker never, but the summary says Docker was used")
+	}
+	checkSummary(t, sum, opts)
+}
+
+func TestRunRefusesUnknownDockerMode(t *testing.T) {
+	_, err := Run(context.Background(), Options{Docker: "sometimes"})
+	if err == nil || !strings.Contains(err.Error(), "sometimes") {
+		t.Fatalf("Run with docker mode sometimes: got %v, want an error naming the mode", err)
+	}
+}
+
+func TestRunAlwaysFailsWithoutStaticBinary(t *testing.T) {
+	// A test binary is not static, so it cannot be the only file of a FROM scratch image.
+	self, err := os.Executable()
+	if err != nil {
+		t.Skip("cannot find the test binary:", err)
+	}
+	if isStatic(self) {
+		t.Skip("the test binary is static")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err = Run(ctx, Options{Docker: "always", Executable: self, Out: newTestLog(t)})
+	if err == nil || !strings.Contains(err.Error(), "not static") {
+		t.Fatalf("Run --docker always with a dynamic binary: got %v, want an error saying it is not static", err)
+	}
+}
+
+// rehearse runs one rehearsal with a deadline and logs its figures.
+func rehearse(t *testing.T, opts Options) *Summary {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	start := time.Now()
+	sum, err := Run(ctx, opts)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	t.Logf("rehearsal (Docker %v, failover %v) took %s: detection %s, deregister sent %s, drain %s, container stop %s, plan %s, margin %s, handover %s, downtime %s, resumed on B %v",
+		sum.Docker, opts.Failover, time.Since(start).Round(time.Millisecond), ms(sum.Detection), ms(sum.DeregisterSent),
+		ms(sum.Drain), ms(sum.ContainerStop), ms(sum.PlanTotal), ms(sum.Margin), ms(sum.Handover), ms(sum.Downtime), sum.ResumedOnB)
+	return sum
+}
+
+// checkSummary checks what the operator reads off the closing table.
+func checkSummary(t *testing.T, sum *Summary, opts Options) {
+	t.Helper()
+	if len(sum.FailedSteps) > 0 {
+		t.Errorf("failed steps: %q", sum.FailedSteps)
+	}
+	if sum.BuildsAtNotice != 2 {
+		t.Errorf("builds running at the notice: %d, want 2 (a freestyle build and a Pipeline)", sum.BuildsAtNotice)
+	}
+	// The notice is polled for: it is seen at the next poll, plus the time of one request.
+	if limit := opts.PollInterval + 500*time.Millisecond; sum.Detection <= 0 || sum.Detection >= limit {
+		t.Errorf("detection delay %s, want within (0, %s)", sum.Detection, limit)
+	}
+	if sum.Margin <= 0 {
+		t.Errorf("margin %s: the plan overran the termination time", sum.Margin)
+	}
+	if sum.TargetState != "draining" {
+		t.Errorf("target state after the plan %q, want draining", sum.TargetState)
+	}
+	if sum.Lifecycle != "CONTINUE" {
+		t.Errorf("lifecycle action result %q, want CONTINUE", sum.Lifecycle)
+	}
+	if !opts.Failover {
+		if sum.Handover != 0 || sum.BothRanAtOnce || len(sum.ResumedOnB) > 0 {
+			t.Errorf("a single-instance rehearsal reports failover figures: %+v", sum)
+		}
+		return
+	}
+	if !sum.WaitingSeenOnB {
+		t.Error("B was never seen waiting for the lease")
+	}
+	// The contract: the successor starts Jenkins within 2 s of a clean release.
+	if sum.Handover <= 0 || sum.Handover >= 2*time.Second {
+		t.Errorf("handover (A released → B's container start call) %s, want within (0, 2s)", sum.Handover)
+	}
+	if sum.BothRanAtOnce {
+		t.Error("both instances' Jenkins were seen running at the same time")
+	}
+	if !slices.ContainsFunc(sum.ResumedOnB, func(u string) bool { return strings.HasSuffix(u, "/job/"+pipelineJob+"/1/") }) {
+		t.Errorf("Pipelines resumed on B: %q, want %s #1 (running on A at the stop time)", sum.ResumedOnB, pipelineJob)
+	}
+}
+
+func ms(d time.Duration) time.Duration { return d.Round(time.Millisecond) }

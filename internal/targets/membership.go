@@ -1,0 +1,81 @@
+package targets
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
+	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
+)
+
+// membershipChange is one of the two calls that take the instance out of a target group
+// or put it back in. Deregister and Register differ only in this value; how the call
+// reaches every group, how long it may take and how its failure reads are shared.
+type membershipChange struct {
+	verb   string // starts the error: "deregister", "register"
+	prep   string // joins instance and group in the error: "from", "in"
+	noun   string // names the change in logs: "deregistration", "registration"
+	done   string // logged on success
+	action string // the IAM action to name when it is refused
+	call   func(ctx context.Context, elb *elbv2.Client, arn string, target elbtypes.TargetDescription) error
+}
+
+// changeMembership applies the change to every cached target group at once, each call
+// with its own CallTimeout, so that one slow or missing group delays no other. It
+// returns the failures joined, each naming its group.
+func (c *Client) changeMembership(ctx context.Context, instanceID string, m membershipChange) error {
+	if instanceID == "" {
+		return fmt.Errorf("%s: the instance id is empty", m.verb)
+	}
+	groups := c.TargetGroups()
+	if len(groups) == 0 {
+		c.log.Info("no target groups for "+m.noun, "instance", instanceID)
+		return nil
+	}
+	errs := make([]error, len(groups))
+	var wg sync.WaitGroup
+	for i, tg := range groups {
+		wg.Go(func() { errs[i] = c.changeIn(ctx, instanceID, tg, m) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// changeIn applies the change to one group and turns its failure into an error that
+// says which group and what to do.
+func (c *Client) changeIn(ctx context.Context, instanceID string, tg TargetGroup, m membershipChange) error {
+	ctx, cancel := c.callContext(ctx)
+	defer cancel()
+	start := time.Now()
+	err := m.call(ctx, c.elb, tg.ARN, targetOf(instanceID, tg))
+	took := time.Since(start)
+	if err == nil {
+		c.log.Info(m.done, "instance", instanceID, "target_group", tg.ARN, "port", tg.Port, "took", took)
+		return nil
+	}
+	switch apiCode(err) {
+	case codeTargetGroupNotFound:
+		err = fmt.Errorf("%s %s: target group %s not found (deleted, or in another account or region); fix or remove it in target_groups: %w", m.verb, instanceID, tg.ARN, err)
+	case codeInvalidTarget:
+		err = fmt.Errorf("%s %s %s target group %s: the group refuses the instance as a target (use a target group of target type instance, in the instance's VPC): %w", m.verb, instanceID, m.prep, tg.ARN, err)
+	default:
+		err = fmt.Errorf("%s %s %s target group %s: %w", m.verb, instanceID, m.prep, tg.ARN, explain(err, m.action, tg.ARN))
+	}
+	c.log.Warn(m.noun+" failed", "instance", instanceID, "target_group", tg.ARN, "took", took, "err", err)
+	return err
+}
+
+// targetOf is the instance as a target of the group: on the configured port, or with
+// the port left out, which ELBv2 takes as the group's own port (how Auto Scaling
+// registers its instances).
+func targetOf(instanceID string, tg TargetGroup) elbtypes.TargetDescription {
+	target := elbtypes.TargetDescription{Id: aws.String(instanceID)}
+	if tg.Port != 0 {
+		target.Port = aws.Int32(tg.Port)
+	}
+	return target
+}
