@@ -1,7 +1,6 @@
 package efs
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 // fakeResolver fails the first fails lookups, then resolves.
@@ -41,24 +42,6 @@ func (r *fakeResolver) Calls() int {
 }
 
 var _ Resolver = (*fakeResolver)(nil)
-
-// syncBuffer collects log output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // fastMounter returns a Mounter with test pacing: millisecond backoff, so retry tests
 // take milliseconds.
@@ -305,7 +288,7 @@ func TestMountRetriesTransientFailures(t *testing.T) {
 	// permanent error: three calls prove the retries without mounting anything
 	// (namespace_test.go has the retry that ends in a mount).
 	calls := scriptCalls(t, 2, "mount.nfs: Connection timed out")
-	var logs syncBuffer
+	var logs testenv.Buffer
 	m, _ := verifyCase(t, nil, Options{Program: mountScript(t), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	err := m.Mount(t.Context())
 	if err == nil || !strings.Contains(err.Error(), "refusing to mount") {
@@ -366,7 +349,7 @@ func TestMountPointIsAFile(t *testing.T) {
 }
 
 func TestWaitForDNS(t *testing.T) {
-	var logs syncBuffer
+	var logs testenv.Buffer
 	r := &fakeResolver{fails: 4}
 	m := fastMounter(t, Options{MountPoint: "/jenkins_home", Resolver: r, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	m.logEvery = time.Hour // only the first failure is logged
@@ -395,7 +378,7 @@ func TestWaitForDNS(t *testing.T) {
 }
 
 func TestWaitForDNSLogsPeriodically(t *testing.T) {
-	var logs syncBuffer
+	var logs testenv.Buffer
 	r := &fakeResolver{fails: 3}
 	m := fastMounter(t, Options{MountPoint: "/jenkins_home", Resolver: r, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	m.logEvery = 0

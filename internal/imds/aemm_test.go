@@ -10,6 +10,8 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds/imdstest"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 // These tests run against amazon-ec2-metadata-mock (AEMM), the real peer, started in
@@ -28,7 +30,7 @@ func TestAEMMIdentityAndIMDSv2Only(t *testing.T) {
 
 	var counts requestCounts
 	c := imds.New(imds.Options{Endpoint: url, OnRequest: counts.record})
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.WaitLimit)
 	defer cancel()
 	id, err := c.Identity(ctx)
 	if err != nil {
@@ -57,7 +59,7 @@ func TestAEMMSpotActions(t *testing.T) {
 			}
 			// AEMM moves the notice's time on every request: still one notice.
 			polls := r.w.Health().Polls
-			waitFor(t, "ten more polls", func() bool { return r.w.Health().Polls >= polls+10 })
+			testenv.Eventually(t, "ten more polls", func() bool { return r.w.Health().Polls >= polls+10 })
 			r.stop()
 			if got := countKind(r.drain(), tc.kind); got != 0 {
 				t.Fatalf("%d repeated %s notices", got, tc.kind)
@@ -79,7 +81,7 @@ func TestAEMMRebalance(t *testing.T) {
 		t.Errorf("rebalance Time = %v, want zero", n.Time)
 	}
 	polls := r.w.Health().Polls
-	waitFor(t, "more polls", func() bool { return r.w.Health().Polls >= polls+10 })
+	testenv.Eventually(t, "more polls", func() bool { return r.w.Health().Polls >= polls+10 })
 	r.stop()
 	rest := r.drain()
 	if countKind(rest, spot.KindRebalance) != 0 || countKind(rest, spot.KindSpotTerminate) != 0 {
@@ -93,7 +95,7 @@ func TestAEMMAutoScalingTermination(t *testing.T) {
 	r := startWatcher(t, imds.New(imds.Options{Endpoint: url}), opts, 16)
 	r.next(t, spot.KindASGTerminated)
 	polls := r.w.Health().Polls
-	waitFor(t, "more polls", func() bool { return r.w.Health().Polls >= polls+10 })
+	testenv.Eventually(t, "more polls", func() bool { return r.w.Health().Polls >= polls+10 })
 	r.stop()
 	if rest := r.drain(); len(rest) != 0 {
 		t.Fatalf("unexpected notices: %+v", rest)
@@ -109,7 +111,7 @@ func TestAEMMScheduledEvent(t *testing.T) {
 		t.Errorf("scheduled event notice without NotBefore: %+v", n)
 	}
 	polls := r.w.Health().Polls
-	waitFor(t, "more polls", func() bool { return r.w.Health().Polls >= polls+10 })
+	testenv.Eventually(t, "more polls", func() bool { return r.w.Health().Polls >= polls+10 })
 	r.stop()
 	if rest := r.drain(); len(rest) != 0 {
 		t.Fatalf("unexpected notices: %+v", rest)
@@ -151,7 +153,7 @@ func TestAEMMThroughFaultsNoMissedNotice(t *testing.T) {
 	// Unbuffered: the spot loop blocks on the send right after the poll that found
 	// the notice, so its counters can be read at that very point.
 	r := startWatcher(t, imds.New(imds.Options{Endpoint: proxy.URL()}), opts, 0)
-	waitFor(t, "the faults to be used and a good poll", func() bool {
+	testenv.Eventually(t, "the faults to be used and a good poll", func() bool {
 		return proxy.Pending() == 0 && r.w.Health().ConsecutiveFails == 0 && r.w.Health().Polls > 0
 	})
 	if got, want := proxy.Requests(spotPath), len(faults)+1; got != want {
@@ -166,7 +168,7 @@ func TestAEMMThroughFaultsNoMissedNotice(t *testing.T) {
 	// More faults while the notice stays visible: no second notice.
 	proxy.Schedule(spotPath, faultMix()...)
 	polls := r.w.Health().Polls
-	waitFor(t, "polls through a second round of faults", func() bool {
+	testenv.Eventually(t, "polls through a second round of faults", func() bool {
 		return proxy.Pending() == 0 && r.w.Health().Polls >= polls+uint64(len(faults))
 	})
 	r.stop()
@@ -195,9 +197,9 @@ func TestAEMMThroughFaultsNoFalseTrigger(t *testing.T) {
 	proxy.Schedule(spotPath, schedule...)
 	opts := imds.WatchOptions{PollInterval: 50 * time.Millisecond, SlowInterval: time.Hour}
 	r := startWatcher(t, imds.New(imds.Options{Endpoint: proxy.URL()}), opts, 16)
-	waitFor(t, "the schedule to be used", func() bool { return proxy.Pending() == 0 })
+	testenv.Eventually(t, "the schedule to be used", func() bool { return proxy.Pending() == 0 })
 	polls := r.w.Health().Polls
-	waitFor(t, "a few clean polls", func() bool { return r.w.Health().Polls >= polls+5 })
+	testenv.Eventually(t, "a few clean polls", func() bool { return r.w.Health().Polls >= polls+5 })
 	r.stop()
 	if got := r.drain(); len(got) != 0 {
 		t.Fatalf("false trigger: %+v", got)

@@ -17,6 +17,8 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds/imdstest"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 var (
@@ -40,7 +42,7 @@ func BenchmarkDetectionDelay(b *testing.B) {
 			notices := make(chan spot.Notice, 4)
 			done := make(chan error, 1)
 			go func() { done <- w.Run(ctx, notices) }()
-			waitFor(b, "a first poll", func() bool { return w.Health().Polls >= 1 })
+			testenv.Eventually(b, "a first poll", func() bool { return w.Health().Polls >= 1 })
 			time.Sleep(rand.N(time.Second))
 			visible := time.Now()
 			srv.SetSpotAction("terminate", visible.Add(2*time.Minute))

@@ -12,6 +12,8 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds/imdstest"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 var testIdentity = spot.Identity{
@@ -28,7 +30,7 @@ func TestIdentity(t *testing.T) {
 	defer srv.Close()
 	var counts requestCounts
 	c := imds.New(imds.Options{Endpoint: srv.URL(), OnRequest: counts.record})
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.WaitLimit)
 	defer cancel()
 	id, err := c.Identity(ctx)
 	if err != nil {

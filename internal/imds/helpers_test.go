@@ -1,7 +1,6 @@
 package imds_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -21,41 +20,8 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
-// waitLimit bounds every wait in these tests; it is a safety net against a hang, not
-// a speed assertion.
-const waitLimit = 60 * time.Second
-
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// syncBuffer is a log sink that tests read while the watcher writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func testLogger(t testing.TB) (*slog.Logger, *syncBuffer) {
-	buf := &syncBuffer{}
+func testLogger(t testing.TB) (*slog.Logger, *testenv.Buffer) {
+	buf := &testenv.Buffer{}
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
 }
 
@@ -90,7 +56,7 @@ type running struct {
 
 func startWatcher(t testing.TB, c *imds.Client, opts imds.WatchOptions, buffered int) *running {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*waitLimit)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*testenv.WaitLimit)
 	r := &running{w: imds.NewWatcher(c, opts), notices: make(chan spot.Notice, buffered), cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- r.w.Run(ctx, r.notices) }()
 	t.Cleanup(r.stop)
@@ -106,7 +72,7 @@ func (r *running) stop() {
 // next waits for a notice of the given kind, skipping others into skipped.
 func (r *running) next(t testing.TB, kind spot.Kind) spot.Notice {
 	t.Helper()
-	timer := time.NewTimer(waitLimit)
+	timer := time.NewTimer(testenv.WaitLimit)
 	defer timer.Stop()
 	for {
 		select {
@@ -193,7 +159,7 @@ func startAEMM(t testing.TB, args ...string) string {
 	full := append([]string{"-n", "127.0.0.1", "-p", port, "-I"}, args...)
 	cmd := exec.Command(bin, full...)
 	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
-	var out syncBuffer
+	var out testenv.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -203,7 +169,7 @@ func startAEMM(t testing.TB, args ...string) string {
 		cmd.Wait()
 	})
 	url := "http://127.0.0.1:" + port
-	deadline := time.Now().Add(waitLimit)
+	deadline := time.Now().Add(testenv.WaitLimit)
 	for {
 		req, _ := http.NewRequest(http.MethodPut, url+"/latest/api/token", nil)
 		req.Header.Set("X-aws-ec2-metadata-token-ttl-seconds", "60")

@@ -9,6 +9,8 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds/imdstest"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 const spotPath = "/latest/meta-data/spot/instance-action"
@@ -26,7 +28,7 @@ func TestWatcherSpotNoticeOncePerKind(t *testing.T) {
 			srv := imdstest.NewServer(testIdentity)
 			defer srv.Close()
 			r := startWatcher(t, imds.New(imds.Options{Endpoint: srv.URL()}), fast, 16)
-			waitFor(t, "two quiet polls", func() bool { return r.w.Health().Polls >= 2 })
+			testenv.Eventually(t, "two quiet polls", func() bool { return r.w.Health().Polls >= 2 })
 			if got := r.drain(); len(got) != 0 {
 				t.Fatalf("notices without any notice served: %+v", got)
 			}
@@ -49,7 +51,7 @@ func TestWatcherSpotNoticeOncePerKind(t *testing.T) {
 			for i := range 5 {
 				polls := r.w.Health().Polls
 				srv.SetSpotAction(tc.action, at.Add(time.Duration(i+1)*time.Second))
-				waitFor(t, "another poll", func() bool { return r.w.Health().Polls >= polls+2 })
+				testenv.Eventually(t, "another poll", func() bool { return r.w.Health().Polls >= polls+2 })
 			}
 			r.stop()
 			if got := r.drain(); len(got) != 0 {
@@ -111,7 +113,7 @@ func TestWatcherSlowItems(t *testing.T) {
 	if n := r.next(t, spot.KindScheduledEvent); !strings.Contains(n.Detail, "0000c") {
 		t.Errorf("second event notice = %+v", n)
 	}
-	waitFor(t, "more slow polls", func() bool { return strings.Count(logs.String(), "msg=") > 0 && r.w.Health().Polls >= 30 })
+	testenv.Eventually(t, "more slow polls", func() bool { return strings.Count(logs.String(), "msg=") > 0 && r.w.Health().Polls >= 30 })
 	r.stop()
 	if got := r.drain(); len(got) != 0 {
 		t.Fatalf("repeated notices: %+v", got)
@@ -133,7 +135,7 @@ func TestWatcherBlindnessIsNotSilence(t *testing.T) {
 	var counts requestCounts
 	c := imds.New(imds.Options{Endpoint: proxy.URL(), OnRequest: counts.record})
 	r := startWatcher(t, c, imds.WatchOptions{PollInterval: 20 * time.Millisecond, SlowInterval: time.Hour, Logger: log}, 16)
-	waitFor(t, "a streak of failed polls", func() bool { return r.w.Health().ConsecutiveFails >= 5 })
+	testenv.Eventually(t, "a streak of failed polls", func() bool { return r.w.Health().ConsecutiveFails >= 5 })
 	h := r.w.Health()
 	if !h.LastSuccess.IsZero() || !strings.Contains(h.LastError, "500") {
 		t.Errorf("health while blind = %+v", h)
@@ -147,7 +149,7 @@ func TestWatcherBlindnessIsNotSilence(t *testing.T) {
 
 	proxy.ClearFaults()
 	r.next(t, spot.KindSpotTerminate)
-	waitFor(t, "recovery", func() bool { return r.w.Health().ConsecutiveFails == 0 })
+	testenv.Eventually(t, "recovery", func() bool { return r.w.Health().ConsecutiveFails == 0 })
 	r.stop()
 	out := logs.String()
 	if n := strings.Count(out, "imds poll failed"); n != 1 {
@@ -165,11 +167,11 @@ func TestWatcherTokenRevoked(t *testing.T) {
 	defer srv.Close()
 	var counts requestCounts
 	r := startWatcher(t, imds.New(imds.Options{Endpoint: srv.URL(), OnRequest: counts.record}), fast, 16)
-	waitFor(t, "a first poll", func() bool { return r.w.Health().Polls >= 1 })
+	testenv.Eventually(t, "a first poll", func() bool { return r.w.Health().Polls >= 1 })
 	for i := range 3 {
 		polls := r.w.Health().Polls
 		srv.RevokeTokens()
-		waitFor(t, "polls after revocation", func() bool { return r.w.Health().Polls >= polls+3 })
+		testenv.Eventually(t, "polls after revocation", func() bool { return r.w.Health().Polls >= polls+3 })
 		if got := counts.get(imds.EndpointToken, imds.ResultOK); got < i+2 {
 			t.Fatalf("token fetched %d times after %d revocations; health %+v", got, i+1, r.w.Health())
 		}
@@ -191,10 +193,10 @@ func TestWatcherBacksOffWhenThrottled(t *testing.T) {
 	proxy.SetFault(spotPath, imdstest.Fault{Status: http.StatusTooManyRequests})
 	opts := imds.WatchOptions{PollInterval: 25 * time.Millisecond, SlowInterval: time.Hour}
 	r := startWatcher(t, imds.New(imds.Options{Endpoint: proxy.URL()}), opts, 16)
-	waitFor(t, "throttled polls", func() bool { return r.w.Health().ConsecutiveFails >= 8 })
+	testenv.Eventually(t, "throttled polls", func() bool { return r.w.Health().ConsecutiveFails >= 8 })
 	// Still polling after a long streak (back-off, not surrender), and recovers.
 	proxy.ClearFaults()
-	waitFor(t, "recovery", func() bool { return r.w.Health().ConsecutiveFails == 0 })
+	testenv.Eventually(t, "recovery", func() bool { return r.w.Health().ConsecutiveFails == 0 })
 	r.stop()
 	if h := r.w.Health(); !strings.Contains(h.LastError, "429") || h.LastSuccess.IsZero() {
 		t.Errorf("health = %+v", h)

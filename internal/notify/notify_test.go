@@ -1,7 +1,6 @@
 package notify
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 // listen plays systemd: a unixgram socket named in NOTIFY_SOCKET.
@@ -131,24 +132,6 @@ func TestWatchdogInterval(t *testing.T) {
 	}
 }
 
-// syncBuffer lets the watchdog goroutine log while the test later reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestRunWatchdog drives the health answers by a script and uses the order of
 // datagrams, not the clock, to prove that no ping was sent while unhealthy: a
 // marker sent after the unhealthy checks must be the next thing on the socket.
@@ -156,7 +139,7 @@ func TestRunWatchdog(t *testing.T) {
 	conn := listen(t)
 	t.Setenv("WATCHDOG_USEC", "100000") // pings every 50ms
 	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
-	var logs syncBuffer
+	var logs testenv.Buffer
 	n := New(slog.New(slog.NewTextHandler(&logs, nil)))
 
 	script := []bool{true, true, false, false, false, true, true}

@@ -16,6 +16,8 @@ import (
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets/awstest"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 // health is every target of the group as DescribeTargetHealth shows it through the SDK,
@@ -67,7 +69,7 @@ func TestRegisterPutsTheInstanceBackInEveryGroup(t *testing.T) {
 			defer release()
 			done := make(chan error, 1)
 			go func() { done <- c.Register(context.Background(), instance) }()
-			waitFor(t, "three RegisterTargets in flight at once", func() bool {
+			testenv.Eventually(t, "three RegisterTargets in flight at once", func() bool {
 				return len(srv.CallsOf("RegisterTargets")) == 3
 			})
 			release()

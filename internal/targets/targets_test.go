@@ -18,6 +18,8 @@ import (
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets/awstest"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 const (
@@ -186,7 +188,7 @@ func TestDeregisterDrainsConfiguredAndDiscoveredGroupsInParallel(t *testing.T) {
 	defer release()
 	done := make(chan error, 1)
 	go func() { done <- c.Deregister(context.Background(), instance) }()
-	waitFor(t, "three DeregisterTargets in flight at once", func() bool {
+	testenv.Eventually(t, "three DeregisterTargets in flight at once", func() bool {
 		return len(srv.CallsOf("DeregisterTargets")) == 3
 	})
 	release()
@@ -619,17 +621,6 @@ func BenchmarkDeregister(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/op")
 	b.ReportMetric(float64(firstSent.Microseconds())/1000/float64(b.N), "ms-to-first-send/op")
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // Without Endpoint the SDK's own resolution applies, AWS_ENDPOINT_URL_<SERVICE> included:

@@ -4,10 +4,13 @@
 package testenv
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
+	"time"
 )
 
 // CI reports whether the tests run in CI, where every peer must be present.
@@ -45,4 +48,39 @@ func Tool(t testing.TB, name, pkg string) string {
 	p, err := exec.LookPath(name)
 	Require(t, err == nil, "%s not found (Debian package %s)", name, pkg)
 	return p
+}
+
+// Buffer is a log sink that a test reads while other goroutines write to it.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// WaitLimit bounds Eventually. It is generous on purpose: it only stops a test that
+// would otherwise hang, it is not a speed assertion.
+const WaitLimit = 60 * time.Second
+
+// Eventually polls cond until it holds, and fails the test, naming what it waited for,
+// after WaitLimit.
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(WaitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

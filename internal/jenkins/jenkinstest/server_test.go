@@ -1,7 +1,6 @@
 package jenkinstest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -11,9 +10,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 func testConfig() Config {
@@ -315,24 +315,6 @@ func FuzzParseJobFlag(f *testing.F) {
 	})
 }
 
-// syncBuffer is a bytes.Buffer safe to write from Main and read from the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestMainStopsLikeJenkins(t *testing.T) {
 	home := t.TempDir()
 	tokenFile := filepath.Join(t.TempDir(), "token")
@@ -341,7 +323,7 @@ func TestMainStopsLikeJenkins(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testenv.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- Main(ctx, []string{"--listen", "127.0.0.1:0", "--home", home, "--user", "admin", "--token-file", tokenFile,
@@ -404,7 +386,7 @@ func TestMainBadFlags(t *testing.T) {
 		{"--start-build", "missing"},
 		{"extra"},
 	} {
-		var out, errOut syncBuffer
+		var out, errOut testenv.Buffer
 		if code := Main(t.Context(), append([]string{"--home", ""}, args...), &out, &errOut); code != 2 {
 			t.Errorf("Main(%q) = %d, want 2", args, code)
 		}
