@@ -147,7 +147,7 @@ func newSim(ctx context.Context, opts Options) (*sim, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &sim{opts: opts, start: time.Now(), sum: &Summary{}}
+	s := &sim{opts: opts, start: time.Now(), sum: &Summary{}, ports: map[string]int{}}
 	if opts.WorkDir == "" {
 		dir, err := os.MkdirTemp("", "jenkins-spot-agent-sim-")
 		if err != nil {
@@ -205,6 +205,7 @@ type sim struct {
 	mu       sync.Mutex
 	noticeAt time.Time // when A's notice became visible
 	out      sync.Mutex
+	ports    map[string]int // Jenkins host port by instance name
 }
 
 // instance is one emulated EC2 instance with its own agent.
@@ -307,9 +308,14 @@ func (s *sim) launch(ctx context.Context, name, instanceID, home string) (*insta
 	s.aws.AddAutoScalingGroup(GroupName, []string{instanceID}, []string{TargetGroupARN}, HookName)
 	s.aws.AddTargetGroup(TargetGroupARN, awstest.Target{ID: instanceID, Port: 8080})
 
-	port, err := freePort()
-	if err != nil {
-		return nil, err
+	// An instance keeps its Jenkins port across a restart of its agent, so the container
+	// configuration is the same and the running container is adopted.
+	port := s.ports[name]
+	if port == 0 {
+		if port, err = freePort(); err != nil {
+			return nil, err
+		}
+		s.ports[name] = port
 	}
 	in.url = "http://127.0.0.1:" + strconv.Itoa(port)
 	dir := filepath.Join(s.opts.WorkDir, name)
