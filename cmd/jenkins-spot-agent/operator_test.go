@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -108,7 +107,7 @@ func TestStatusDrillAndMetricsAgainstARunningAgent(t *testing.T) {
 	cfg.Lease.TTL = config.Duration(6 * time.Second)
 	cfg.ControlSocket = filepath.Join(dir, "run", "control.sock")
 	cfg.StateDir = filepath.Join(dir, "state")
-	port := opFreePort(t)
+	port := freePort(t)
 	cfg.Metrics.ListenAddress = "127.0.0.1:" + strconv.Itoa(port)
 
 	log := slog.New(slog.DiscardHandler)
@@ -150,7 +149,7 @@ func TestStatusDrillAndMetricsAgainstARunningAgent(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- serveAgent(ctx, e, cfg, a, m, nil) }()
 
-	waitFor(t, 15*time.Second, func() bool {
+	testenv.Eventually(t, "the agent serving", func() bool {
 		st, err := control.QueryStatus(ctx, cfg.ControlSocket)
 		return err == nil && st.Phase == spot.PhaseServing
 	})
@@ -233,31 +232,10 @@ func runMain(t *testing.T, wantCode int, args ...string) string {
 	return out.String()
 }
 
-func waitFor(t *testing.T, within time.Duration, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s", within)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func opFreePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func opScrape(t *testing.T, addr string) string {
 	t.Helper()
 	var body []byte
-	waitFor(t, 10*time.Second, func() bool {
+	testenv.Eventually(t, "a scrape of /metrics", func() bool {
 		resp, err := http.Get("http://" + addr + "/metrics")
 		if err != nil {
 			return false

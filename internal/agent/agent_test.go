@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 type running struct {
@@ -59,9 +61,9 @@ func TestBootServesAndSignalsReady(t *testing.T) {
 		t.Errorf("boot order wrong: %v", r.j.list())
 	}
 	// READY=1 follows the phase change at once.
-	waitUntil(t, 10*time.Second, func() bool { return strings.Contains(r.notify.joined(), "READY serving") })
+	testenv.Eventually(t, "READY=1", func() bool { return strings.Contains(r.notify.joined(), "READY serving") })
 	// Back in the target groups once Jenkins answers (after a drill, nobody else would).
-	waitUntil(t, 10*time.Second, func() bool { return r.j.has("register") })
+	testenv.Eventually(t, "registration", func() bool { return r.j.has("register") })
 	if r.j.index("register") < r.j.index("container-start") {
 		t.Errorf("registered before Jenkins started: %v", r.j.list())
 	}
@@ -93,7 +95,7 @@ func TestNoticeDuringLeaseWaitAbortsBootWithoutStartingJenkins(t *testing.T) {
 		t.Fatal(err)
 	}
 	// systemd hears who holds the home (the callback runs just after the phase change).
-	waitUntil(t, 10*time.Second, func() bool {
+	testenv.Eventually(t, "STATUS naming the holder", func() bool {
 		return strings.Contains(r.notify.joined(), "STATUS waiting for i-other to release JENKINS_HOME")
 	})
 	r.watch.in <- spotNotice(20 * time.Second)
@@ -199,20 +201,9 @@ func TestLeaseKeptAndHomeMountedWhenContainerWillNotStop(t *testing.T) {
 	r.rt.mu.Lock()
 	r.rt.stayUp = false
 	r.rt.mu.Unlock()
-	waitUntil(t, 20*time.Second, func() bool { return r.j.has("lease-release") && r.j.has("unmount") })
+	testenv.Eventually(t, "the late release and unmount", func() bool { return r.j.has("lease-release") && r.j.has("unmount") })
 	if r.j.index("lease-release") > r.j.index("unmount") {
 		t.Fatalf("unmounted before releasing: %v", r.j.list())
-	}
-}
-
-func waitUntil(t *testing.T, within time.Duration, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s", within)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
