@@ -85,8 +85,7 @@ func (c *Client) CheckPermissions(ctx context.Context, id spot.Identity) []Check
 	}
 
 	for _, tg := range mergeTargetGroups(c.configured, discovered) {
-		health, _, _ := c.checkTargetHealth(ctx, tg, id.InstanceID)
-		rows = append(rows, health, c.checkRegister(ctx, tg), c.checkDeregister(ctx, tg, id.InstanceID))
+		rows = append(rows, c.checkTargetHealth(ctx, tg, id.InstanceID), c.checkRegister(ctx, tg), c.checkDeregister(ctx, tg, id.InstanceID))
 	}
 
 	if c.hook != "" {
@@ -116,15 +115,9 @@ func (c *Client) CheckInstanceState(ctx context.Context, id spot.Identity) Check
 	return row
 }
 
-// seenTarget is where DescribeTargetHealth shows the instance in a group.
-type seenTarget struct {
-	port  int32
-	state elbtypes.TargetHealthStateEnum
-}
-
-// checkTargetHealth proves DescribeTargetHealth and returns where the instance is
-// registered in the group, for checkRegister; the error is the call's, nil on success.
-func (c *Client) checkTargetHealth(ctx context.Context, tg TargetGroup, instanceID string) (Check, []seenTarget, error) {
+// checkTargetHealth proves DescribeTargetHealth and says where the instance is
+// registered in the group.
+func (c *Client) checkTargetHealth(ctx context.Context, tg TargetGroup, instanceID string) Check {
 	const action = "elasticloadbalancing:DescribeTargetHealth"
 	row := Check{Name: action + " " + tg.ARN}
 	ctx, cancel := c.callContext(ctx)
@@ -132,26 +125,24 @@ func (c *Client) checkTargetHealth(ctx context.Context, tg TargetGroup, instance
 	out, err := c.elb.DescribeTargetHealth(ctx, &elbv2.DescribeTargetHealthInput{TargetGroupArn: aws.String(tg.ARN)})
 	if err != nil {
 		// Describe actions of ELBv2 take no resource-level permission.
-		return failed(row, err, action, "*", "Elastic Load Balancing"), nil, err
+		return failed(row, err, action, "*", "Elastic Load Balancing")
 	}
-	var seen []seenTarget
 	var shown []string
 	for _, d := range out.TargetHealthDescriptions {
 		if d.Target == nil || aws.ToString(d.Target.Id) != instanceID {
 			continue
 		}
-		r := seenTarget{port: aws.ToInt32(d.Target.Port), state: "unknown"}
+		state := elbtypes.TargetHealthStateEnum("unknown")
 		if d.TargetHealth != nil {
-			r.state = d.TargetHealth.State
+			state = d.TargetHealth.State
 		}
-		seen = append(seen, r)
-		shown = append(shown, fmt.Sprintf("port %d %s", r.port, r.state))
+		shown = append(shown, fmt.Sprintf("port %d %s", aws.ToInt32(d.Target.Port), state))
 	}
 	row.OK, row.Detail = true, "instance is not registered in this group"
-	if len(seen) > 0 {
+	if len(shown) > 0 {
 		row.Detail = "instance registered: " + strings.Join(shown, ", ")
 	}
-	return row, seen, nil
+	return row
 }
 
 // checkRegister proves RegisterTargets without changing anything: it registers an
