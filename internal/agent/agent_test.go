@@ -443,3 +443,24 @@ func TestDrillRunsThePlanAndStreamsIt(t *testing.T) {
 		t.Fatal("a second drill after the plan was accepted")
 	}
 }
+
+// systemd's watchdog is fed only while IMDS answered recently: a blind or wedged watcher
+// gets the agent restarted.
+func TestHealthyFollowsTheWatchersSight(t *testing.T) {
+	r := newRig(t.TempDir(), t.TempDir())
+	a, err := r.agent(20 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Healthy(10 * time.Second) {
+		t.Error("unhealthy before the first poll, within the window of the start")
+	}
+	r.watch.health = spot.WatchHealth{LastSuccess: time.Now()}
+	if !a.Healthy(10 * time.Second) {
+		t.Error("unhealthy right after a good poll")
+	}
+	r.watch.health = spot.WatchHealth{LastSuccess: time.Now().Add(-time.Minute), ConsecutiveFails: 60}
+	if a.Healthy(10 * time.Second) {
+		t.Error("healthy after a minute of blindness")
+	}
+}
