@@ -23,6 +23,9 @@ import (
 // a stop signal, an Auto Scaling termination, a drain on rebalance, a drill.
 const DefaultBudget = config.SpotBudget
 
+// resumeLeaseWait bounds taking the lease back for a resumed plan.
+const resumeLeaseWait = 3 * time.Second
+
 // discoveryTimeout bounds the boot-time lookup of target groups.
 const discoveryTimeout = 30 * time.Second
 
@@ -172,6 +175,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if rec != nil {
 		a.log.Warn("resuming the shutdown plan interrupted by an agent restart", "notice", rec.Kind, "deadline", rec.Deadline)
+		a.resumeLease(ctx)
 		a.plan(ctx, ending{notice: spot.Notice{Kind: rec.Kind, Detail: rec.Detail, Seen: rec.Started}, deadline: rec.Deadline}, true)
 		return a.linger(ctx)
 	}
@@ -214,10 +218,34 @@ func (a *Agent) Interrupt(sig string) {
 
 // Force is the second stop signal: builds are no longer waited for.
 func (a *Agent) Force() {
+	a.hurry("second stop signal: stopping Jenkins now, no longer waiting for builds")
+}
+
+// hurry makes the plan stop Jenkins without waiting for builds.
+func (a *Agent) hurry(why string) {
 	a.once.Do(func() {
-		a.log.Warn("second stop signal: stopping Jenkins now, no longer waiting for builds")
+		a.log.Warn(why)
 		close(a.force)
 	})
+}
+
+// resumeLease takes the lease back for a plan resumed after an agent restart, so that it
+// is renewed while Jenkins drains and released once it is down. The agent adopts its own
+// record at once. If the home is no longer mounted, the plan had stopped Jenkins already
+// and there is nothing to hold; if another controller holds the lease, this Jenkins may
+// not run a moment longer.
+func (a *Agent) resumeLease(ctx context.Context) {
+	vctx, cancel := context.WithTimeout(ctx, resumeLeaseWait)
+	defer cancel()
+	if err := a.mounter.Verify(vctx); err != nil {
+		a.log.Info("JENKINS_HOME is not mounted any more; resuming the plan without the lease", "err", err)
+		return
+	}
+	if _, err := a.lease.Acquire(vctx, func(s spot.LeaseState) {}); err != nil {
+		a.hurry("another controller holds JENKINS_HOME: stopping this Jenkins at once")
+		return
+	}
+	a.startHold()
 }
 
 // Drill runs the shutdown plan now, as if a notice with the given budget had arrived,

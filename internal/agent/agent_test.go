@@ -282,10 +282,13 @@ func TestInterruptedPlanResumesWithoutBootingJenkins(t *testing.T) {
 	if r.j.has("container-start") {
 		t.Fatalf("booted Jenkins in the middle of a plan: %v", r.j.list())
 	}
-	for _, want := range []string{"discover", "deregister", "container-stop", "lease-release", "unmount"} {
+	for _, want := range []string{"discover", "lease-acquire", "deregister", "container-stop", "lease-release", "unmount"} {
 		if !r.j.has(want) {
 			t.Errorf("resumed plan skipped %s: %v", want, r.j.list())
 		}
+	}
+	if r.j.index("lease-acquire") > r.j.index("container-stop") {
+		t.Errorf("the lease was taken back only after the stop: %v", r.j.list())
 	}
 	if got := run.a.Status().Deadline; !got.Equal(deadline.Round(0)) && !got.Equal(deadline) {
 		t.Errorf("resumed plan works to %s, not the latched %s", got, deadline)
@@ -462,5 +465,34 @@ func TestHealthyFollowsTheWatchersSight(t *testing.T) {
 	r.watch.health = spot.WatchHealth{LastSuccess: time.Now().Add(-time.Minute), ConsecutiveFails: 60}
 	if a.Healthy(10 * time.Second) {
 		t.Error("healthy after a minute of blindness")
+	}
+}
+
+// A plan resumed while another controller holds the home does not wait for builds: this
+// Jenkins must stop at once.
+func TestResumedPlanWithoutTheLeaseStopsAtOnce(t *testing.T) {
+	home, state := t.TempDir(), t.TempDir()
+	l := latch{path: filepath.Join(state, "plan-latch.json"), bootID: "boot-1"}
+	if err := l.store(latchRecord{Kind: spot.KindSpotTerminate, Deadline: time.Now().Add(90 * time.Second), Started: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(home, state)
+	r.lease.wait = make(chan struct{}) // held by i-other
+	r.jenkins.builds = []string{"job/forever/1/"}
+	run := start(t, r, 20*time.Second)
+	if err := r.waitPhase(spot.PhaseStopped, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var drain spot.Event
+	for _, ev := range run.a.Status().Steps {
+		if ev.Step == spot.StepDrain {
+			drain = ev
+		}
+	}
+	if !strings.Contains(drain.Err, "forced stop") {
+		t.Fatalf("drain waited for builds without the lease: %+v", drain)
+	}
+	if !r.j.has("container-stop") {
+		t.Fatalf("Jenkins not stopped: %v", r.j.list())
 	}
 }
