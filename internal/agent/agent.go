@@ -282,15 +282,16 @@ func (a *Agent) Drill(ctx context.Context, budget time.Duration, emit func(spot.
 // Status is the agent's current state, for the control socket.
 func (a *Agent) Status() spot.Status {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	st := a.status
 	st.Notices = slices.Clone(st.Notices)
 	st.Running = slices.Clone(st.Running)
 	st.Steps = slices.Clone(st.Steps)
+	l := a.lease
+	a.mu.Unlock()
 	st.Watch = a.deps.Watcher.Health()
-	if a.lease != nil {
-		st.Lease = a.lease.State()
-		st.Lease.Held = a.lease.Held()
+	if l != nil {
+		st.Lease = l.State()
+		st.Lease.Held = l.Held()
 	}
 	return st
 }
@@ -347,7 +348,9 @@ func (a *Agent) assemble(ctx context.Context, id spot.Identity) error {
 	if err != nil {
 		return fmt.Errorf("target groups: %w", err)
 	}
+	a.mu.Lock() // Status reads the lease from the control socket's goroutines
 	a.mounter, a.lease, a.targets = m, l, t
+	a.mu.Unlock()
 
 	// The instance's target groups and Auto Scaling group are looked up once, now, and
 	// cached: the APIs throttle during mass interruptions. Neither a notice during boot
