@@ -467,8 +467,8 @@ func (a *Agent) startJenkins(ctx context.Context) error {
 }
 
 // waitReady polls Jenkins until it answers or jenkins.ready_timeout passes.
-func (a *Agent) waitReady(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.Jenkins.ReadyTimeout.D())
+func (a *Agent) waitReady(parent context.Context) error {
+	ctx, cancel := context.WithTimeout(parent, a.cfg.Jenkins.ReadyTimeout.D())
 	defer cancel()
 	interval := 50 * time.Millisecond
 	for {
@@ -478,12 +478,12 @@ func (a *Agent) waitReady(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("jenkins did not answer within %s (last: %v); see `docker logs %s`",
+		if ctx.Err() != nil || !sleep(ctx, interval) {
+			if parent.Err() != nil {
+				return fmt.Errorf("waiting for jenkins: %w", parent.Err())
+			}
+			return fmt.Errorf("jenkins did not answer within jenkins.ready_timeout %s (last: %v); see `docker logs %s`",
 				a.cfg.Jenkins.ReadyTimeout.D(), err, a.cfg.Jenkins.ContainerName)
-		}
-		if !sleep(ctx, interval) {
-			return fmt.Errorf("waiting for jenkins: %w", ctx.Err())
 		}
 		// Capped low: READY=1 should follow Jenkins' first answer within a few hundred
 		// milliseconds, and a probe of /login costs Jenkins next to nothing.
@@ -553,9 +553,21 @@ func (a *Agent) stopHold() {
 	}
 }
 
-// abandonBoot stops renewing after a failed boot. The lease stays recorded as ours: the
-// restarted agent adopts it, and otherwise it expires after its ttl.
+// abandonBoot cleans up after a failed boot. A Jenkins container that was started is
+// stopped first: once this agent exits nobody renews the lease, and Jenkins must not
+// outlive it. The lease stays recorded as ours, so the restarted agent adopts it at once
+// (otherwise it expires after its ttl).
 func (a *Agent) abandonBoot() {
+	if a.holdCancel == nil {
+		return // the lease was never taken, so Jenkins was never started
+	}
+	grace := a.cfg.Jenkins.StopGrace.D()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(a.runCtx), grace+15*time.Second)
+	defer cancel()
+	if err := a.deps.Runtime.Stop(ctx, grace); err != nil {
+		a.log.Error("stopping Jenkins after a failed boot", "err", err)
+		_ = a.deps.Runtime.Kill(ctx)
+	}
 	a.stopHold()
 }
 

@@ -13,6 +13,8 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/config"
 )
 
 type running struct {
@@ -494,5 +496,44 @@ func TestResumedPlanWithoutTheLeaseStopsAtOnce(t *testing.T) {
 	}
 	if !r.j.has("container-stop") {
 		t.Fatalf("Jenkins not stopped: %v", r.j.list())
+	}
+}
+
+// failingJenkins never answers, as a Jenkins that cannot start.
+type failingJenkins struct{ *fakeJenkins }
+
+func (failingJenkins) Probe(context.Context) error { return errors.New("503: jenkins is not ready") }
+
+// A boot that fails after the container started stops it: Jenkins never runs without an
+// agent renewing its lease.
+func TestFailedBootStopsTheStartedJenkins(t *testing.T) {
+	r := newRig(t.TempDir(), t.TempDir())
+	r.cfg.Jenkins.ReadyTimeout = config.Duration(300 * time.Millisecond)
+	a, err := New(Options{
+		Config: r.cfg,
+		Deps: Deps{
+			Metadata:   fakeMetadata{id: spot.Identity{InstanceID: "i-0123456789abcdef0", AvailabilityZone: "us-east-1a", Region: "us-east-1"}},
+			Watcher:    r.watch,
+			NewMounter: func(spot.Identity) (Mounter, error) { return r.mounter, nil },
+			NewLease:   func(spot.Identity, string) (Lease, error) { return r.lease, nil },
+			NewTargets: func(context.Context, spot.Identity) (Targets, error) { return r.targets, nil },
+			Runtime:    r.rt,
+			Jenkins:    failingJenkins{r.jenkins},
+		},
+		BootID: "boot-1",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.Run(ctx); err == nil || !strings.Contains(err.Error(), "did not answer") {
+		t.Fatalf("boot error %v", err)
+	}
+	if up, _ := r.rt.Running(ctx); up {
+		t.Fatalf("Jenkins left running after a failed boot: %v", r.j.list())
+	}
+	if r.j.index("container-stop") < r.j.index("container-start") {
+		t.Fatalf("no stop after the start: %v", r.j.list())
 	}
 }
