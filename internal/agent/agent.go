@@ -733,16 +733,21 @@ func (a *Agent) finish(ctx context.Context, e ending) error {
 	return a.linger(ctx)
 }
 
-// linger keeps metrics and status up after the plan until the next stop signal or drill.
+// linger keeps metrics and status up after the plan until the next stop signal. A drill
+// is refused; a notice that comes now has nothing left to end.
 func (a *Agent) linger(ctx context.Context) error {
-	select {
-	case e := <-a.ends:
-		if e.done != nil {
-			e.done <- errors.New("the shutdown plan has already run; restart the agent to boot Jenkins again")
+	for {
+		select {
+		case e := <-a.ends:
+			switch {
+			case e.done != nil:
+				e.done <- errors.New("the shutdown plan has already run; restart the agent to boot Jenkins again")
+			case e.notice.Kind == spot.KindSignal:
+				return nil
+			}
+		case <-ctx.Done():
+			return nil
 		}
-		return nil
-	case <-ctx.Done():
-		return nil
 	}
 }
 

@@ -537,3 +537,36 @@ func TestFailedBootStopsTheStartedJenkins(t *testing.T) {
 		t.Fatalf("no stop after the start: %v", r.j.list())
 	}
 }
+
+// After the plan the agent stays up for status and metrics: a late notice does not end
+// it, a stop signal does.
+func TestAfterThePlanOnlyAStopSignalEndsTheAgent(t *testing.T) {
+	r := newRig(t.TempDir(), t.TempDir())
+	run := start(t, r, 20*time.Second)
+	if err := r.waitPhase(spot.PhaseServing, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	r.watch.in <- spot.Notice{Kind: spot.KindASGTerminated, Seen: time.Now()}
+	if err := r.waitPhase(spot.PhaseStopped, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	r.watch.in <- spotNotice(10 * time.Second)
+	select {
+	case err := <-run.done:
+		t.Fatalf("a late notice ended the agent: %v", err)
+	case <-time.After(2 * time.Second):
+	}
+	if got := len(run.a.Status().Notices); got != 2 {
+		t.Errorf("late notice not recorded: %d notices", got)
+	}
+	run.a.Interrupt("terminated")
+	select {
+	case err := <-run.done:
+		run.done <- err
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a stop signal did not end the agent")
+	}
+}
