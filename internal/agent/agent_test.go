@@ -509,19 +509,9 @@ func (failingJenkins) Probe(context.Context) error { return errors.New("503: jen
 func TestFailedBootStopsTheStartedJenkins(t *testing.T) {
 	r := newRig(t.TempDir(), t.TempDir())
 	r.cfg.Jenkins.ReadyTimeout = config.Duration(300 * time.Millisecond)
-	a, err := New(Options{
-		Config: r.cfg,
-		Deps: Deps{
-			Metadata:   fakeMetadata{id: spot.Identity{InstanceID: "i-0123456789abcdef0", AvailabilityZone: "us-east-1a", Region: "us-east-1"}},
-			Watcher:    r.watch,
-			NewMounter: func(spot.Identity) (Mounter, error) { return r.mounter, nil },
-			NewLease:   func(spot.Identity, string) (Lease, error) { return r.lease, nil },
-			NewTargets: func(context.Context, spot.Identity) (Targets, error) { return r.targets, nil },
-			Runtime:    r.rt,
-			Jenkins:    failingJenkins{r.jenkins},
-		},
-		BootID: "boot-1",
-	})
+	deps := r.deps()
+	deps.Jenkins = failingJenkins{r.jenkins}
+	a, err := New(Options{Config: r.cfg, Deps: deps, BootID: "boot-1"})
 	if err != nil {
 		t.Fatal(err)
 	}

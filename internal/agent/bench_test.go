@@ -8,8 +8,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
 )
 
 // stampRuntime records when the container start call arrives.
@@ -70,20 +68,9 @@ func BenchmarkBootOverhead(b *testing.B) {
 		rt := &stampRuntime{fakeRuntime: r.rt}
 		jk := &stampJenkins{fakeJenkins: r.jenkins}
 		nt := &stampNotifier{done: make(chan struct{})}
-		a, err := New(Options{
-			Config: r.cfg,
-			Deps: Deps{
-				Metadata:   fakeMetadata{id: spot.Identity{InstanceID: "i-0123456789abcdef0", AvailabilityZone: "us-east-1a", Region: "us-east-1"}},
-				Watcher:    r.watch,
-				NewMounter: func(spot.Identity) (Mounter, error) { return r.mounter, nil },
-				NewLease:   func(spot.Identity, string) (Lease, error) { return r.lease, nil },
-				NewTargets: func(context.Context, spot.Identity) (Targets, error) { return r.targets, nil },
-				Runtime:    rt,
-				Jenkins:    jk,
-				Notifier:   nt,
-			},
-			BootID: "bench",
-		})
+		deps := r.deps()
+		deps.Runtime, deps.Jenkins, deps.Notifier = rt, jk, nt
+		a, err := New(Options{Config: r.cfg, Deps: deps, BootID: "bench"})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -302,19 +302,24 @@ func newRig(home, stateDir string) *rig {
 	}
 }
 
+// deps wires the rig's fakes; tests replace single adapters on the result.
+func (r *rig) deps() Deps {
+	return Deps{
+		Metadata:   fakeMetadata{id: spot.Identity{InstanceID: "i-0123456789abcdef0", AvailabilityZone: "us-east-1a", Region: "us-east-1"}},
+		Watcher:    r.watch,
+		NewMounter: func(spot.Identity) (Mounter, error) { return r.mounter, nil },
+		NewLease:   func(spot.Identity, string) (Lease, error) { return r.lease, nil },
+		NewTargets: func(context.Context, spot.Identity) (Targets, error) { return r.targets, nil },
+		Runtime:    r.rt,
+		Jenkins:    r.jenkins,
+		Notifier:   r.notify,
+	}
+}
+
 func (r *rig) agent(budget time.Duration) (*Agent, error) {
 	return New(Options{
-		Config: r.cfg,
-		Deps: Deps{
-			Metadata:   fakeMetadata{id: spot.Identity{InstanceID: "i-0123456789abcdef0", AvailabilityZone: "us-east-1a", Region: "us-east-1"}},
-			Watcher:    r.watch,
-			NewMounter: func(spot.Identity) (Mounter, error) { return r.mounter, nil },
-			NewLease:   func(spot.Identity, string) (Lease, error) { return r.lease, nil },
-			NewTargets: func(context.Context, spot.Identity) (Targets, error) { return r.targets, nil },
-			Runtime:    r.rt,
-			Jenkins:    r.jenkins,
-			Notifier:   r.notify,
-		},
+		Config:        r.cfg,
+		Deps:          r.deps(),
 		BootID:        r.bootID,
 		DefaultBudget: budget,
 		OnEvent: func(ev spot.Event) {

@@ -35,20 +35,15 @@ func BenchmarkNoticeToRequests(b *testing.B) {
 			b.Fatal(err)
 		}
 		r := newRig(b.TempDir(), b.TempDir())
+		deps := r.deps()
+		deps.Jenkins = jc
+		deps.NewTargets = func(ctx context.Context, id spot.Identity) (Targets, error) {
+			return targets.New(ctx, targets.Options{Region: id.Region, TargetGroups: []targets.TargetGroup{{ARN: benchARN, Port: 8080}},
+				Endpoint: aws.URL(), Credentials: aws.Credentials(), Logger: slog.New(slog.DiscardHandler)})
+		}
 		a, err := New(Options{
 			Config: r.cfg,
-			Deps: Deps{
-				Metadata:   fakeMetadata{id: spot.Identity{InstanceID: "i-0123456789abcdef0", AvailabilityZone: "us-east-1a", Region: "us-east-1"}},
-				Watcher:    r.watch,
-				NewMounter: func(spot.Identity) (Mounter, error) { return r.mounter, nil },
-				NewLease:   func(spot.Identity, string) (Lease, error) { return r.lease, nil },
-				NewTargets: func(ctx context.Context, id spot.Identity) (Targets, error) {
-					return targets.New(ctx, targets.Options{Region: id.Region, TargetGroups: []targets.TargetGroup{{ARN: benchARN, Port: 8080}},
-						Endpoint: aws.URL(), Credentials: aws.Credentials(), Logger: slog.New(slog.DiscardHandler)})
-				},
-				Runtime: r.rt,
-				Jenkins: jc,
-			},
+			Deps:   deps,
 			BootID: "bench",
 			OnEvent: func(ev spot.Event) {
 				if ev.Phase != "" {

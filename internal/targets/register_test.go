@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -16,8 +15,6 @@ import (
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets/awstest"
-
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 // health is every target of the group as DescribeTargetHealth shows it through the SDK,
@@ -63,30 +60,7 @@ func TestRegisterPutsTheInstanceBackInEveryGroup(t *testing.T) {
 				}
 			}
 
-			// Every RegisterTargets waits at the double until all three have arrived:
-			// sent one after another, they would never get there.
-			release := srv.Hold("RegisterTargets")
-			defer release()
-			done := make(chan error, 1)
-			go func() { done <- c.Register(context.Background(), instance) }()
-			testenv.Eventually(t, "three RegisterTargets in flight at once", func() bool {
-				return len(srv.CallsOf("RegisterTargets")) == 3
-			})
-			release()
-			if err := <-done; err != nil {
-				t.Fatalf("Register: %v", err)
-			}
-
-			ports := map[string]string{}
-			for _, call := range srv.CallsOf("RegisterTargets") {
-				if id := call.Params.Get("Targets.member.1.Id"); id != instance {
-					t.Errorf("RegisterTargets target id = %q, want %q", id, instance)
-				}
-				ports[call.Params.Get("TargetGroupArn")] = call.Params.Get("Targets.member.1.Port")
-			}
-			if want := map[string]string{tgA: "8080", tgB: "", tgC: ""}; !maps.Equal(ports, want) {
-				t.Errorf("ports sent per group = %v, want %v (configured port, discovered none)", ports, want)
-			}
+			inParallelToEveryGroup(t, srv, "RegisterTargets", func(ctx context.Context) error { return c.Register(ctx, instance) })
 			want := map[string][]string{
 				tgA: {instance + ":8080:healthy"},
 				tgB: {instance + ":8080:healthy", "i-0fedcba9876543210:8080:healthy"},

@@ -182,30 +182,7 @@ func TestDeregisterDrainsConfiguredAndDiscoveredGroupsInParallel(t *testing.T) {
 		t.Fatalf("Discover: %v", err)
 	}
 
-	// Every DeregisterTargets waits at the double until all three have arrived: a
-	// client that sent them one after another would never get there.
-	release := srv.Hold("DeregisterTargets")
-	defer release()
-	done := make(chan error, 1)
-	go func() { done <- c.Deregister(context.Background(), instance) }()
-	testenv.Eventually(t, "three DeregisterTargets in flight at once", func() bool {
-		return len(srv.CallsOf("DeregisterTargets")) == 3
-	})
-	release()
-	if err := <-done; err != nil {
-		t.Fatalf("Deregister: %v", err)
-	}
-
-	ports := map[string]string{}
-	for _, call := range srv.CallsOf("DeregisterTargets") {
-		if id := call.Params.Get("Targets.member.1.Id"); id != instance {
-			t.Errorf("DeregisterTargets target id = %q, want %q", id, instance)
-		}
-		ports[call.Params.Get("TargetGroupArn")] = call.Params.Get("Targets.member.1.Port")
-	}
-	if want := map[string]string{tgA: "8080", tgB: "", tgC: ""}; !maps.Equal(ports, want) {
-		t.Errorf("ports sent per group = %v, want %v (configured port, discovered none)", ports, want)
-	}
+	inParallelToEveryGroup(t, srv, "DeregisterTargets", func(ctx context.Context) error { return c.Deregister(ctx, instance) })
 	for _, arn := range []string{tgA, tgB, tgC} {
 		if got := srv.TargetState(arn, instance); got != awstest.StateDraining {
 			t.Errorf("%s: target state %q, want draining", arn, got)
@@ -647,5 +624,34 @@ func TestEndpointFromEnvironment(t *testing.T) {
 		if got := srv.TargetState(arn, instance); got != awstest.StateDraining {
 			t.Errorf("%s: target state %q, want draining", arn, got)
 		}
+	}
+}
+
+// inParallelToEveryGroup runs call while the double holds every request of action until
+// all three target groups have one in flight (sent one after another, they never would),
+// then checks that each went for the instance, with the configured port to tgA and none
+// to the discovered tgB and tgC.
+func inParallelToEveryGroup(t *testing.T, srv *awstest.Server, action string, call func(context.Context) error) {
+	t.Helper()
+	release := srv.Hold(action)
+	defer release()
+	done := make(chan error, 1)
+	go func() { done <- call(context.Background()) }()
+	testenv.Eventually(t, "three "+action+" in flight at once", func() bool {
+		return len(srv.CallsOf(action)) == 3
+	})
+	release()
+	if err := <-done; err != nil {
+		t.Fatalf("%s: %v", action, err)
+	}
+	ports := map[string]string{}
+	for _, c := range srv.CallsOf(action) {
+		if id := c.Params.Get("Targets.member.1.Id"); id != instance {
+			t.Errorf("%s target id = %q, want %q", action, id, instance)
+		}
+		ports[c.Params.Get("TargetGroupArn")] = c.Params.Get("Targets.member.1.Port")
+	}
+	if want := map[string]string{tgA: "8080", tgB: "", tgC: ""}; !maps.Equal(ports, want) {
+		t.Errorf("%s ports per group = %v, want %v (configured port, discovered none)", action, ports, want)
 	}
 }

@@ -25,19 +25,29 @@ func invalidAction(action string) *apiError {
 	return &apiError{http.StatusBadRequest, "InvalidAction", "Could not find operation " + action + " for version of this service"}
 }
 
-// deregisterTargetsLocked starts draining the named targets. Like ELBv2 it is idempotent:
-// a target that is not registered (or registered on another port) is no error.
-func (s *Server) deregisterTargetsLocked(form url.Values) (any, *apiError) {
+// targetsRequestLocked reads what RegisterTargets and DeregisterTargets share: the
+// target group, which must exist, and a list of targets, which must not be empty.
+func (s *Server) targetsRequestLocked(form url.Values) (*targetGroup, []targetKey, *apiError) {
 	tg, apiErr := s.targetGroupParamLocked(form)
 	if apiErr != nil {
-		return nil, apiErr
+		return nil, nil, apiErr
 	}
 	keys, apiErr := targetsParam(form)
 	if apiErr != nil {
-		return nil, apiErr
+		return nil, nil, apiErr
 	}
 	if len(keys) == 0 {
-		return nil, validation("1 validation error detected: Value null at 'targets' failed to satisfy constraint: Member must not be null")
+		return nil, nil, validation("1 validation error detected: Value null at 'targets' failed to satisfy constraint: Member must not be null")
+	}
+	return tg, keys, nil
+}
+
+// deregisterTargetsLocked starts draining the named targets. Like ELBv2 it is idempotent:
+// a target that is not registered (or registered on another port) is no error.
+func (s *Server) deregisterTargetsLocked(form url.Values) (any, *apiError) {
+	tg, keys, apiErr := s.targetsRequestLocked(form)
+	if apiErr != nil {
+		return nil, apiErr
 	}
 	for _, k := range keys {
 		e := s.entryLocked(tg, k)
@@ -61,16 +71,9 @@ func (s *Server) deregisterTargetsLocked(form url.Values) (any, *apiError) {
 // checks: where ELBv2 shows a new target initial until it passes them, the double makes
 // it healthy at once.
 func (s *Server) registerTargetsLocked(form url.Values) (any, *apiError) {
-	tg, apiErr := s.targetGroupParamLocked(form)
+	tg, keys, apiErr := s.targetsRequestLocked(form)
 	if apiErr != nil {
 		return nil, apiErr
-	}
-	keys, apiErr := targetsParam(form)
-	if apiErr != nil {
-		return nil, apiErr
-	}
-	if len(keys) == 0 {
-		return nil, validation("1 validation error detected: Value null at 'targets' failed to satisfy constraint: Member must not be null")
 	}
 	for _, k := range keys {
 		state, known := s.instances[k.id]
