@@ -8,7 +8,7 @@ import (
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/agent"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/control"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
 // drillCommand asks the running agent to run the shutdown plan now, as if a notice had
@@ -35,7 +35,7 @@ func (c *drillCommand) run(ctx context.Context, e *env) error {
 	defer cancel()
 	start := time.Now()
 	fmt.Fprintf(e.stdout, "drill: running the shutdown plan with a %s budget\n", c.budget)
-	err = control.RunDrill(ctx, path, c.budget, func(ev spot.Event) {
+	err = control.RunDrill(ctx, path, c.budget, func(ev status.Event) {
 		fmt.Fprintln(e.stdout, timelineLine(start, "", ev))
 	})
 	if err != nil {
@@ -46,7 +46,7 @@ func (c *drillCommand) run(ctx context.Context, e *env) error {
 }
 
 // timelineLine renders one event: time since start, who, what, outcome.
-func timelineLine(start time.Time, who string, ev spot.Event) string {
+func timelineLine(start time.Time, who string, ev status.Event) string {
 	at := fmt.Sprintf("%+8.3fs", ev.At.Sub(start).Seconds())
 	if who != "" {
 		who = "[" + who + "] "

@@ -25,7 +25,7 @@ import (
 	"github.com/moby/sys/mountinfo"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/containertest"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
 // agentBinary is $JENKINS_SPOT_AGENT_BIN (the Makefile's static build), or a static
@@ -350,27 +350,27 @@ func waitSamples(t *testing.T, addr string, timeout time.Duration, samples ...st
 }
 
 // queryStatus runs `status --json --socket` of the binary and decodes what it prints.
-func queryStatus(bin, socket string) (spot.Status, error) {
+func queryStatus(bin, socket string) (status.Snapshot, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "status", "--json", "--socket", socket)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return spot.Status{}, fmt.Errorf("status --json: %v: %s", err, strings.TrimSpace(stderr.String()))
+		return status.Snapshot{}, fmt.Errorf("status --json: %v: %s", err, strings.TrimSpace(stderr.String()))
 	}
-	var st spot.Status
+	var st status.Snapshot
 	if err := json.Unmarshal(stdout.Bytes(), &st); err != nil {
-		return spot.Status{}, fmt.Errorf("status --json printed something else: %v\n%s", err, stdout.Bytes())
+		return status.Snapshot{}, fmt.Errorf("status --json printed something else: %v\n%s", err, stdout.Bytes())
 	}
 	return st, nil
 }
 
 // waitPhase polls `status --json` until the agent reports phase p.
-func waitPhase(t *testing.T, bin, socket string, p spot.Phase, timeout time.Duration, agent *process) spot.Status {
+func waitPhase(t *testing.T, bin, socket string, p status.Phase, timeout time.Duration, agent *process) status.Snapshot {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
-	var last spot.Status
+	var last status.Snapshot
 	var lastErr error
 	for {
 		st, err := queryStatus(bin, socket)
@@ -422,7 +422,7 @@ func tail(path string, n int) string {
 
 // endedStep returns the index and the event of the one ended step s among steps, and
 // fails when it is missing or appears more than once.
-func endedStep(t *testing.T, steps []spot.Event, s spot.Step) (int, spot.Event) {
+func endedStep(t *testing.T, steps []status.Event, s status.Step) (int, status.Event) {
 	t.Helper()
 	idx := -1
 	for i, ev := range steps {

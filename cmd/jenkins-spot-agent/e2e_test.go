@@ -21,10 +21,11 @@ import (
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/containertest"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/jenkins"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/jenkins/jenkinstest"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets/awstest"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
@@ -239,7 +240,7 @@ state_dir: %q
 
 	// The agent sends READY=1 a moment before it records the serving phase, so status
 	// and metrics are given a few seconds to catch up.
-	st := waitPhase(t, bin, socket, spot.PhaseServing, 10*time.Second, agent)
+	st := waitPhase(t, bin, socket, status.PhaseServing, 10*time.Second, agent)
 	if st.InstanceID != e2eInstance || !st.Lease.Held || st.Lease.Holder != e2eInstance {
 		t.Errorf("status while serving: instance %q, lease %+v; want %s holding the lease", st.InstanceID, st.Lease, e2eInstance)
 	}
@@ -316,7 +317,7 @@ state_dir: %q
 	t.Logf("builds running: %v", running)
 
 	// 3. The notice comes; the plan runs to the end.
-	st = waitPhase(t, bin, socket, spot.PhaseStopped, 100*time.Second, agent)
+	st = waitPhase(t, bin, socket, status.PhaseStopped, 100*time.Second, agent)
 	t.Logf("plan finished %s after the notice, margin %s", time.Since(noticeAt).Round(time.Millisecond), st.Margin)
 	checkNotice(t, st, termination)
 	checkPlanSteps(t, st.Steps)
@@ -373,10 +374,10 @@ state_dir: %q
 
 // checkNotice checks that the notice was AEMM's Spot termination and that the plan
 // worked to the time it named.
-func checkNotice(t *testing.T, st spot.Status, termination time.Time) {
+func checkNotice(t *testing.T, st status.Snapshot, termination time.Time) {
 	t.Helper()
-	if !slices.ContainsFunc(st.Notices, func(n spot.Notice) bool {
-		return n.Kind == spot.KindSpotTerminate && n.Time.Equal(termination)
+	if !slices.ContainsFunc(st.Notices, func(n instance.Notice) bool {
+		return n.Kind == instance.KindSpotTerminate && n.Time.Equal(termination)
 	}) {
 		t.Errorf("notices %+v; want spot_terminate naming %s", st.Notices, termination)
 	}
@@ -387,18 +388,18 @@ func checkNotice(t *testing.T, st spot.Status, termination time.Time) {
 
 // checkPlanSteps checks the shutdown plan's order and outcome, as status shows it:
 // Steps lists ended steps in the order they ended.
-func checkPlanSteps(t *testing.T, steps []spot.Event) {
+func checkPlanSteps(t *testing.T, steps []status.Event) {
 	t.Helper()
 	for _, ev := range steps {
 		t.Logf("step %-18s ended %s after %s err=%q", ev.Step, ev.At.Format("15:04:05.000"), ev.Duration.Round(time.Millisecond), ev.Err)
 	}
-	iDereg, dereg := endedStep(t, steps, spot.StepDeregister)
-	iQuiet, quiet := endedStep(t, steps, spot.StepQuietDown)
-	endedStep(t, steps, spot.StepDrain)
-	iStop, stop := endedStep(t, steps, spot.StepContainerStop)
-	iRelease, release := endedStep(t, steps, spot.StepLeaseRelease)
-	iUnmount, unmount := endedStep(t, steps, spot.StepUnmount)
-	iLifecycle, lifecycle := endedStep(t, steps, spot.StepLifecycleComplete)
+	iDereg, dereg := endedStep(t, steps, status.StepDeregister)
+	iQuiet, quiet := endedStep(t, steps, status.StepQuietDown)
+	endedStep(t, steps, status.StepDrain)
+	iStop, stop := endedStep(t, steps, status.StepContainerStop)
+	iRelease, release := endedStep(t, steps, status.StepLeaseRelease)
+	iUnmount, unmount := endedStep(t, steps, status.StepUnmount)
+	iLifecycle, lifecycle := endedStep(t, steps, status.StepLifecycleComplete)
 	stopStarted := stop.At.Add(-stop.Duration)
 
 	if iDereg > iStop || dereg.At.After(stopStarted) {

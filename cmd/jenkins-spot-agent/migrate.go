@@ -12,7 +12,7 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/migrate"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
 // migrateCommand copies an existing JENKINS_HOME (the old controller's) onto the EFS
@@ -93,7 +93,7 @@ func (c *migrateCommand) run(ctx context.Context, e *env) error {
 		return err
 	}
 	actx, cancel := context.WithTimeout(ctx, max(c.wait, time.Second))
-	_, err = l.Acquire(actx, func(s spot.LeaseState) {
+	_, err = l.Acquire(actx, func(s status.LeaseState) {
 		e.log.Warn("JENKINS_HOME is held by another controller", "holder", s.Holder, "expires", s.Expires)
 	})
 	cancel()

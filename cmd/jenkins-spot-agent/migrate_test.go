@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
 func migrateSource(t *testing.T) string {
@@ -78,7 +78,7 @@ func TestMigrateRefusesWhileAnotherControllerHoldsTheHome(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := holder.Acquire(ctx, func(spot.LeaseState) {}); err != nil {
+	if _, err := holder.Acquire(ctx, func(status.LeaseState) {}); err != nil {
 		t.Fatal(err)
 	}
 	runMain(t, 1, "migrate", "--from", src, "--to", dst, "--holder", "i-0123456789abcdef0", "--resume")

@@ -23,11 +23,12 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs/efstest"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds/imdstest"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/jenkins"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/jenkins/jenkinstest"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/metrics"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets/awstest"
 
@@ -85,7 +86,7 @@ func (r *opRuntime) Wait(ctx context.Context) (int64, error) {
 // `status` and `drill` commands as an operator would.
 func TestStatusDrillAndMetricsAgainstARunningAgent(t *testing.T) {
 	dir := t.TempDir()
-	id := spot.Identity{InstanceID: "i-0123456789abcdef0", AvailabilityZone: "us-east-1a", Region: "us-east-1"}
+	id := instance.Identity{InstanceID: "i-0123456789abcdef0", AvailabilityZone: "us-east-1a", Region: "us-east-1"}
 	md := imdstest.NewServer(id)
 	defer md.Close()
 	aws := awstest.NewServer()
@@ -122,13 +123,13 @@ func TestStatusDrillAndMetricsAgainstARunningAgent(t *testing.T) {
 		Deps: agent.Deps{
 			Metadata: client,
 			Watcher:  imds.NewWatcher(client, imds.WatchOptions{PollInterval: 200 * time.Millisecond, Logger: log}),
-			NewMounter: func(spot.Identity) (agent.Mounter, error) {
+			NewMounter: func(instance.Identity) (agent.Mounter, error) {
 				return efstest.NewDir(cfg.EFS.MountPoint, cfg.EFS.FileSystemID), nil
 			},
-			NewLease: func(id spot.Identity, home string) (agent.Lease, error) {
+			NewLease: func(id instance.Identity, home string) (agent.Lease, error) {
 				return lease.New(lease.Options{Dir: home, HolderID: id.InstanceID, TTL: cfg.Lease.TTL.D(), Logger: log})
 			},
-			NewTargets: func(ctx context.Context, id spot.Identity) (agent.Targets, error) {
+			NewTargets: func(ctx context.Context, id instance.Identity) (agent.Targets, error) {
 				return targets.New(ctx, targets.Options{Region: id.Region, TargetGroups: []targets.TargetGroup{{ARN: opARN, Port: 8080}},
 					Endpoint: aws.URL(), Credentials: aws.Credentials(), Logger: log})
 			},
@@ -151,7 +152,7 @@ func TestStatusDrillAndMetricsAgainstARunningAgent(t *testing.T) {
 
 	testenv.Eventually(t, "the agent serving", func() bool {
 		st, err := control.QueryStatus(ctx, cfg.ControlSocket)
-		return err == nil && st.Phase == spot.PhaseServing
+		return err == nil && st.Phase == status.PhaseServing
 	})
 
 	// status, human and JSON.
@@ -161,11 +162,11 @@ func TestStatusDrillAndMetricsAgainstARunningAgent(t *testing.T) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
 	}
-	var st spot.Status
+	var st status.Snapshot
 	if err := json.Unmarshal([]byte(runMain(t, 0, "status", "--json", "--socket", cfg.ControlSocket)), &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Phase != spot.PhaseServing || !st.Lease.Held || st.Lease.Holder != id.InstanceID || st.Watch.LastSuccess.IsZero() {
+	if st.Phase != status.PhaseServing || !st.Lease.Held || st.Lease.Holder != id.InstanceID || st.Watch.LastSuccess.IsZero() {
 		t.Fatalf("status --json: %+v", st)
 	}
 
@@ -197,7 +198,7 @@ func TestStatusDrillAndMetricsAgainstARunningAgent(t *testing.T) {
 	if err := json.Unmarshal([]byte(runMain(t, 0, "status", "--json", "--socket", cfg.ControlSocket)), &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Phase != spot.PhaseStopped || st.Lease.Held {
+	if st.Phase != status.PhaseStopped || st.Lease.Held {
 		t.Fatalf("after the drill: phase %s, lease held %v", st.Phase, st.Lease.Held)
 	}
 	scrape = opScrape(t, cfg.Metrics.ListenAddress)
@@ -207,7 +208,7 @@ func TestStatusDrillAndMetricsAgainstARunningAgent(t *testing.T) {
 	opPromtool(t, scrape)
 	runMain(t, 1, "drill", "--budget", "20s", "--socket", cfg.ControlSocket) // a second drill is refused
 
-	a.Interrupt("terminated")
+	a.Stop("terminated")
 	select {
 	case err := <-served:
 		if err != nil {

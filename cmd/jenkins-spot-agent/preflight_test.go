@@ -19,7 +19,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds/imdstest"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets/awstest"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
@@ -72,12 +72,12 @@ func pfNewWorld(t *testing.T) *pfWorld {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 
 	w := &pfWorld{dir: dir, token: "pf-token-" + pfRandom(t)}
-	w.imds = imdstest.NewServer(spot.Identity{
+	w.imds = imdstest.NewServer(instance.Identity{
 		InstanceID:       pfInstance,
 		AvailabilityZone: pfAZ,
 		AZID:             "use1-az4",
 		Region:           pfRegion,
-		Lifecycle:        "spot",
+		Market:           "spot",
 	})
 	t.Cleanup(w.imds.Close)
 	w.aws = awstest.NewServer()

@@ -85,9 +85,9 @@ func serveAgent(ctx context.Context, e *env, cfg config.Config, a *agent.Agent, 
 			case s := <-sigs:
 				count++
 				if count == 1 {
-					a.Interrupt(s.String())
+					a.Stop(s.String())
 				} else {
-					a.Force()
+					a.StopNow()
 				}
 			case <-ctx.Done():
 				return

@@ -13,10 +13,10 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/jenkins"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/metrics"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets"
 )
 
@@ -70,10 +70,10 @@ func wire(cfg config.Config, token config.Secret, m *metrics.Metrics, ep endpoin
 		Watcher:  watcher,
 		Runtime:  rt,
 		Jenkins:  jc,
-		NewMounter: func(id spot.Identity) (agent.Mounter, error) {
+		NewMounter: func(id instance.Identity) (agent.Mounter, error) {
 			return newMounter(cfg, id, log)
 		},
-		NewLease: func(id spot.Identity, home string) (agent.Lease, error) {
+		NewLease: func(id instance.Identity, home string) (agent.Lease, error) {
 			opts := lease.Options{Dir: home, HolderID: id.InstanceID, TTL: cfg.Lease.TTL.D(), Logger: log}
 			if cfg.Lease.TakeoverWhenHolderTerminated {
 				opts.HolderTerminated = func(ctx context.Context, instanceID string) (bool, error) {
@@ -85,7 +85,7 @@ func wire(cfg config.Config, token config.Secret, m *metrics.Metrics, ep endpoin
 			}
 			return lease.New(opts)
 		},
-		NewTargets: func(ctx context.Context, id spot.Identity) (agent.Targets, error) {
+		NewTargets: func(ctx context.Context, id instance.Identity) (agent.Targets, error) {
 			c, err := newTargets(ctx, cfg, id, ep, log)
 			tc = c
 			return c, err
@@ -112,7 +112,7 @@ func containerOptions(cfg config.Config, log *slog.Logger) container.Options {
 	}
 }
 
-func newMounter(cfg config.Config, id spot.Identity, log *slog.Logger) (*efs.Mounter, error) {
+func newMounter(cfg config.Config, id instance.Identity, log *slog.Logger) (*efs.Mounter, error) {
 	name, err := efs.DNSName(cfg.EFS.DNS, cfg.EFS.FileSystemID, id.AvailabilityZone, id.Region)
 	if err != nil {
 		return nil, err
@@ -130,7 +130,7 @@ func newMounter(cfg config.Config, id spot.Identity, log *slog.Logger) (*efs.Mou
 	})
 }
 
-func newTargets(ctx context.Context, cfg config.Config, id spot.Identity, ep endpoints, log *slog.Logger) (*targets.Client, error) {
+func newTargets(ctx context.Context, cfg config.Config, id instance.Identity, ep endpoints, log *slog.Logger) (*targets.Client, error) {
 	tgs := make([]targets.TargetGroup, 0, len(cfg.TargetGroups))
 	for _, tg := range cfg.TargetGroups {
 		tgs = append(tgs, targets.TargetGroup{ARN: tg.ARN, Port: int32(tg.Port)})

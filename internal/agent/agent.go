@@ -16,7 +16,8 @@ import (
 	"time"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/config"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
 // DefaultBudget is the time a plan works to when its trigger names no termination time:
@@ -44,7 +45,7 @@ type Options struct {
 	// DefaultBudget overrides DefaultBudget (simulate compresses it).
 	DefaultBudget time.Duration
 	// OnEvent sees every timeline event (simulate prints them).
-	OnEvent func(spot.Event)
+	OnEvent func(status.Event)
 }
 
 // Agent runs one controller instance's Jenkins from boot to the end of the instance.
@@ -61,7 +62,7 @@ type Agent struct {
 	once  sync.Once
 
 	// Set once the identity is known.
-	id      spot.Identity
+	id      instance.Identity
 	mounter Mounter
 	lease   Lease
 	targets Targets
@@ -77,8 +78,8 @@ type Agent struct {
 	leaseLost    chan error
 
 	mu       sync.Mutex
-	status   spot.Status
-	subs     map[int]func(spot.Event)
+	status   status.Snapshot
+	subs     map[int]func(status.Event)
 	nextSub  int
 	planning bool
 	deadline time.Time
@@ -86,7 +87,7 @@ type Agent struct {
 
 // ending asks the agent to run the shutdown plan (or, for leave-running, to exit).
 type ending struct {
-	notice       spot.Notice
+	notice       instance.Notice
 	deadline     time.Time
 	leaveRunning bool
 	done         chan error
@@ -114,7 +115,7 @@ func New(opts Options) (*Agent, error) {
 		ends:      make(chan ending, 4),
 		force:     make(chan struct{}),
 		leaseLost: make(chan error, 1),
-		subs:      map[int]func(spot.Event){},
+		subs:      map[int]func(status.Event){},
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
@@ -133,7 +134,7 @@ func New(opts Options) (*Agent, error) {
 	if opts.OnEvent != nil {
 		a.subscribe(opts.OnEvent)
 	}
-	a.status.Phase = spot.PhaseBooting
+	a.status.Phase = status.PhaseBooting
 	a.status.Since = a.now()
 	return a, nil
 }
@@ -143,7 +144,7 @@ func New(opts Options) (*Agent, error) {
 // boot fails (systemd restarts the agent, which resumes where it can).
 func (a *Agent) Run(ctx context.Context) error {
 	a.runCtx = ctx
-	a.setPhase(spot.PhaseBooting, "reading the instance identity from IMDS")
+	a.setPhase(status.PhaseBooting, "reading the instance identity from IMDS")
 	id, err := a.identify(ctx)
 	if err != nil {
 		return err
@@ -155,7 +156,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// The watcher runs from the first second, during boot too.
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	notices := make(chan spot.Notice, 16)
+	notices := make(chan instance.Notice, 16)
 	go func() {
 		if err := a.deps.Watcher.Run(watchCtx, notices); err != nil && watchCtx.Err() == nil {
 			a.log.Error("interruption watcher stopped", "err", err)
@@ -170,13 +171,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	if rec != nil && !rec.Finished.IsZero() {
 		a.log.Warn("the shutdown plan already ran on this boot; not starting Jenkins again",
 			"notice", rec.Kind, "finished", rec.Finished)
-		a.setPhase(spot.PhaseStopped, "shutdown plan finished; waiting for the instance to end")
+		a.setPhase(status.PhaseStopped, "shutdown plan finished; waiting for the instance to end")
 		return a.linger(ctx)
 	}
 	if rec != nil {
 		a.log.Warn("resuming the shutdown plan interrupted by an agent restart", "notice", rec.Kind, "deadline", rec.Deadline)
 		a.resumeLease(ctx)
-		a.plan(ctx, ending{notice: spot.Notice{Kind: rec.Kind, Detail: rec.Detail, Seen: rec.Started}, deadline: rec.Deadline}, true)
+		a.plan(ctx, ending{notice: instance.Notice{Kind: rec.Kind, Detail: rec.Detail, Seen: rec.Started}, deadline: rec.Deadline}, true)
 		return a.linger(ctx)
 	}
 
@@ -192,7 +193,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return a.finish(ctx, e)
 	case err := <-booted:
 		if err != nil {
-			a.setPhase(spot.PhaseStopped, "boot failed: "+err.Error())
+			a.setPhase(status.PhaseStopped, "boot failed: "+err.Error())
 			a.abandonBoot()
 			return err
 		}
@@ -204,10 +205,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	return a.serve(ctx)
 }
 
-// Interrupt is the first stop signal: shutdown runs the plan with the default budget,
+// Stop is the first stop signal: shutdown runs the plan with the default budget,
 // leave-running exits and leaves Jenkins to the next agent (an upgrade).
-func (a *Agent) Interrupt(sig string) {
-	n := spot.Notice{Kind: spot.KindSignal, Seen: a.now(), Detail: sig}
+func (a *Agent) Stop(sig string) {
+	n := instance.Notice{Kind: instance.KindSignal, Seen: a.now(), Detail: sig}
 	a.recordNotice(n)
 	e := ending{notice: n, deadline: n.Seen.Add(a.budget), leaveRunning: a.cfg.Interruption.OnStopSignal == "leave-running"}
 	select {
@@ -216,8 +217,8 @@ func (a *Agent) Interrupt(sig string) {
 	}
 }
 
-// Force is the second stop signal: builds are no longer waited for.
-func (a *Agent) Force() {
+// StopNow is the second stop signal: builds are no longer waited for.
+func (a *Agent) StopNow() {
 	a.hurry("second stop signal: stopping Jenkins now, no longer waiting for builds")
 }
 
@@ -241,7 +242,7 @@ func (a *Agent) resumeLease(ctx context.Context) {
 		a.log.Info("JENKINS_HOME is not mounted any more; resuming the plan without the lease", "err", err)
 		return
 	}
-	if _, err := a.lease.Acquire(vctx, func(s spot.LeaseState) {}); err != nil {
+	if _, err := a.lease.Acquire(vctx, func(s status.LeaseState) {}); err != nil {
 		a.hurry("another controller holds JENKINS_HOME: stopping this Jenkins at once")
 		return
 	}
@@ -250,12 +251,12 @@ func (a *Agent) resumeLease(ctx context.Context) {
 
 // Drill runs the shutdown plan now, as if a notice with the given budget had arrived,
 // and streams the timeline to emit until the plan is done.
-func (a *Agent) Drill(ctx context.Context, budget time.Duration, emit func(spot.Event)) error {
+func (a *Agent) Drill(ctx context.Context, budget time.Duration, emit func(status.Event)) error {
 	if budget <= 0 {
 		budget = a.budget
 	}
 	a.mu.Lock()
-	busy := a.planning || a.status.Phase == spot.PhaseStopped
+	busy := a.planning || a.status.Phase == status.PhaseStopped
 	a.mu.Unlock()
 	if busy {
 		return errors.New("drill: a shutdown plan has already run or is running")
@@ -263,7 +264,7 @@ func (a *Agent) Drill(ctx context.Context, budget time.Duration, emit func(spot.
 	if emit != nil {
 		defer a.unsubscribe(a.subscribe(emit))
 	}
-	n := spot.Notice{Kind: spot.KindDrill, Seen: a.now(), Detail: "drill over the control socket"}
+	n := instance.Notice{Kind: instance.KindDrill, Seen: a.now(), Detail: "drill over the control socket"}
 	a.recordNotice(n)
 	done := make(chan error, 1)
 	select {
@@ -280,7 +281,7 @@ func (a *Agent) Drill(ctx context.Context, budget time.Duration, emit func(spot.
 }
 
 // Status is the agent's current state, for the control socket.
-func (a *Agent) Status() spot.Status {
+func (a *Agent) Status() status.Snapshot {
 	a.mu.Lock()
 	st := a.status
 	st.Notices = slices.Clone(st.Notices)
@@ -310,7 +311,7 @@ func (a *Agent) Healthy(window time.Duration) bool {
 }
 
 // identify reads the identity, retrying briefly: IMDS can lag the first second of boot.
-func (a *Agent) identify(ctx context.Context) (spot.Identity, error) {
+func (a *Agent) identify(ctx context.Context) (instance.Identity, error) {
 	var lastErr error
 	for attempt, wait := 0, 200*time.Millisecond; attempt < 6; attempt, wait = attempt+1, wait*2 {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -318,20 +319,20 @@ func (a *Agent) identify(ctx context.Context) (spot.Identity, error) {
 		cancel()
 		if err == nil {
 			a.log.Info("instance identity", "instance", id.InstanceID, "az", id.AvailabilityZone, "region", id.Region,
-				"lifecycle", id.Lifecycle, "asg", id.AutoScalingGroup)
+				"market", id.Market, "asg", id.AutoScalingGroup)
 			return id, nil
 		}
 		lastErr = err
 		a.log.Warn("instance identity not available yet", "err", err, "attempt", attempt+1)
 		if !sleep(ctx, wait) {
-			return spot.Identity{}, ctx.Err()
+			return instance.Identity{}, ctx.Err()
 		}
 	}
-	return spot.Identity{}, fmt.Errorf("instance identity: %w", lastErr)
+	return instance.Identity{}, fmt.Errorf("instance identity: %w", lastErr)
 }
 
 // assemble builds the adapters that depend on the identity.
-func (a *Agent) assemble(ctx context.Context, id spot.Identity) error {
+func (a *Agent) assemble(ctx context.Context, id instance.Identity) error {
 	a.id = id
 	a.mu.Lock()
 	a.status.InstanceID = id.InstanceID
@@ -370,9 +371,9 @@ func (a *Agent) assemble(ctx context.Context, id spot.Identity) error {
 // boot mounts and verifies the home, takes the lease, and starts Jenkins. The image is
 // pulled while the lease is awaited, so a successor is ready the moment it is released.
 func (a *Agent) boot(ctx context.Context) error {
-	a.setPhase(spot.PhaseMounting, "mounting EFS "+a.cfg.EFS.FileSystemID)
+	a.setPhase(status.PhaseMounting, "mounting EFS "+a.cfg.EFS.FileSystemID)
 	if err := a.extending(ctx, func() error {
-		return a.step(ctx, spot.StepMount, "", func() error { return a.mounter.Mount(ctx) })
+		return a.step(ctx, status.StepMount, "", func() error { return a.mounter.Mount(ctx) })
 	}); err != nil {
 		return fmt.Errorf("mount JENKINS_HOME: %w", err)
 	}
@@ -383,14 +384,14 @@ func (a *Agent) boot(ctx context.Context) error {
 	pulled := make(chan error, 1)
 	go func() { pulled <- a.deps.Runtime.Prepare(ctx) }()
 
-	a.setPhase(spot.PhaseWaitingForLease, "taking the JENKINS_HOME lease")
+	a.setPhase(status.PhaseWaitingForLease, "taking the JENKINS_HOME lease")
 	if err := a.extending(ctx, func() error {
-		return a.step(ctx, spot.StepLease, "", func() error {
-			_, err := a.lease.Acquire(ctx, func(s spot.LeaseState) {
+		return a.step(ctx, status.StepLease, "", func() error {
+			_, err := a.lease.Acquire(ctx, func(s status.LeaseState) {
 				msg := fmt.Sprintf("waiting for %s to release JENKINS_HOME", s.Holder)
 				a.log.Info(msg, "holder", s.Holder, "epoch", s.Epoch, "expires", s.Expires)
 				_ = a.deps.Notifier.Status(msg)
-				a.emit(spot.Event{At: a.now(), Step: spot.StepLease, Message: msg})
+				a.emit(status.Event{At: a.now(), Step: status.StepLease, Message: msg})
 			})
 			return err
 		})
@@ -400,7 +401,7 @@ func (a *Agent) boot(ctx context.Context) error {
 	a.startHold()
 	a.deps.Metrics.SetLeaseHeld(true)
 
-	a.setPhase(spot.PhaseStartingJenkins, "starting Jenkins")
+	a.setPhase(status.PhaseStartingJenkins, "starting Jenkins")
 	// The mount may have changed during a long lease wait; Jenkins only ever starts on a
 	// verified home.
 	if err := a.mounter.Verify(ctx); err != nil {
@@ -421,7 +422,7 @@ func (a *Agent) boot(ctx context.Context) error {
 	}
 	// The phase is serving before systemd hears READY=1, so status and metrics already
 	// agree with it.
-	a.setPhase(spot.PhaseServing, "serving")
+	a.setPhase(status.PhaseServing, "serving")
 	_ = a.deps.Notifier.Ready("serving: Jenkins answers")
 	rctx, stop := context.WithCancel(ctx)
 	a.registerStop, a.registered = stop, make(chan struct{})
@@ -451,7 +452,7 @@ func (a *Agent) register(ctx context.Context) {
 // startJenkins starts (or adopts) the container and waits until Jenkins answers.
 func (a *Agent) startJenkins(ctx context.Context) error {
 	var adopted bool
-	if err := a.step(ctx, spot.StepContainerStart, "", func() error {
+	if err := a.step(ctx, status.StepContainerStart, "", func() error {
 		var err error
 		adopted, err = a.deps.Runtime.Start(ctx)
 		return err
@@ -462,7 +463,7 @@ func (a *Agent) startJenkins(ctx context.Context) error {
 		a.log.Info("adopted the running Jenkins container")
 	}
 	return a.extending(ctx, func() error {
-		return a.step(ctx, spot.StepJenkinsReady, "", func() error { return a.waitReady(ctx) })
+		return a.step(ctx, status.StepJenkinsReady, "", func() error { return a.waitReady(ctx) })
 	})
 }
 
@@ -588,7 +589,7 @@ func (a *Agent) serve(ctx context.Context) error {
 		case err := <-a.leaseLost:
 			a.log.Error("lost the JENKINS_HOME lease to another instance; Jenkins was stopped", "err", err)
 			a.deps.Metrics.SetLeaseHeld(false)
-			a.plan(ctx, ending{notice: spot.Notice{Kind: spot.KindSignal, Seen: a.now(), Detail: "lease lost"}, deadline: a.now().Add(a.budget)}, false)
+			a.plan(ctx, ending{notice: instance.Notice{Kind: instance.KindSignal, Seen: a.now(), Detail: "lease lost"}, deadline: a.now().Add(a.budget)}, false)
 			return fmt.Errorf("lease lost: %w", err)
 		case code := <-exited:
 			down = true
@@ -658,7 +659,7 @@ func (a *Agent) lookAtBuilds(ctx context.Context) []string {
 }
 
 // dispatch turns notices into endings according to the configured policy.
-func (a *Agent) dispatch(ctx context.Context, notices <-chan spot.Notice) {
+func (a *Agent) dispatch(ctx context.Context, notices <-chan instance.Notice) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -666,8 +667,8 @@ func (a *Agent) dispatch(ctx context.Context, notices <-chan spot.Notice) {
 		case n := <-notices:
 			a.recordNotice(n)
 			switch {
-			case n.Kind == spot.KindRebalance && a.cfg.Interruption.OnRebalance != "drain",
-				n.Kind == spot.KindScheduledEvent && a.cfg.Interruption.OnScheduledEvent != "drain":
+			case n.Kind == instance.KindRebalance && a.cfg.Interruption.OnRebalance != "drain",
+				n.Kind == instance.KindScheduledEvent && a.cfg.Interruption.OnScheduledEvent != "drain":
 				a.log.Warn("notice recorded; policy is notify, not draining", "kind", n.Kind, "detail", n.Detail)
 				continue
 			}
@@ -685,7 +686,7 @@ func (a *Agent) dispatch(ctx context.Context, notices <-chan spot.Notice) {
 
 // deadlineFor is the termination time a notice is worked to: the time it names (even
 // when found late), never later than the default budget from when it was seen.
-func (a *Agent) deadlineFor(n spot.Notice) time.Time {
+func (a *Agent) deadlineFor(n instance.Notice) time.Time {
 	limit := n.Seen.Add(a.budget)
 	if !n.Time.IsZero() && n.Time.Before(limit) {
 		return n.Time
@@ -709,13 +710,13 @@ func (a *Agent) tighten(deadline time.Time) bool {
 	return true
 }
 
-func (a *Agent) recordNotice(n spot.Notice) {
+func (a *Agent) recordNotice(n instance.Notice) {
 	a.deps.Metrics.Notice(n.Kind)
 	a.log.Warn("notice", "kind", n.Kind, "time", n.Time, "detail", n.Detail)
 	a.mu.Lock()
 	a.status.Notices = append(a.status.Notices, n)
 	a.mu.Unlock()
-	a.emit(spot.Event{At: a.now(), Notice: &n, Message: string(n.Kind) + " " + n.Detail})
+	a.emit(status.Event{At: a.now(), Notice: &n, Message: string(n.Kind) + " " + n.Detail})
 }
 
 // finish runs the plan for an ending, then lingers until told to exit.
@@ -742,7 +743,7 @@ func (a *Agent) linger(ctx context.Context) error {
 			switch {
 			case e.done != nil:
 				e.done <- errors.New("the shutdown plan has already run; restart the agent to boot Jenkins again")
-			case e.notice.Kind == spot.KindSignal:
+			case e.notice.Kind == instance.KindSignal:
 				return nil
 			}
 		case <-ctx.Done():
@@ -752,7 +753,7 @@ func (a *Agent) linger(ctx context.Context) error {
 }
 
 // setPhase records a phase change for status, metrics, systemd and the timeline.
-func (a *Agent) setPhase(p spot.Phase, status string) {
+func (a *Agent) setPhase(p status.Phase, msg string) {
 	a.mu.Lock()
 	changed := a.status.Phase != p
 	a.status.Phase = p
@@ -761,21 +762,21 @@ func (a *Agent) setPhase(p spot.Phase, status string) {
 	}
 	a.mu.Unlock()
 	a.deps.Metrics.SetPhase(p)
-	_ = a.deps.Notifier.Status(status)
+	_ = a.deps.Notifier.Status(msg)
 	if changed {
-		a.log.Info("phase", "phase", p, "status", status)
-		a.emit(spot.Event{At: a.now(), Phase: p, Message: status})
+		a.log.Info("phase", "phase", p, "status", msg)
+		a.emit(status.Event{At: a.now(), Phase: p, Message: msg})
 	}
 }
 
 // step runs one named step: timed, logged, counted and put on the timeline.
-func (a *Agent) step(ctx context.Context, s spot.Step, msg string, f func() error) error {
+func (a *Agent) step(ctx context.Context, s status.Step, msg string, f func() error) error {
 	start := a.now()
-	a.emit(spot.Event{At: start, Step: s, Message: msg})
+	a.emit(status.Event{At: start, Step: s, Message: msg})
 	err := f()
 	d := a.now().Sub(start)
 	a.deps.Metrics.ObserveStep(s, d, err)
-	ev := spot.Event{At: a.now(), Step: s, Duration: d, Done: true, Message: msg}
+	ev := status.Event{At: a.now(), Step: s, Duration: d, Done: true, Message: msg}
 	if err != nil {
 		ev.Err = err.Error()
 		a.log.Error("step failed", "step", s, "duration", d, "err", err)
@@ -817,7 +818,7 @@ func (a *Agent) extending(ctx context.Context, f func() error) error {
 	return err
 }
 
-func (a *Agent) subscribe(f func(spot.Event)) int {
+func (a *Agent) subscribe(f func(status.Event)) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.nextSub++
@@ -831,9 +832,9 @@ func (a *Agent) unsubscribe(id int) {
 	delete(a.subs, id)
 }
 
-func (a *Agent) emit(ev spot.Event) {
+func (a *Agent) emit(ev status.Event) {
 	a.mu.Lock()
-	subs := make([]func(spot.Event), 0, len(a.subs))
+	subs := make([]func(status.Event), 0, len(a.subs))
 	for _, f := range a.subs {
 		subs = append(subs, f)
 	}

@@ -10,7 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 
@@ -43,15 +44,15 @@ func start(t *testing.T, r *rig, budget time.Duration) *running {
 	return run
 }
 
-func spotNotice(in time.Duration) spot.Notice {
+func spotNotice(in time.Duration) instance.Notice {
 	now := time.Now()
-	return spot.Notice{Kind: spot.KindSpotTerminate, Time: now.Add(in), Seen: now, Detail: "terminate"}
+	return instance.Notice{Kind: instance.KindSpotTerminate, Time: now.Add(in), Seen: now, Detail: "terminate"}
 }
 
 func TestBootServesAndSignalsReady(t *testing.T) {
 	r := newRig(t.TempDir(), t.TempDir())
 	start(t, r, 20*time.Second)
-	if err := r.waitPhase(spot.PhaseServing, 10*time.Second); err != nil {
+	if err := r.waitPhase(status.PhaseServing, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"mount", "lease-acquire", "verify", "prepare", "container-start"} {
@@ -93,7 +94,7 @@ func TestNoticeDuringLeaseWaitAbortsBootWithoutStartingJenkins(t *testing.T) {
 	r := newRig(t.TempDir(), t.TempDir())
 	r.lease.wait = make(chan struct{}) // another holder never releases
 	start(t, r, 20*time.Second)
-	if err := r.waitPhase(spot.PhaseWaitingForLease, 10*time.Second); err != nil {
+	if err := r.waitPhase(status.PhaseWaitingForLease, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	// systemd hears who holds the home (the callback runs just after the phase change).
@@ -101,7 +102,7 @@ func TestNoticeDuringLeaseWaitAbortsBootWithoutStartingJenkins(t *testing.T) {
 		return strings.Contains(r.notify.joined(), "STATUS waiting for i-other to release JENKINS_HOME")
 	})
 	r.watch.in <- spotNotice(20 * time.Second)
-	if err := r.waitPhase(spot.PhaseStopped, 30*time.Second); err != nil {
+	if err := r.waitPhase(status.PhaseStopped, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if r.j.has("container-start") {
@@ -117,7 +118,7 @@ func TestPlanRunsInOrderAndBeforeTheDeadline(t *testing.T) {
 	r.jenkins.builds = []string{"job/nightly/7/", "job/deploy/3/"}
 	r.jenkins.until = time.Now().Add(time.Hour) // set again once the notice comes
 	run := start(t, r, 20*time.Second)
-	if err := r.waitPhase(spot.PhaseServing, 10*time.Second); err != nil {
+	if err := r.waitPhase(status.PhaseServing, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	r.jenkins.mu.Lock()
@@ -125,7 +126,7 @@ func TestPlanRunsInOrderAndBeforeTheDeadline(t *testing.T) {
 	r.jenkins.mu.Unlock()
 	n := spotNotice(15 * time.Second)
 	r.watch.in <- n
-	if err := r.waitPhase(spot.PhaseStopped, 30*time.Second); err != nil {
+	if err := r.waitPhase(status.PhaseStopped, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	calls := r.j.list()
@@ -150,7 +151,7 @@ func TestPlanRunsInOrderAndBeforeTheDeadline(t *testing.T) {
 	}
 	var drained bool
 	for _, ev := range st.Steps {
-		if ev.Step == spot.StepDrain && ev.Err == "" && ev.Duration >= time.Second {
+		if ev.Step == status.StepDrain && ev.Err == "" && ev.Duration >= time.Second {
 			drained = true
 		}
 	}
@@ -163,11 +164,11 @@ func TestFailedStepDoesNotBlockLaterSteps(t *testing.T) {
 	r := newRig(t.TempDir(), t.TempDir())
 	r.targets.deregErr = errors.New("TargetGroupNotFound")
 	start(t, r, 20*time.Second)
-	if err := r.waitPhase(spot.PhaseServing, 10*time.Second); err != nil {
+	if err := r.waitPhase(status.PhaseServing, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	r.watch.in <- spotNotice(15 * time.Second)
-	if err := r.waitPhase(spot.PhaseStopped, 30*time.Second); err != nil {
+	if err := r.waitPhase(status.PhaseStopped, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"quiet-down", "container-stop", "lease-release", "unmount", "lifecycle-complete"} {
@@ -180,14 +181,14 @@ func TestFailedStepDoesNotBlockLaterSteps(t *testing.T) {
 func TestLeaseKeptAndHomeMountedWhenContainerWillNotStop(t *testing.T) {
 	r := newRig(t.TempDir(), t.TempDir())
 	start(t, r, 20*time.Second)
-	if err := r.waitPhase(spot.PhaseServing, 10*time.Second); err != nil {
+	if err := r.waitPhase(status.PhaseServing, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	r.rt.mu.Lock()
 	r.rt.stayUp = true
 	r.rt.mu.Unlock()
 	r.watch.in <- spotNotice(15 * time.Second)
-	if err := r.waitPhase(spot.PhaseStopped, 40*time.Second); err != nil {
+	if err := r.waitPhase(status.PhaseStopped, 40*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if r.j.has("lease-release") || r.j.has("unmount") {
@@ -215,16 +216,16 @@ func TestRebalancePolicy(t *testing.T) {
 			r := newRig(t.TempDir(), t.TempDir())
 			r.cfg.Interruption.OnRebalance = policy
 			run := start(t, r, 20*time.Second)
-			if err := r.waitPhase(spot.PhaseServing, 10*time.Second); err != nil {
+			if err := r.waitPhase(status.PhaseServing, 10*time.Second); err != nil {
 				t.Fatal(err)
 			}
-			r.watch.in <- spot.Notice{Kind: spot.KindRebalance, Seen: time.Now()}
-			err := r.waitPhase(spot.PhaseDraining, 3*time.Second)
+			r.watch.in <- instance.Notice{Kind: instance.KindRebalance, Seen: time.Now()}
+			err := r.waitPhase(status.PhaseDraining, 3*time.Second)
 			if policy == "notify" {
 				if err == nil {
 					t.Fatal("notify policy drained")
 				}
-				if got := run.a.Status().Notices; len(got) != 1 || got[0].Kind != spot.KindRebalance {
+				if got := run.a.Status().Notices; len(got) != 1 || got[0].Kind != instance.KindRebalance {
 					t.Fatalf("rebalance not recorded: %+v", got)
 				}
 				return
@@ -240,11 +241,11 @@ func TestFinishedPlanIsNeverRepeatedOnThisBoot(t *testing.T) {
 	home, state := t.TempDir(), t.TempDir()
 	r := newRig(home, state)
 	run := start(t, r, 20*time.Second)
-	if err := r.waitPhase(spot.PhaseServing, 10*time.Second); err != nil {
+	if err := r.waitPhase(status.PhaseServing, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	r.watch.in <- spotNotice(15 * time.Second)
-	if err := r.waitPhase(spot.PhaseStopped, 30*time.Second); err != nil {
+	if err := r.waitPhase(status.PhaseStopped, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	run.cancel()
@@ -254,7 +255,7 @@ func TestFinishedPlanIsNeverRepeatedOnThisBoot(t *testing.T) {
 	// The agent restarts on the same boot: it must not boot Jenkins again.
 	r2 := newRig(home, state)
 	start(t, r2, 20*time.Second)
-	if err := r2.waitPhase(spot.PhaseStopped, 10*time.Second); err != nil {
+	if err := r2.waitPhase(status.PhaseStopped, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if r2.j.has("container-start") || r2.j.has("mount") {
@@ -264,7 +265,7 @@ func TestFinishedPlanIsNeverRepeatedOnThisBoot(t *testing.T) {
 	r3 := newRig(home, state)
 	r3.bootID = "boot-2"
 	start(t, r3, 20*time.Second)
-	if err := r3.waitPhase(spot.PhaseServing, 10*time.Second); err != nil {
+	if err := r3.waitPhase(status.PhaseServing, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -273,12 +274,12 @@ func TestInterruptedPlanResumesWithoutBootingJenkins(t *testing.T) {
 	home, state := t.TempDir(), t.TempDir()
 	deadline := time.Now().Add(15 * time.Second)
 	l := latch{path: filepath.Join(state, "plan-latch.json"), bootID: "boot-1"}
-	if err := l.store(latchRecord{Kind: spot.KindSpotTerminate, Deadline: deadline, Started: time.Now()}); err != nil {
+	if err := l.store(latchRecord{Kind: instance.KindSpotTerminate, Deadline: deadline, Started: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	r := newRig(home, state)
 	run := start(t, r, 20*time.Second)
-	if err := r.waitPhase(spot.PhaseStopped, 30*time.Second); err != nil {
+	if err := r.waitPhase(status.PhaseStopped, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if r.j.has("container-start") {
@@ -325,7 +326,7 @@ func TestUnreadableLatchStopsTheBoot(t *testing.T) {
 func TestCrashedJenkinsIsRestartedWhileLeaseHeld(t *testing.T) {
 	r := newRig(t.TempDir(), t.TempDir())
 	run := start(t, r, 20*time.Second)
-	if err := r.waitPhase(spot.PhaseServing, 10*time.Second); err != nil {
+	if err := r.waitPhase(status.PhaseServing, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	r.rt.crash(137)
@@ -350,10 +351,10 @@ func TestSignalRunsPlanAndLeaveRunningDoesNot(t *testing.T) {
 			r := newRig(t.TempDir(), t.TempDir())
 			r.cfg.Interruption.OnStopSignal = policy
 			run := start(t, r, 20*time.Second)
-			if err := r.waitPhase(spot.PhaseServing, 10*time.Second); err != nil {
+			if err := r.waitPhase(status.PhaseServing, 10*time.Second); err != nil {
 				t.Fatal(err)
 			}
-			run.a.Interrupt("terminated")
+			run.a.Stop("terminated")
 			if policy == "leave-running" {
 				select {
 				case err := <-run.done:
@@ -369,7 +370,7 @@ func TestSignalRunsPlanAndLeaveRunningDoesNot(t *testing.T) {
 				}
 				return
 			}
-			if err := r.waitPhase(spot.PhaseStopped, 30*time.Second); err != nil {
+			if err := r.waitPhase(status.PhaseStopped, 30*time.Second); err != nil {
 				t.Fatal(err)
 			}
 			if !r.j.has("container-stop") || !r.j.has("lease-release") {
@@ -383,20 +384,20 @@ func TestSecondSignalStopsWaitingForBuilds(t *testing.T) {
 	r := newRig(t.TempDir(), t.TempDir())
 	r.jenkins.builds = []string{"job/forever/1/"}
 	run := start(t, r, 60*time.Second)
-	if err := r.waitPhase(spot.PhaseServing, 10*time.Second); err != nil {
+	if err := r.waitPhase(status.PhaseServing, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	run.a.Interrupt("terminated")
-	if err := r.waitPhase(spot.PhaseDraining, 5*time.Second); err != nil {
+	run.a.Stop("terminated")
+	if err := r.waitPhase(status.PhaseDraining, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	run.a.Force()
-	if err := r.waitPhase(spot.PhaseStopped, 20*time.Second); err != nil {
+	run.a.StopNow()
+	if err := r.waitPhase(status.PhaseStopped, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	var forced bool
 	for _, ev := range run.a.Status().Steps {
-		if ev.Step == spot.StepDrain && strings.Contains(ev.Err, "forced stop") {
+		if ev.Step == status.StepDrain && strings.Contains(ev.Err, "forced stop") {
 			forced = true
 		}
 	}
@@ -408,13 +409,13 @@ func TestSecondSignalStopsWaitingForBuilds(t *testing.T) {
 func TestLateNoticeWorksToTheTimeItNames(t *testing.T) {
 	r := newRig(t.TempDir(), t.TempDir())
 	run := start(t, r, 60*time.Second)
-	if err := r.waitPhase(spot.PhaseServing, 10*time.Second); err != nil {
+	if err := r.waitPhase(status.PhaseServing, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	// Found 110 s into its two minutes: 10 s are left, not 120.
-	n := spot.Notice{Kind: spot.KindSpotTerminate, Seen: time.Now(), Time: time.Now().Add(10 * time.Second)}
+	n := instance.Notice{Kind: instance.KindSpotTerminate, Seen: time.Now(), Time: time.Now().Add(10 * time.Second)}
 	r.watch.in <- n
-	if err := r.waitPhase(spot.PhaseStopped, 30*time.Second); err != nil {
+	if err := r.waitPhase(status.PhaseStopped, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if got := run.a.Status().Deadline; !got.Equal(n.Time) {
@@ -425,14 +426,14 @@ func TestLateNoticeWorksToTheTimeItNames(t *testing.T) {
 func TestDrillRunsThePlanAndStreamsIt(t *testing.T) {
 	r := newRig(t.TempDir(), t.TempDir())
 	run := start(t, r, 20*time.Second)
-	if err := r.waitPhase(spot.PhaseServing, 10*time.Second); err != nil {
+	if err := r.waitPhase(status.PhaseServing, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
-	var steps []spot.Step
+	var steps []status.Step
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := run.a.Drill(ctx, 20*time.Second, func(ev spot.Event) {
+	if err := run.a.Drill(ctx, 20*time.Second, func(ev status.Event) {
 		mu.Lock()
 		defer mu.Unlock()
 		if ev.Done {
@@ -460,11 +461,11 @@ func TestHealthyFollowsTheWatchersSight(t *testing.T) {
 	if !a.Healthy(10 * time.Second) {
 		t.Error("unhealthy before the first poll, within the window of the start")
 	}
-	r.watch.health = spot.WatchHealth{LastSuccess: time.Now()}
+	r.watch.health = status.WatchHealth{LastSuccess: time.Now()}
 	if !a.Healthy(10 * time.Second) {
 		t.Error("unhealthy right after a good poll")
 	}
-	r.watch.health = spot.WatchHealth{LastSuccess: time.Now().Add(-time.Minute), ConsecutiveFails: 60}
+	r.watch.health = status.WatchHealth{LastSuccess: time.Now().Add(-time.Minute), ConsecutiveFails: 60}
 	if a.Healthy(10 * time.Second) {
 		t.Error("healthy after a minute of blindness")
 	}
@@ -475,19 +476,19 @@ func TestHealthyFollowsTheWatchersSight(t *testing.T) {
 func TestResumedPlanWithoutTheLeaseStopsAtOnce(t *testing.T) {
 	home, state := t.TempDir(), t.TempDir()
 	l := latch{path: filepath.Join(state, "plan-latch.json"), bootID: "boot-1"}
-	if err := l.store(latchRecord{Kind: spot.KindSpotTerminate, Deadline: time.Now().Add(90 * time.Second), Started: time.Now()}); err != nil {
+	if err := l.store(latchRecord{Kind: instance.KindSpotTerminate, Deadline: time.Now().Add(90 * time.Second), Started: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	r := newRig(home, state)
 	r.lease.wait = make(chan struct{}) // held by i-other
 	r.jenkins.builds = []string{"job/forever/1/"}
 	run := start(t, r, 20*time.Second)
-	if err := r.waitPhase(spot.PhaseStopped, 30*time.Second); err != nil {
+	if err := r.waitPhase(status.PhaseStopped, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	var drain spot.Event
+	var drain status.Event
 	for _, ev := range run.a.Status().Steps {
-		if ev.Step == spot.StepDrain {
+		if ev.Step == status.StepDrain {
 			drain = ev
 		}
 	}
@@ -533,11 +534,11 @@ func TestFailedBootStopsTheStartedJenkins(t *testing.T) {
 func TestAfterThePlanOnlyAStopSignalEndsTheAgent(t *testing.T) {
 	r := newRig(t.TempDir(), t.TempDir())
 	run := start(t, r, 20*time.Second)
-	if err := r.waitPhase(spot.PhaseServing, 10*time.Second); err != nil {
+	if err := r.waitPhase(status.PhaseServing, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	r.watch.in <- spot.Notice{Kind: spot.KindASGTerminated, Seen: time.Now()}
-	if err := r.waitPhase(spot.PhaseStopped, 30*time.Second); err != nil {
+	r.watch.in <- instance.Notice{Kind: instance.KindASGTerminated, Seen: time.Now()}
+	if err := r.waitPhase(status.PhaseStopped, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	r.watch.in <- spotNotice(10 * time.Second)
@@ -549,7 +550,7 @@ func TestAfterThePlanOnlyAStopSignalEndsTheAgent(t *testing.T) {
 	if got := len(run.a.Status().Notices); got != 2 {
 		t.Errorf("late notice not recorded: %d notices", got)
 	}
-	run.a.Interrupt("terminated")
+	run.a.Stop("terminated")
 	select {
 	case err := <-run.done:
 		run.done <- err

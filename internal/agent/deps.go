@@ -4,7 +4,8 @@ import (
 	"context"
 	"time"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
 // The agent declares the small interfaces it needs; adapters in their own packages
@@ -12,13 +13,13 @@ import (
 
 // Metadata tells who this instance is.
 type Metadata interface {
-	Identity(ctx context.Context) (spot.Identity, error)
+	Identity(ctx context.Context) (instance.Identity, error)
 }
 
 // Watcher polls for the end of the instance and sends each notice once.
 type Watcher interface {
-	Run(ctx context.Context, notices chan<- spot.Notice) error
-	Health() spot.WatchHealth
+	Run(ctx context.Context, notices chan<- instance.Notice) error
+	Health() status.WatchHealth
 }
 
 // Mounter mounts, verifies and unmounts the file system that holds JENKINS_HOME.
@@ -32,11 +33,11 @@ type Mounter interface {
 
 // Lease is the single-writer lease on JENKINS_HOME.
 type Lease interface {
-	Acquire(ctx context.Context, waiting func(spot.LeaseState)) (spot.LeaseState, error)
+	Acquire(ctx context.Context, waiting func(status.LeaseState)) (status.LeaseState, error)
 	Hold(ctx context.Context, fence func(context.Context) error) error
 	Release(ctx context.Context) error
 	Held() bool
-	State() spot.LeaseState
+	State() status.LeaseState
 }
 
 // Runtime runs the Jenkins container.
@@ -59,7 +60,7 @@ type Jenkins interface {
 // Targets registers the instance in its load balancer target groups and deregisters it,
 // and completes the Auto Scaling lifecycle action.
 type Targets interface {
-	Discover(ctx context.Context, id spot.Identity) error
+	Discover(ctx context.Context, id instance.Identity) error
 	Register(ctx context.Context, instanceID string) error
 	Deregister(ctx context.Context, instanceID string) error
 	CompleteLifecycle(ctx context.Context, instanceID string) error
@@ -75,10 +76,10 @@ type Notifier interface {
 
 // Recorder receives the figures Prometheus scrapes. A nil Recorder is allowed.
 type Recorder interface {
-	SetPhase(spot.Phase)
-	Notice(spot.Kind)
+	SetPhase(status.Phase)
+	Notice(instance.Kind)
 	SetDeadline(time.Time)
-	ObserveStep(step spot.Step, d time.Duration, err error)
+	ObserveStep(step status.Step, d time.Duration, err error)
 	SetShutdownMargin(time.Duration)
 	SetRunningBuilds(int)
 	SetLeaseHeld(bool)
@@ -89,9 +90,9 @@ type Recorder interface {
 type Deps struct {
 	Metadata   Metadata
 	Watcher    Watcher
-	NewMounter func(spot.Identity) (Mounter, error)
-	NewLease   func(id spot.Identity, home string) (Lease, error)
-	NewTargets func(ctx context.Context, id spot.Identity) (Targets, error)
+	NewMounter func(instance.Identity) (Mounter, error)
+	NewLease   func(id instance.Identity, home string) (Lease, error)
+	NewTargets func(ctx context.Context, id instance.Identity) (Targets, error)
 	Runtime    Runtime
 	Jenkins    Jenkins
 	Notifier   Notifier
@@ -107,10 +108,10 @@ func (noNotifier) Stopping(string) error             { return nil }
 
 type noRecorder struct{}
 
-func (noRecorder) SetPhase(spot.Phase)                         {}
-func (noRecorder) Notice(spot.Kind)                            {}
-func (noRecorder) SetDeadline(time.Time)                       {}
-func (noRecorder) ObserveStep(spot.Step, time.Duration, error) {}
-func (noRecorder) SetShutdownMargin(time.Duration)             {}
-func (noRecorder) SetRunningBuilds(int)                        {}
-func (noRecorder) SetLeaseHeld(bool)                           {}
+func (noRecorder) SetPhase(status.Phase)                         {}
+func (noRecorder) Notice(instance.Kind)                          {}
+func (noRecorder) SetDeadline(time.Time)                         {}
+func (noRecorder) ObserveStep(status.Step, time.Duration, error) {}
+func (noRecorder) SetShutdownMargin(time.Duration)               {}
+func (noRecorder) SetRunningBuilds(int)                          {}
+func (noRecorder) SetLeaseHeld(bool)                             {}

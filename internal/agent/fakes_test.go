@@ -10,7 +10,8 @@ import (
 	"time"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/config"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
 // journal records calls across all fakes, in order, so tests can assert the plan's order.
@@ -36,17 +37,17 @@ func (j *journal) has(s string) bool { return slices.Contains(j.list(), s) }
 // index returns the position of the first call s, or -1.
 func (j *journal) index(s string) int { return slices.Index(j.list(), s) }
 
-type fakeMetadata struct{ id spot.Identity }
+type fakeMetadata struct{ id instance.Identity }
 
-func (f fakeMetadata) Identity(context.Context) (spot.Identity, error) { return f.id, nil }
+func (f fakeMetadata) Identity(context.Context) (instance.Identity, error) { return f.id, nil }
 
 // fakeWatcher delivers whatever the test sends, like the IMDS watcher would.
 type fakeWatcher struct {
-	in     chan spot.Notice
-	health spot.WatchHealth
+	in     chan instance.Notice
+	health status.WatchHealth
 }
 
-func (w *fakeWatcher) Run(ctx context.Context, out chan<- spot.Notice) error {
+func (w *fakeWatcher) Run(ctx context.Context, out chan<- instance.Notice) error {
 	for {
 		select {
 		case n := <-w.in:
@@ -56,7 +57,7 @@ func (w *fakeWatcher) Run(ctx context.Context, out chan<- spot.Notice) error {
 		}
 	}
 }
-func (w *fakeWatcher) Health() spot.WatchHealth { return w.health }
+func (w *fakeWatcher) Health() status.WatchHealth { return w.health }
 
 type fakeMounter struct {
 	j        *journal
@@ -83,20 +84,20 @@ type fakeLease struct {
 	held bool
 }
 
-func (l *fakeLease) Acquire(ctx context.Context, waiting func(spot.LeaseState)) (spot.LeaseState, error) {
+func (l *fakeLease) Acquire(ctx context.Context, waiting func(status.LeaseState)) (status.LeaseState, error) {
 	l.j.add("lease-acquire")
 	if l.wait != nil {
-		waiting(spot.LeaseState{Holder: "i-other"})
+		waiting(status.LeaseState{Holder: "i-other"})
 		select {
 		case <-l.wait:
 		case <-ctx.Done():
-			return spot.LeaseState{}, ctx.Err()
+			return status.LeaseState{}, ctx.Err()
 		}
 	}
 	l.mu.Lock()
 	l.held = true
 	l.mu.Unlock()
-	return spot.LeaseState{Held: true, Holder: "i-self"}, nil
+	return status.LeaseState{Held: true, Holder: "i-self"}, nil
 }
 func (l *fakeLease) Hold(ctx context.Context, _ func(context.Context) error) error {
 	<-ctx.Done()
@@ -114,7 +115,9 @@ func (l *fakeLease) Held() bool {
 	defer l.mu.Unlock()
 	return l.held
 }
-func (l *fakeLease) State() spot.LeaseState { return spot.LeaseState{Holder: "i-self", Held: l.Held()} }
+func (l *fakeLease) State() status.LeaseState {
+	return status.LeaseState{Holder: "i-self", Held: l.Held()}
+}
 
 // fakeRuntime is a container that runs until stopped, or until the test crashes it.
 type fakeRuntime struct {
@@ -215,8 +218,11 @@ type fakeTargets struct {
 	deregWait time.Duration
 }
 
-func (t *fakeTargets) Discover(context.Context, spot.Identity) error { t.j.add("discover"); return nil }
-func (t *fakeTargets) Register(context.Context, string) error        { t.j.add("register"); return nil }
+func (t *fakeTargets) Discover(context.Context, instance.Identity) error {
+	t.j.add("discover")
+	return nil
+}
+func (t *fakeTargets) Register(context.Context, string) error { t.j.add("register"); return nil }
 func (t *fakeTargets) Deregister(ctx context.Context, id string) error {
 	t.j.add("deregister")
 	if t.deregWait > 0 {
@@ -275,7 +281,7 @@ type rig struct {
 	notify  *recNotifier
 	cfg     config.Config
 	bootID  string
-	phases  chan spot.Phase
+	phases  chan status.Phase
 }
 
 func newRig(home, stateDir string) *rig {
@@ -289,7 +295,7 @@ func newRig(home, stateDir string) *rig {
 	cfg.Jenkins.UID, cfg.Jenkins.GID = -1, -1
 	return &rig{
 		j:       j,
-		watch:   &fakeWatcher{in: make(chan spot.Notice, 4)},
+		watch:   &fakeWatcher{in: make(chan instance.Notice, 4)},
 		mounter: &fakeMounter{j: j, home: home},
 		lease:   &fakeLease{j: j},
 		rt:      newFakeRuntime(j),
@@ -298,18 +304,18 @@ func newRig(home, stateDir string) *rig {
 		notify:  &recNotifier{},
 		cfg:     cfg,
 		bootID:  "boot-1",
-		phases:  make(chan spot.Phase, 64),
+		phases:  make(chan status.Phase, 64),
 	}
 }
 
 // deps wires the rig's fakes; tests replace single adapters on the result.
 func (r *rig) deps() Deps {
 	return Deps{
-		Metadata:   fakeMetadata{id: spot.Identity{InstanceID: "i-0123456789abcdef0", AvailabilityZone: "us-east-1a", Region: "us-east-1"}},
+		Metadata:   fakeMetadata{id: instance.Identity{InstanceID: "i-0123456789abcdef0", AvailabilityZone: "us-east-1a", Region: "us-east-1"}},
 		Watcher:    r.watch,
-		NewMounter: func(spot.Identity) (Mounter, error) { return r.mounter, nil },
-		NewLease:   func(spot.Identity, string) (Lease, error) { return r.lease, nil },
-		NewTargets: func(context.Context, spot.Identity) (Targets, error) { return r.targets, nil },
+		NewMounter: func(instance.Identity) (Mounter, error) { return r.mounter, nil },
+		NewLease:   func(instance.Identity, string) (Lease, error) { return r.lease, nil },
+		NewTargets: func(context.Context, instance.Identity) (Targets, error) { return r.targets, nil },
 		Runtime:    r.rt,
 		Jenkins:    r.jenkins,
 		Notifier:   r.notify,
@@ -322,7 +328,7 @@ func (r *rig) agent(budget time.Duration) (*Agent, error) {
 		Deps:          r.deps(),
 		BootID:        r.bootID,
 		DefaultBudget: budget,
-		OnEvent: func(ev spot.Event) {
+		OnEvent: func(ev status.Event) {
 			if ev.Phase != "" {
 				select {
 				case r.phases <- ev.Phase:
@@ -334,7 +340,7 @@ func (r *rig) agent(budget time.Duration) (*Agent, error) {
 }
 
 // waitPhase waits for the agent to report phase p.
-func (r *rig) waitPhase(p spot.Phase, within time.Duration) error {
+func (r *rig) waitPhase(p status.Phase, within time.Duration) error {
 	t := time.After(within)
 	for {
 		select {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 )
 
 // latch remembers, in state_dir, that a notice which ends the instance started the
@@ -23,19 +23,19 @@ type latch struct {
 }
 
 type latchRecord struct {
-	BootID   string    `json:"boot_id"`
-	Kind     spot.Kind `json:"kind"`
-	Detail   string    `json:"detail"`
-	Deadline time.Time `json:"deadline"`
-	Started  time.Time `json:"started"`
-	Finished time.Time `json:"finished,omitzero"`
+	BootID   string        `json:"boot_id"`
+	Kind     instance.Kind `json:"kind"`
+	Detail   string        `json:"detail"`
+	Deadline time.Time     `json:"deadline"`
+	Started  time.Time     `json:"started"`
+	Finished time.Time     `json:"finished,omitzero"`
 }
 
 // latched reports whether a notice of this kind ends the instance and so must not be
 // acted on twice. Signals and drills are operator actions: after them a new start of
 // the service boots Jenkins again.
-func latched(k spot.Kind) bool {
-	return k != spot.KindSignal && k != spot.KindDrill
+func latched(k instance.Kind) bool {
+	return k != instance.KindSignal && k != instance.KindDrill
 }
 
 // ReadBootID returns the kernel's id of the current boot.

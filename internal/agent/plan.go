@@ -10,7 +10,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
 // Reserves inside the budget. The plan ends before deadline − safety_margin; the tail
@@ -45,13 +46,13 @@ func (a *Agent) plan(ctx context.Context, e ending, resumed bool) error {
 		}
 	}
 	started := a.now()
-	a.setPhase(spot.PhaseDraining, fmt.Sprintf("draining: %s, deadline %s", e.notice.Kind, e.deadline.Format(time.RFC3339)))
+	a.setPhase(status.PhaseDraining, fmt.Sprintf("draining: %s, deadline %s", e.notice.Kind, e.deadline.Format(time.RFC3339)))
 	_ = a.deps.Notifier.Stopping(fmt.Sprintf("draining for %s", e.notice.Kind))
 	a.log.Warn("shutdown plan started", "notice", e.notice.Kind, "deadline", e.deadline,
 		"budget", e.deadline.Sub(started).Round(time.Millisecond), "resumed", resumed)
 
 	var failed []string
-	fail := func(s spot.Step, err error) {
+	fail := func(s status.Step, err error) {
 		if err != nil {
 			failed = append(failed, fmt.Sprintf("%s: %v", s, err))
 		}
@@ -65,7 +66,7 @@ func (a *Agent) plan(ctx context.Context, e ending, resumed bool) error {
 		defer wg.Done()
 		cctx, cancel := a.stepContext(ctx, a.end())
 		defer cancel()
-		deregErr = a.step(cctx, spot.StepDeregister, "", func() error {
+		deregErr = a.step(cctx, status.StepDeregister, "", func() error {
 			a.awaitDiscovery()
 			return a.targets.Deregister(cctx, a.id.InstanceID)
 		})
@@ -76,18 +77,18 @@ func (a *Agent) plan(ctx context.Context, e ending, resumed bool) error {
 		defer cancel()
 		reason := fmt.Sprintf("Instance %s is ending (%s); builds may finish until %s", a.id.InstanceID, e.notice.Kind,
 			a.stopAt().UTC().Format(time.TimeOnly))
-		quietErr = a.step(cctx, spot.StepQuietDown, "", func() error { return a.deps.Jenkins.QuietDown(cctx, reason) })
+		quietErr = a.step(cctx, status.StepQuietDown, "", func() error { return a.deps.Jenkins.QuietDown(cctx, reason) })
 	}()
 
 	// Builds may finish while the quiet-down request is still on its way.
-	fail(spot.StepDrain, a.step(ctx, spot.StepDrain, "", func() error { return a.drain(ctx) }))
+	fail(status.StepDrain, a.step(ctx, status.StepDrain, "", func() error { return a.drain(ctx) }))
 	wg.Wait()
-	fail(spot.StepDeregister, deregErr)
-	fail(spot.StepQuietDown, quietErr)
+	fail(status.StepDeregister, deregErr)
+	fail(status.StepQuietDown, quietErr)
 
 	stopped := true
-	if err := a.step(ctx, spot.StepContainerStop, "", func() error { return a.stopContainer(ctx) }); err != nil {
-		fail(spot.StepContainerStop, err)
+	if err := a.step(ctx, status.StepContainerStop, "", func() error { return a.stopContainer(ctx) }); err != nil {
+		fail(status.StepContainerStop, err)
 		stopped = false
 	}
 
@@ -97,7 +98,7 @@ func (a *Agent) plan(ctx context.Context, e ending, resumed bool) error {
 	if stopped {
 		a.stopHold()
 	}
-	if err := a.step(ctx, spot.StepLeaseRelease, "", func() error {
+	if err := a.step(ctx, status.StepLeaseRelease, "", func() error {
 		if !stopped {
 			return errors.New("not released: the container may still run; the lease stays held while the stop is retried")
 		}
@@ -105,11 +106,11 @@ func (a *Agent) plan(ctx context.Context, e ending, resumed bool) error {
 		defer cancel()
 		return a.lease.Release(cctx)
 	}); err != nil {
-		fail(spot.StepLeaseRelease, err)
+		fail(status.StepLeaseRelease, err)
 	} else {
 		a.deps.Metrics.SetLeaseHeld(false)
 	}
-	fail(spot.StepUnmount, a.step(ctx, spot.StepUnmount, "", func() error {
+	fail(status.StepUnmount, a.step(ctx, status.StepUnmount, "", func() error {
 		if !stopped {
 			return errors.New("not unmounted: the container may still use the home")
 		}
@@ -117,9 +118,9 @@ func (a *Agent) plan(ctx context.Context, e ending, resumed bool) error {
 		defer cancel()
 		return a.mounter.Unmount(cctx)
 	}))
-	if e.notice.Kind != spot.KindDrill {
+	if e.notice.Kind != instance.KindDrill {
 		cctx, cancel := a.stepContext(ctx, a.end())
-		fail(spot.StepLifecycleComplete, a.step(cctx, spot.StepLifecycleComplete, "", func() error {
+		fail(status.StepLifecycleComplete, a.step(cctx, status.StepLifecycleComplete, "", func() error {
 			return a.targets.CompleteLifecycle(cctx, a.id.InstanceID)
 		}))
 		cancel()
@@ -138,7 +139,7 @@ func (a *Agent) plan(ctx context.Context, e ending, resumed bool) error {
 		}
 	}
 	a.report(margin, failed)
-	a.setPhase(spot.PhaseStopped, fmt.Sprintf("stopped: plan done with %s to spare", margin.Round(time.Millisecond)))
+	a.setPhase(status.PhaseStopped, fmt.Sprintf("stopped: plan done with %s to spare", margin.Round(time.Millisecond)))
 	if !stopped {
 		go a.retryStop(ctx)
 	}
@@ -208,8 +209,8 @@ func (a *Agent) report(margin time.Duration, failed []string) {
 	a.mu.Unlock()
 	for _, s := range steps {
 		switch s.Step {
-		case spot.StepDeregister, spot.StepQuietDown, spot.StepDrain, spot.StepContainerStop,
-			spot.StepLeaseRelease, spot.StepUnmount, spot.StepLifecycleComplete:
+		case status.StepDeregister, status.StepQuietDown, status.StepDrain, status.StepContainerStop,
+			status.StepLeaseRelease, status.StepUnmount, status.StepLifecycleComplete:
 			outcome := "ok"
 			if s.Err != "" {
 				outcome = s.Err
@@ -233,7 +234,7 @@ func (a *Agent) drain(ctx context.Context) error {
 		if now := strings.Join(builds, ", "); now != last {
 			last = now
 			if len(builds) > 0 {
-				a.emit(spot.Event{At: a.now(), Step: spot.StepDrain, Message: fmt.Sprintf("%d build(s) running: %s", len(builds), now)})
+				a.emit(status.Event{At: a.now(), Step: status.StepDrain, Message: fmt.Sprintf("%d build(s) running: %s", len(builds), now)})
 			}
 		}
 		if len(builds) == 0 {
@@ -245,7 +246,7 @@ func (a *Agent) drain(ctx context.Context) error {
 			// stop and the successor resumes them; other builds are aborted.
 			msg := fmt.Sprintf("stop time reached with %d build(s) running (Pipelines resume on the next start, others are aborted): %s", len(builds), last)
 			a.log.Warn(msg)
-			a.emit(spot.Event{At: a.now(), Step: spot.StepDrain, Message: msg})
+			a.emit(status.Event{At: a.now(), Step: status.StepDrain, Message: msg})
 			return nil
 		}
 		select {

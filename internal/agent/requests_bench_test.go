@@ -6,9 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/jenkins"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/jenkins/jenkinstest"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets/awstest"
 )
@@ -37,7 +38,7 @@ func BenchmarkNoticeToRequests(b *testing.B) {
 		r := newRig(b.TempDir(), b.TempDir())
 		deps := r.deps()
 		deps.Jenkins = jc
-		deps.NewTargets = func(ctx context.Context, id spot.Identity) (Targets, error) {
+		deps.NewTargets = func(ctx context.Context, id instance.Identity) (Targets, error) {
 			return targets.New(ctx, targets.Options{Region: id.Region, TargetGroups: []targets.TargetGroup{{ARN: benchARN, Port: 8080}},
 				Endpoint: aws.URL(), Credentials: aws.Credentials(), Logger: slog.New(slog.DiscardHandler)})
 		}
@@ -45,7 +46,7 @@ func BenchmarkNoticeToRequests(b *testing.B) {
 			Config: r.cfg,
 			Deps:   deps,
 			BootID: "bench",
-			OnEvent: func(ev spot.Event) {
+			OnEvent: func(ev status.Event) {
 				if ev.Phase != "" {
 					r.phases <- ev.Phase
 				}
@@ -57,12 +58,12 @@ func BenchmarkNoticeToRequests(b *testing.B) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- a.Run(ctx) }()
-		if err := r.waitPhase(spot.PhaseServing, 10*time.Second); err != nil {
+		if err := r.waitPhase(status.PhaseServing, 10*time.Second); err != nil {
 			b.Fatal(err)
 		}
-		n := spot.Notice{Kind: spot.KindSpotTerminate, Seen: time.Now(), Time: time.Now().Add(2 * time.Minute)}
+		n := instance.Notice{Kind: instance.KindSpotTerminate, Seen: time.Now(), Time: time.Now().Add(2 * time.Minute)}
 		r.watch.in <- n
-		if err := r.waitPhase(spot.PhaseStopped, 30*time.Second); err != nil {
+		if err := r.waitPhase(status.PhaseStopped, 30*time.Second); err != nil {
 			b.Fatal(err)
 		}
 		calls := aws.CallsOf("DeregisterTargets")

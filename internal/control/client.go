@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
 const (
@@ -23,7 +23,7 @@ const (
 )
 
 // QueryStatus asks the agent listening on path for its status.
-func QueryStatus(ctx context.Context, path string) (spot.Status, error) {
+func QueryStatus(ctx context.Context, path string) (status.Snapshot, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, statusTimeout)
@@ -31,23 +31,23 @@ func QueryStatus(ctx context.Context, path string) (spot.Status, error) {
 	}
 	conn, err := dial(ctx, path)
 	if err != nil {
-		return spot.Status{}, err
+		return status.Snapshot{}, err
 	}
 	defer conn.Close()
 	defer context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })()
 	lines, err := send(ctx, conn, request{Command: commandStatus})
 	if err != nil {
-		return spot.Status{}, err
+		return status.Snapshot{}, err
 	}
 	f, err := readFrame(lines)
 	if err != nil {
-		return spot.Status{}, err
+		return status.Snapshot{}, err
 	}
 	switch {
 	case f.Done:
-		return spot.Status{}, fmt.Errorf("control: agent refused status: %s", f.Error)
+		return status.Snapshot{}, fmt.Errorf("control: agent refused status: %s", f.Error)
 	case f.Status == nil:
-		return spot.Status{}, errors.New("control: agent answered status with something else")
+		return status.Snapshot{}, errors.New("control: agent answered status with something else")
 	}
 	return *f.Status, nil
 }
@@ -56,7 +56,7 @@ func QueryStatus(ctx context.Context, path string) (spot.Status, error) {
 // working to budget (zero: the agent's default), and calls emit for each event of
 // the timeline as it arrives. It returns when the plan has finished, with the
 // plan's error if it failed. Ending ctx stops the reporting, not the plan.
-func RunDrill(ctx context.Context, path string, budget time.Duration, emit func(spot.Event)) error {
+func RunDrill(ctx context.Context, path string, budget time.Duration, emit func(status.Event)) error {
 	if budget < 0 || budget > maxDrillBudget {
 		return fmt.Errorf("control: drill budget %s: must be between 0 and %s", budget, maxDrillBudget)
 	}

@@ -15,40 +15,41 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
 // fakeAgent answers with whatever its fields say.
 type fakeAgent struct {
-	status func() spot.Status
-	drill  func(ctx context.Context, budget time.Duration, emit func(spot.Event)) error
+	status func() status.Snapshot
+	drill  func(ctx context.Context, budget time.Duration, emit func(status.Event)) error
 }
 
 var _ Agent = (*fakeAgent)(nil)
 
-func (f *fakeAgent) Status() spot.Status { return f.status() }
+func (f *fakeAgent) Status() status.Snapshot { return f.status() }
 
-func (f *fakeAgent) Drill(ctx context.Context, budget time.Duration, emit func(spot.Event)) error {
+func (f *fakeAgent) Drill(ctx context.Context, budget time.Duration, emit func(status.Event)) error {
 	return f.drill(ctx, budget, emit)
 }
 
 var t0 = time.Date(2025, 3, 4, 10, 0, 0, 0, time.UTC)
 
-func sampleStatus() spot.Status {
-	return spot.Status{
-		Phase:      spot.PhaseDraining,
+func sampleStatus() status.Snapshot {
+	return status.Snapshot{
+		Phase:      status.PhaseDraining,
 		InstanceID: "i-0123456789abcdef0",
-		Lease:      spot.LeaseState{Held: true, Holder: "i-0123456789abcdef0", Epoch: 7, Expires: t0.Add(30 * time.Second)},
-		Watch:      spot.WatchHealth{LastSuccess: t0.Add(-time.Second), ConsecutiveFails: 2, LastError: "GET spot/instance-action: 500", Polls: 812},
-		Notices: []spot.Notice{
-			{Kind: spot.KindRebalance, Seen: t0.Add(-10 * time.Minute)},
-			{Kind: spot.KindSpotTerminate, Time: t0.Add(2 * time.Minute), Seen: t0.Add(-3 * time.Second), Detail: "terminate"},
+		Lease:      status.LeaseState{Held: true, Holder: "i-0123456789abcdef0", Epoch: 7, Expires: t0.Add(30 * time.Second)},
+		Watch:      status.WatchHealth{LastSuccess: t0.Add(-time.Second), ConsecutiveFails: 2, LastError: "GET spot/instance-action: 500", Polls: 812},
+		Notices: []instance.Notice{
+			{Kind: instance.KindRebalance, Seen: t0.Add(-10 * time.Minute)},
+			{Kind: instance.KindSpotTerminate, Time: t0.Add(2 * time.Minute), Seen: t0.Add(-3 * time.Second), Detail: "terminate"},
 		},
 		Deadline: t0.Add(2 * time.Minute),
 		Running:  []string{"build-app #41", "deploy #9"},
-		Steps: []spot.Event{
-			{At: t0.Add(-time.Second), Step: spot.StepDeregister, Duration: 1200 * time.Millisecond, Done: true},
-			{At: t0, Step: spot.StepQuietDown, Duration: 300 * time.Millisecond, Err: "401 Unauthorized", Done: true},
+		Steps: []status.Event{
+			{At: t0.Add(-time.Second), Step: status.StepDeregister, Duration: 1200 * time.Millisecond, Done: true},
+			{At: t0, Step: status.StepQuietDown, Duration: 300 * time.Millisecond, Err: "401 Unauthorized", Done: true},
 		},
 		Since: t0.Add(-3 * time.Second),
 	}
@@ -91,7 +92,7 @@ func ctx30(t *testing.T) context.Context {
 
 func TestStatusRoundTrip(t *testing.T) {
 	want := sampleStatus()
-	_, path := start(t, &fakeAgent{status: func() spot.Status { return want }})
+	_, path := start(t, &fakeAgent{status: func() status.Snapshot { return want }})
 	got, err := QueryStatus(ctx30(t), path)
 	if err != nil {
 		t.Fatal(err)
@@ -104,9 +105,9 @@ func TestStatusRoundTrip(t *testing.T) {
 func TestDrillStreamsInOrder(t *testing.T) {
 	firstSeen := make(chan struct{})
 	budgets := make(chan time.Duration, 1)
-	agent := &fakeAgent{drill: func(ctx context.Context, budget time.Duration, emit func(spot.Event)) error {
+	agent := &fakeAgent{drill: func(ctx context.Context, budget time.Duration, emit func(status.Event)) error {
 		budgets <- budget
-		emit(spot.Event{At: t0, Notice: &spot.Notice{Kind: spot.KindDrill, Seen: t0}, Message: "drill"})
+		emit(status.Event{At: t0, Notice: &instance.Notice{Kind: instance.KindDrill, Seen: t0}, Message: "drill"})
 		// The client must see the first event while the plan is still running:
 		// a server that buffered to the end would block here until the deadline.
 		select {
@@ -114,14 +115,14 @@ func TestDrillStreamsInOrder(t *testing.T) {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		emit(spot.Event{At: t0.Add(time.Second), Step: spot.StepDeregister})
-		emit(spot.Event{At: t0.Add(2 * time.Second), Step: spot.StepDeregister, Duration: time.Second, Done: true})
+		emit(status.Event{At: t0.Add(time.Second), Step: status.StepDeregister})
+		emit(status.Event{At: t0.Add(2 * time.Second), Step: status.StepDeregister, Duration: time.Second, Done: true})
 		return nil
 	}}
 	_, path := start(t, agent)
 
-	var got []spot.Event
-	err := RunDrill(ctx30(t), path, 90*time.Second, func(ev spot.Event) {
+	var got []status.Event
+	err := RunDrill(ctx30(t), path, 90*time.Second, func(ev status.Event) {
 		if len(got) == 0 {
 			close(firstSeen)
 		}
@@ -133,23 +134,23 @@ func TestDrillStreamsInOrder(t *testing.T) {
 	if gotBudget := <-budgets; gotBudget != 90*time.Second {
 		t.Errorf("agent got budget %s, want 90s", gotBudget)
 	}
-	if len(got) != 3 || got[0].Notice == nil || got[0].Notice.Kind != spot.KindDrill ||
-		got[1].Step != spot.StepDeregister || got[1].Done || !got[2].Done || got[2].Duration != time.Second {
+	if len(got) != 3 || got[0].Notice == nil || got[0].Notice.Kind != instance.KindDrill ||
+		got[1].Step != status.StepDeregister || got[1].Done || !got[2].Done || got[2].Duration != time.Second {
 		t.Errorf("events = %+v", got)
 	}
 }
 
 func TestDrillErrorReachesClient(t *testing.T) {
-	agent := &fakeAgent{drill: func(_ context.Context, budget time.Duration, emit func(spot.Event)) error {
+	agent := &fakeAgent{drill: func(_ context.Context, budget time.Duration, emit func(status.Event)) error {
 		if budget != 0 {
 			return errors.New("want the default budget")
 		}
-		emit(spot.Event{Step: spot.StepContainerStop, Err: "timeout", Done: true})
+		emit(status.Event{Step: status.StepContainerStop, Err: "timeout", Done: true})
 		return errors.New("container_stop: timeout")
 	}}
 	_, path := start(t, agent)
 	n := 0
-	err := RunDrill(ctx30(t), path, 0, func(spot.Event) { n++ })
+	err := RunDrill(ctx30(t), path, 0, func(status.Event) { n++ })
 	if err == nil || !strings.Contains(err.Error(), "container_stop: timeout") {
 		t.Errorf("RunDrill = %v, want the plan's error", err)
 	}
@@ -162,12 +163,12 @@ func TestDrillErrorReachesClient(t *testing.T) {
 // do; every line must arrive whole.
 func TestDrillConcurrentEmit(t *testing.T) {
 	const workers, each = 8, 25
-	agent := &fakeAgent{drill: func(_ context.Context, _ time.Duration, emit func(spot.Event)) error {
+	agent := &fakeAgent{drill: func(_ context.Context, _ time.Duration, emit func(status.Event)) error {
 		var wg sync.WaitGroup
 		for w := range workers {
 			wg.Go(func() {
 				for range each {
-					emit(spot.Event{Step: spot.StepDrain, Message: strings.Repeat("x", 100*w)})
+					emit(status.Event{Step: status.StepDrain, Message: strings.Repeat("x", 100*w)})
 				}
 			})
 		}
@@ -176,7 +177,7 @@ func TestDrillConcurrentEmit(t *testing.T) {
 	}}
 	_, path := start(t, agent)
 	n := 0
-	if err := RunDrill(ctx30(t), path, time.Minute, func(spot.Event) { n++ }); err != nil {
+	if err := RunDrill(ctx30(t), path, time.Minute, func(status.Event) { n++ }); err != nil {
 		t.Fatal(err)
 	}
 	if n != workers*each {
@@ -215,7 +216,7 @@ func TestStaleSocketReplaced(t *testing.T) {
 		t.Fatalf("stale socket not left behind: %v", err)
 	}
 
-	srv, err := Listen(path, &fakeAgent{status: func() spot.Status { return spot.Status{Phase: spot.PhaseServing} }}, quiet())
+	srv, err := Listen(path, &fakeAgent{status: func() status.Snapshot { return status.Snapshot{Phase: status.PhaseServing} }}, quiet())
 	if err != nil {
 		t.Fatalf("Listen over a stale socket: %v", err)
 	}
@@ -223,7 +224,7 @@ func TestStaleSocketReplaced(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
 	st, err := QueryStatus(ctx30(t), path)
-	if err != nil || st.Phase != spot.PhaseServing {
+	if err != nil || st.Phase != status.PhaseServing {
 		t.Errorf("status after replacing stale socket = %+v, %v", st, err)
 	}
 	cancel()
@@ -236,13 +237,13 @@ func TestStaleSocketReplaced(t *testing.T) {
 }
 
 func TestSecondAgentRefused(t *testing.T) {
-	_, path := start(t, &fakeAgent{status: func() spot.Status { return spot.Status{Phase: spot.PhaseServing} }})
+	_, path := start(t, &fakeAgent{status: func() status.Snapshot { return status.Snapshot{Phase: status.PhaseServing} }})
 	_, err := Listen(path, &fakeAgent{}, quiet())
 	if err == nil || !strings.Contains(err.Error(), "another agent is running") {
 		t.Fatalf("second Listen = %v, want 'another agent is running'", err)
 	}
 	// The first agent still answers on its socket.
-	if st, err := QueryStatus(ctx30(t), path); err != nil || st.Phase != spot.PhaseServing {
+	if st, err := QueryStatus(ctx30(t), path); err != nil || st.Phase != status.PhaseServing {
 		t.Errorf("first agent after refused second = %+v, %v", st, err)
 	}
 }
@@ -266,7 +267,7 @@ func TestNoAgent(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "is jenkins-spot-agent running? socket "+path) {
 		t.Errorf("QueryStatus without agent = %v", err)
 	}
-	err = RunDrill(ctx30(t), path, time.Minute, func(spot.Event) {})
+	err = RunDrill(ctx30(t), path, time.Minute, func(status.Event) {})
 	if err == nil || !strings.Contains(err.Error(), "is jenkins-spot-agent running?") {
 		t.Errorf("RunDrill without agent = %v", err)
 	}
@@ -376,7 +377,7 @@ func TestSilentClientDropped(t *testing.T) {
 }
 
 func TestDrillBudgetChecked(t *testing.T) {
-	if err := RunDrill(ctx30(t), "/nonexistent", 3*time.Hour, func(spot.Event) {}); err == nil || !strings.Contains(err.Error(), "budget") {
+	if err := RunDrill(ctx30(t), "/nonexistent", 3*time.Hour, func(status.Event) {}); err == nil || !strings.Contains(err.Error(), "budget") {
 		t.Errorf("RunDrill with a 3h budget = %v", err)
 	}
 }
@@ -384,7 +385,7 @@ func TestDrillBudgetChecked(t *testing.T) {
 func BenchmarkQueryStatus(b *testing.B) {
 	path := filepath.Join(b.TempDir(), "control.sock")
 	st := sampleStatus()
-	srv, err := Listen(path, &fakeAgent{status: func() spot.Status { return st }}, quiet())
+	srv, err := Listen(path, &fakeAgent{status: func() status.Snapshot { return st }}, quiet())
 	if err != nil {
 		b.Fatal(err)
 	}

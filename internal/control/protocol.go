@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
 // The wire protocol: the client sends one request line, the server answers with
@@ -76,10 +76,10 @@ func parseRequest(line []byte) (command, error) {
 
 // frame is one response line as the client reads it.
 type frame struct {
-	Status *spot.Status `json:"status,omitempty"`
-	Event  *spot.Event  `json:"event,omitempty"`
-	Done   bool         `json:"done,omitempty"`
-	Error  string       `json:"error,omitempty"`
+	Status *status.Snapshot `json:"status,omitempty"`
+	Event  *status.Event    `json:"event,omitempty"`
+	Done   bool             `json:"done,omitempty"`
+	Error  string           `json:"error,omitempty"`
 }
 
 // doneFrame is the last line of a drill, or the answer to a refused request. The

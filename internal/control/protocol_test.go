@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
 func TestParseRequest(t *testing.T) {
@@ -79,7 +79,7 @@ func TestParseFrame(t *testing.T) {
 		check   func(frame) bool
 		wantErr string
 	}{
-		{`{"status":{"Phase":"serving"}}`, func(f frame) bool { return f.Status != nil && f.Status.Phase == spot.PhaseServing }, ""},
+		{`{"status":{"Phase":"serving"}}`, func(f frame) bool { return f.Status != nil && f.Status.Phase == status.PhaseServing }, ""},
 		// An event's own Done field must not be mistaken for the final frame.
 		{`{"event":{"Step":"drain","Done":true}}`, func(f frame) bool { return f.Event != nil && f.Event.Done && !f.Done }, ""},
 		{`{"done":true,"error":""}`, func(f frame) bool { return f.Done && f.Error == "" }, ""},
@@ -171,7 +171,7 @@ steps           deregister 1.2s ok
 
 func TestWriteStatusEmpty(t *testing.T) {
 	var b bytes.Buffer
-	if err := writeStatus(&b, spot.Status{Lease: spot.LeaseState{Holder: "i-other", Epoch: 3, Expires: t0.Add(-5 * time.Second)}}, t0); err != nil {
+	if err := writeStatus(&b, status.Snapshot{Lease: status.LeaseState{Holder: "i-other", Epoch: 3, Expires: t0.Add(-5 * time.Second)}}, t0); err != nil {
 		t.Fatal(err)
 	}
 	want := `phase           unknown

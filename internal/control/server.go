@@ -24,18 +24,18 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
 // Agent is what the control socket needs from the running agent.
 type Agent interface {
 	// Status returns a snapshot of the agent's state.
-	Status() spot.Status
+	Status() status.Snapshot
 	// Drill runs the interruption plan now, as if a notice of kind drill had
 	// arrived, working to budget (zero: the agent's default). It calls emit for
 	// each timeline event as it happens, possibly from several goroutines, and
 	// returns when the plan has finished.
-	Drill(ctx context.Context, budget time.Duration, emit func(spot.Event)) error
+	Drill(ctx context.Context, budget time.Duration, emit func(status.Event)) error
 }
 
 const (
@@ -253,7 +253,7 @@ func (s *Server) drill(ctx context.Context, conn *net.UnixConn, budget time.Dura
 	s.logger.Info("drill requested over the control socket", "budget", budget)
 	var mu sync.Mutex
 	open := true
-	emit := func(ev spot.Event) {
+	emit := func(ev status.Event) {
 		mu.Lock()
 		defer mu.Unlock()
 		if !open {

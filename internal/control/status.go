@@ -7,16 +7,16 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
 // WriteStatus writes st as the table that `jenkins-spot-agent status` prints, with
 // ages and time left counted from now.
-func WriteStatus(w io.Writer, st spot.Status) error {
+func WriteStatus(w io.Writer, st status.Snapshot) error {
 	return writeStatus(w, st, time.Now())
 }
 
-func writeStatus(w io.Writer, st spot.Status, now time.Time) error {
+func writeStatus(w io.Writer, st status.Snapshot, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(key, value string) { fmt.Fprintf(tw, "%s\t%s\n", key, value) }
 
@@ -89,7 +89,7 @@ func writeStatus(w io.Writer, st spot.Status, now time.Time) error {
 	return nil
 }
 
-func lease(l spot.LeaseState, now time.Time) string {
+func lease(l status.LeaseState, now time.Time) string {
 	if l.Holder == "" {
 		if l.Held {
 			return "held"

@@ -9,7 +9,7 @@ import (
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds/imdstest"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
@@ -36,7 +36,7 @@ func TestAEMMIdentityAndIMDSv2Only(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := spot.Identity{InstanceID: "i-1234567890abcdef0", AvailabilityZone: "us-east-1a", AZID: "use1-az4", Region: "us-east-1", Lifecycle: "on-demand"}
+	want := instance.Identity{InstanceID: "i-1234567890abcdef0", AvailabilityZone: "us-east-1a", AZID: "use1-az4", Region: "us-east-1", Market: "on-demand"}
 	if id != want {
 		t.Fatalf("Identity = %+v, want %+v", id, want)
 	}
@@ -48,8 +48,8 @@ func TestAEMMIdentityAndIMDSv2Only(t *testing.T) {
 func TestAEMMSpotActions(t *testing.T) {
 	for _, tc := range []struct {
 		action string
-		kind   spot.Kind
-	}{{"terminate", spot.KindSpotTerminate}, {"stop", spot.KindSpotStop}, {"hibernate", spot.KindSpotHibernate}} {
+		kind   instance.Kind
+	}{{"terminate", instance.KindSpotTerminate}, {"stop", instance.KindSpotStop}, {"hibernate", instance.KindSpotHibernate}} {
 		t.Run(tc.action, func(t *testing.T) {
 			url := startAEMM(t, "spot", "-a", tc.action)
 			r := startWatcher(t, imds.New(imds.Options{Endpoint: url}), fast, 16)
@@ -76,7 +76,7 @@ func TestAEMMRebalance(t *testing.T) {
 	url := startAEMM(t, "spot", "-d", "3600", "--rebalance-delay-sec", "1")
 	opts := imds.WatchOptions{PollInterval: 100 * time.Millisecond, SlowInterval: 100 * time.Millisecond}
 	r := startWatcher(t, imds.New(imds.Options{Endpoint: url}), opts, 16)
-	n := r.next(t, spot.KindRebalance)
+	n := r.next(t, instance.KindRebalance)
 	if !n.Time.IsZero() {
 		t.Errorf("rebalance Time = %v, want zero", n.Time)
 	}
@@ -84,7 +84,7 @@ func TestAEMMRebalance(t *testing.T) {
 	testenv.Eventually(t, "more polls", func() bool { return r.w.Health().Polls >= polls+10 })
 	r.stop()
 	rest := r.drain()
-	if countKind(rest, spot.KindRebalance) != 0 || countKind(rest, spot.KindSpotTerminate) != 0 {
+	if countKind(rest, instance.KindRebalance) != 0 || countKind(rest, instance.KindSpotTerminate) != 0 {
 		t.Fatalf("unexpected notices: %+v", rest)
 	}
 }
@@ -93,7 +93,7 @@ func TestAEMMAutoScalingTermination(t *testing.T) {
 	url := startAEMM(t, "asglifecycle", "--asg-termination-delay-sec", "1")
 	opts := imds.WatchOptions{PollInterval: 100 * time.Millisecond, SlowInterval: 100 * time.Millisecond}
 	r := startWatcher(t, imds.New(imds.Options{Endpoint: url}), opts, 16)
-	r.next(t, spot.KindASGTerminated)
+	r.next(t, instance.KindASGTerminated)
 	polls := r.w.Health().Polls
 	testenv.Eventually(t, "more polls", func() bool { return r.w.Health().Polls >= polls+10 })
 	r.stop()
@@ -106,7 +106,7 @@ func TestAEMMScheduledEvent(t *testing.T) {
 	url := startAEMM(t, "events", "-o", "instance-stop")
 	opts := imds.WatchOptions{PollInterval: 100 * time.Millisecond, SlowInterval: 100 * time.Millisecond}
 	r := startWatcher(t, imds.New(imds.Options{Endpoint: url}), opts, 16)
-	n := r.next(t, spot.KindScheduledEvent)
+	n := r.next(t, instance.KindScheduledEvent)
 	if n.Time.IsZero() {
 		t.Errorf("scheduled event notice without NotBefore: %+v", n)
 	}
@@ -163,7 +163,7 @@ func TestAEMMThroughFaultsNoMissedNotice(t *testing.T) {
 	if h.LastError == "" || h.LastSuccess.IsZero() {
 		t.Errorf("health = %+v", h)
 	}
-	r.next(t, spot.KindSpotTerminate)
+	r.next(t, instance.KindSpotTerminate)
 
 	// More faults while the notice stays visible: no second notice.
 	proxy.Schedule(spotPath, faultMix()...)
@@ -173,7 +173,7 @@ func TestAEMMThroughFaultsNoMissedNotice(t *testing.T) {
 	})
 	r.stop()
 	for _, n := range r.drain() {
-		if n.Kind == spot.KindSpotTerminate {
+		if n.Kind == instance.KindSpotTerminate {
 			t.Fatalf("repeated notice: %+v", n)
 		}
 	}

@@ -16,7 +16,7 @@ import (
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds/imdstest"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
@@ -39,7 +39,7 @@ func BenchmarkDetectionDelay(b *testing.B) {
 			srv.Clear()
 			ctx, cancel := context.WithCancel(context.Background())
 			w := imds.NewWatcher(c, imds.WatchOptions{PollInterval: time.Second, SlowInterval: time.Hour})
-			notices := make(chan spot.Notice, 4)
+			notices := make(chan instance.Notice, 4)
 			done := make(chan error, 1)
 			go func() { done <- w.Run(ctx, notices) }()
 			testenv.Eventually(b, "a first poll", func() bool { return w.Health().Polls >= 1 })
@@ -47,7 +47,7 @@ func BenchmarkDetectionDelay(b *testing.B) {
 			visible := time.Now()
 			srv.SetSpotAction("terminate", visible.Add(2*time.Minute))
 			for n := range notices {
-				if n.Kind == spot.KindSpotTerminate {
+				if n.Kind == instance.KindSpotTerminate {
 					delays = append(delays, time.Since(visible))
 					break
 				}
@@ -143,7 +143,7 @@ func TestFootprintChild(t *testing.T) {
 	c := imds.New(imds.Options{Endpoint: url, OnRequest: counts.record})
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	imds.NewWatcher(c, imds.WatchOptions{PollInterval: time.Second}).Run(ctx, make(chan spot.Notice, 16)) //nolint:errcheck // ends with ctx
+	imds.NewWatcher(c, imds.WatchOptions{PollInterval: time.Second}).Run(ctx, make(chan instance.Notice, 16)) //nolint:errcheck // ends with ctx
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		t.Fatal(err)

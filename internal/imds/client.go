@@ -25,7 +25,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	sdkimds "github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 )
 
 // Request results passed to Options.OnRequest; they are the values of the result label
@@ -288,8 +288,8 @@ var (
 // Identity reads who this instance is. The Auto Scaling group name comes from the
 // instance tag aws:autoscaling:groupName, which IMDS serves only when the launch
 // template enables instance metadata tags; without it the name is empty, not an error.
-func (c *Client) Identity(ctx context.Context) (spot.Identity, error) {
-	var id spot.Identity
+func (c *Client) Identity(ctx context.Context) (instance.Identity, error) {
+	var id instance.Identity
 	items := []struct {
 		path     string
 		dst      *string
@@ -299,31 +299,31 @@ func (c *Client) Identity(ctx context.Context) (spot.Identity, error) {
 		{pathAZ, &id.AvailabilityZone, true},
 		{pathRegion, &id.Region, true},
 		{pathAZID, &id.AZID, false},
-		{pathLifecycle, &id.Lifecycle, false},
+		{pathLifecycle, &id.Market, false},
 		{pathASGTag, &id.AutoScalingGroup, false},
 	}
 	for _, it := range items {
 		body, found, err := c.get(ctx, it.path, c.timeout)
 		if err != nil {
-			return spot.Identity{}, fmt.Errorf("read instance identity: %w", err)
+			return instance.Identity{}, fmt.Errorf("read instance identity: %w", err)
 		}
 		if !found {
 			if it.required {
-				return spot.Identity{}, fmt.Errorf("read instance identity: %s not found (404) at %s: the metadata service does not look like EC2's", it.path, c.endpoint)
+				return instance.Identity{}, fmt.Errorf("read instance identity: %s not found (404) at %s: the metadata service does not look like EC2's", it.path, c.endpoint)
 			}
 			continue
 		}
 		*it.dst = strings.TrimSpace(string(body))
 	}
 	if err := ValidateIdentity(id); err != nil {
-		return spot.Identity{}, fmt.Errorf("read instance identity from %s: %w", c.endpoint, err)
+		return instance.Identity{}, fmt.Errorf("read instance identity from %s: %w", c.endpoint, err)
 	}
 	return id, nil
 }
 
 // ValidateIdentity checks that an identity is well formed: an instance id, a region,
 // and an availability zone inside that region. Empty optional fields pass.
-func ValidateIdentity(id spot.Identity) error {
+func ValidateIdentity(id instance.Identity) error {
 	if !instanceIDRe.MatchString(id.InstanceID) {
 		return fmt.Errorf("instance id %s is not i- followed by 8 or 17 hex digits", quoteShort(id.InstanceID))
 	}
@@ -337,8 +337,8 @@ func ValidateIdentity(id spot.Identity) error {
 	if id.AZID != "" && !azIDRe.MatchString(id.AZID) {
 		return fmt.Errorf("availability zone id %s is not like use1-az6", quoteShort(id.AZID))
 	}
-	if id.Lifecycle != "" && !lifecycleRe.MatchString(id.Lifecycle) {
-		return fmt.Errorf("instance life cycle %s is not like spot or on-demand", quoteShort(id.Lifecycle))
+	if id.Market != "" && !lifecycleRe.MatchString(id.Market) {
+		return fmt.Errorf("instance life cycle %s is not like spot or on-demand", quoteShort(id.Market))
 	}
 	if g := id.AutoScalingGroup; g != "" {
 		if len(g) > 255 || strings.ContainsFunc(g, func(r rune) bool { return r < 0x20 || r == 0x7f }) {

@@ -11,17 +11,17 @@ import (
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds/imdstest"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
-var testIdentity = spot.Identity{
+var testIdentity = instance.Identity{
 	InstanceID:       "i-0abc1234def567890",
 	AvailabilityZone: "eu-west-1b",
 	AZID:             "euw1-az2",
 	Region:           "eu-west-1",
-	Lifecycle:        "spot",
+	Market:           "spot",
 	AutoScalingGroup: "jenkins-controller",
 }
 

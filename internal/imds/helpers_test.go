@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
@@ -49,7 +49,7 @@ func (c *requestCounts) get(endpoint, result string) int {
 // running is a watcher started in the background; stop ends it and waits.
 type running struct {
 	w       *imds.Watcher
-	notices chan spot.Notice
+	notices chan instance.Notice
 	cancel  context.CancelFunc
 	done    chan error
 }
@@ -57,7 +57,7 @@ type running struct {
 func startWatcher(t testing.TB, c *imds.Client, opts imds.WatchOptions, buffered int) *running {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*testenv.WaitLimit)
-	r := &running{w: imds.NewWatcher(c, opts), notices: make(chan spot.Notice, buffered), cancel: cancel, done: make(chan error, 1)}
+	r := &running{w: imds.NewWatcher(c, opts), notices: make(chan instance.Notice, buffered), cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- r.w.Run(ctx, r.notices) }()
 	t.Cleanup(r.stop)
 	return r
@@ -70,7 +70,7 @@ func (r *running) stop() {
 }
 
 // next waits for a notice of the given kind, skipping others into skipped.
-func (r *running) next(t testing.TB, kind spot.Kind) spot.Notice {
+func (r *running) next(t testing.TB, kind instance.Kind) instance.Notice {
 	t.Helper()
 	timer := time.NewTimer(testenv.WaitLimit)
 	defer timer.Stop()
@@ -87,8 +87,8 @@ func (r *running) next(t testing.TB, kind spot.Kind) spot.Notice {
 }
 
 // drain returns the notices waiting in the channel.
-func (r *running) drain() []spot.Notice {
-	var out []spot.Notice
+func (r *running) drain() []instance.Notice {
+	var out []instance.Notice
 	for {
 		select {
 		case n := <-r.notices:
@@ -99,7 +99,7 @@ func (r *running) drain() []spot.Notice {
 	}
 }
 
-func countKind(ns []spot.Notice, kind spot.Kind) int {
+func countKind(ns []instance.Notice, kind instance.Kind) int {
 	c := 0
 	for _, n := range ns {
 		if n.Kind == kind {

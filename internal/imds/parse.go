@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 )
 
 // The parsers below are pure: they see only the body IMDS answered with. They accept
@@ -32,7 +32,7 @@ func decodeOne(body []byte, v any) error {
 
 // ParseInstanceAction reads a spot/instance-action answer:
 // {"action":"terminate|stop|hibernate","time":"2026-11-25T10:02:00Z"}.
-func ParseInstanceAction(body []byte) (spot.Kind, time.Time, error) {
+func ParseInstanceAction(body []byte) (instance.Kind, time.Time, error) {
 	var v struct {
 		Action *string `json:"action"`
 		Time   *string `json:"time"`
@@ -43,14 +43,14 @@ func ParseInstanceAction(body []byte) (spot.Kind, time.Time, error) {
 	if v.Action == nil || v.Time == nil {
 		return "", time.Time{}, errors.New("parse instance-action: action and time are required")
 	}
-	var kind spot.Kind
+	var kind instance.Kind
 	switch *v.Action {
 	case "terminate":
-		kind = spot.KindSpotTerminate
+		kind = instance.KindSpotTerminate
 	case "stop":
-		kind = spot.KindSpotStop
+		kind = instance.KindSpotStop
 	case "hibernate":
-		kind = spot.KindSpotHibernate
+		kind = instance.KindSpotHibernate
 	default:
 		return "", time.Time{}, fmt.Errorf("parse instance-action: unknown action %s", quoteShort(*v.Action))
 	}

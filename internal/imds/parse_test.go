@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 )
 
 func TestParseInstanceAction(t *testing.T) {
@@ -13,15 +13,15 @@ func TestParseInstanceAction(t *testing.T) {
 	tests := []struct {
 		name    string
 		body    string
-		kind    spot.Kind
+		kind    instance.Kind
 		wantErr string
 	}{
-		{"terminate", `{"action":"terminate","time":"2026-11-25T10:02:00Z"}`, spot.KindSpotTerminate, ""},
-		{"stop", `{"action":"stop","time":"2026-11-25T10:02:00Z"}`, spot.KindSpotStop, ""},
-		{"hibernate", `{"action":"hibernate","time":"2026-11-25T10:02:00Z"}`, spot.KindSpotHibernate, ""},
-		{"aemm layout", "{\n\t\"action\": \"terminate\",\n\t\"time\": \"2026-11-25T10:02:00Z\"\n}\n", spot.KindSpotTerminate, ""},
-		{"offset time", `{"action":"stop","time":"2026-11-25T11:02:00+01:00"}`, spot.KindSpotStop, ""},
-		{"unknown field tolerated", `{"action":"stop","time":"2026-11-25T10:02:00Z","extra":1}`, spot.KindSpotStop, ""},
+		{"terminate", `{"action":"terminate","time":"2026-11-25T10:02:00Z"}`, instance.KindSpotTerminate, ""},
+		{"stop", `{"action":"stop","time":"2026-11-25T10:02:00Z"}`, instance.KindSpotStop, ""},
+		{"hibernate", `{"action":"hibernate","time":"2026-11-25T10:02:00Z"}`, instance.KindSpotHibernate, ""},
+		{"aemm layout", "{\n\t\"action\": \"terminate\",\n\t\"time\": \"2026-11-25T10:02:00Z\"\n}\n", instance.KindSpotTerminate, ""},
+		{"offset time", `{"action":"stop","time":"2026-11-25T11:02:00+01:00"}`, instance.KindSpotStop, ""},
+		{"unknown field tolerated", `{"action":"stop","time":"2026-11-25T10:02:00Z","extra":1}`, instance.KindSpotStop, ""},
 		{"unknown action", `{"action":"reboot","time":"2026-11-25T10:02:00Z"}`, "", "unknown action"},
 		{"capitalised action", `{"action":"Terminate","time":"2026-11-25T10:02:00Z"}`, "", "unknown action"},
 		{"missing time", `{"action":"terminate"}`, "", "required"},
@@ -194,16 +194,16 @@ func TestFormatScheduledTimeRoundTrip(t *testing.T) {
 }
 
 func TestValidateIdentity(t *testing.T) {
-	good := spot.Identity{InstanceID: "i-1234567890abcdef0", AvailabilityZone: "us-east-1a", AZID: "use1-az4", Region: "us-east-1", Lifecycle: "spot", AutoScalingGroup: "jenkins-controller"}
+	good := instance.Identity{InstanceID: "i-1234567890abcdef0", AvailabilityZone: "us-east-1a", AZID: "use1-az4", Region: "us-east-1", Market: "spot", AutoScalingGroup: "jenkins-controller"}
 	if err := ValidateIdentity(good); err != nil {
 		t.Fatalf("good identity refused: %v", err)
 	}
-	okVariants := []func(*spot.Identity){
-		func(id *spot.Identity) { id.InstanceID = "i-0123abcd" },
-		func(id *spot.Identity) { id.AZID, id.Lifecycle, id.AutoScalingGroup = "", "", "" },
-		func(id *spot.Identity) { id.Region, id.AvailabilityZone = "us-west-2", "us-west-2-lax-1a" },
-		func(id *spot.Identity) { id.Region, id.AvailabilityZone = "us-gov-west-1", "us-gov-west-1b" },
-		func(id *spot.Identity) { id.AZID = "usw2-lax1-az1" },
+	okVariants := []func(*instance.Identity){
+		func(id *instance.Identity) { id.InstanceID = "i-0123abcd" },
+		func(id *instance.Identity) { id.AZID, id.Market, id.AutoScalingGroup = "", "", "" },
+		func(id *instance.Identity) { id.Region, id.AvailabilityZone = "us-west-2", "us-west-2-lax-1a" },
+		func(id *instance.Identity) { id.Region, id.AvailabilityZone = "us-gov-west-1", "us-gov-west-1b" },
+		func(id *instance.Identity) { id.AZID = "usw2-lax1-az1" },
 	}
 	for i, f := range okVariants {
 		id := good
@@ -212,16 +212,16 @@ func TestValidateIdentity(t *testing.T) {
 			t.Errorf("variant %d refused: %v", i, err)
 		}
 	}
-	badVariants := map[string]func(*spot.Identity){
-		"instance id not hex":   func(id *spot.Identity) { id.InstanceID = "i-1234567890abcdefg" },
-		"instance id no prefix": func(id *spot.Identity) { id.InstanceID = "1234567890abcdef0" },
-		"instance id html":      func(id *spot.Identity) { id.InstanceID = "<html>" },
-		"az of another region":  func(id *spot.Identity) { id.AvailabilityZone = "eu-west-1a" },
-		"az equals region":      func(id *spot.Identity) { id.AvailabilityZone = "us-east-1" },
-		"region garbage":        func(id *spot.Identity) { id.Region = "US East" },
-		"az id garbage":         func(id *spot.Identity) { id.AZID = "use1 az4" },
-		"lifecycle garbage":     func(id *spot.Identity) { id.Lifecycle = "<html>" },
-		"group with newline":    func(id *spot.Identity) { id.AutoScalingGroup = "a\nb" },
+	badVariants := map[string]func(*instance.Identity){
+		"instance id not hex":   func(id *instance.Identity) { id.InstanceID = "i-1234567890abcdefg" },
+		"instance id no prefix": func(id *instance.Identity) { id.InstanceID = "1234567890abcdef0" },
+		"instance id html":      func(id *instance.Identity) { id.InstanceID = "<html>" },
+		"az of another region":  func(id *instance.Identity) { id.AvailabilityZone = "eu-west-1a" },
+		"az equals region":      func(id *instance.Identity) { id.AvailabilityZone = "us-east-1" },
+		"region garbage":        func(id *instance.Identity) { id.Region = "US East" },
+		"az id garbage":         func(id *instance.Identity) { id.AZID = "use1 az4" },
+		"lifecycle garbage":     func(id *instance.Identity) { id.Market = "<html>" },
+		"group with newline":    func(id *instance.Identity) { id.AutoScalingGroup = "a\nb" },
 	}
 	for name, f := range badVariants {
 		id := good
@@ -289,7 +289,7 @@ func FuzzParseInstanceAction(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if kind != spot.KindSpotTerminate && kind != spot.KindSpotStop && kind != spot.KindSpotHibernate {
+		if kind != instance.KindSpotTerminate && kind != instance.KindSpotStop && kind != instance.KindSpotHibernate {
 			t.Fatalf("accepted kind %q", kind)
 		}
 		if at.IsZero() || at.Location() != time.UTC {

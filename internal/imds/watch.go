@@ -8,7 +8,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
 // WatchOptions configures a Watcher.
@@ -29,7 +30,7 @@ type Watcher struct {
 	log  *slog.Logger
 
 	mu     sync.Mutex
-	health spot.WatchHealth
+	health status.WatchHealth
 }
 
 // NewWatcher returns a Watcher over c.
@@ -48,7 +49,7 @@ func NewWatcher(c *Client, opts WatchOptions) *Watcher {
 }
 
 // Health reports how the spot/instance-action polls are going. Safe for concurrent use.
-func (w *Watcher) Health() spot.WatchHealth {
+func (w *Watcher) Health() status.WatchHealth {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.health
@@ -57,7 +58,7 @@ func (w *Watcher) Health() spot.WatchHealth {
 // Run polls until ctx is done, sending every distinct notice once to notices, and then
 // returns ctx's error. A failed poll is never read as "no notice": it is counted in
 // Health and the next poll tries again.
-func (w *Watcher) Run(ctx context.Context, notices chan<- spot.Notice) error {
+func (w *Watcher) Run(ctx context.Context, notices chan<- instance.Notice) error {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	// The spot poll runs on its own so that the slower items never delay it; each loop
@@ -100,7 +101,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func send(ctx context.Context, notices chan<- spot.Notice, n spot.Notice) bool {
+func send(ctx context.Context, notices chan<- instance.Notice, n instance.Notice) bool {
 	select {
 	case notices <- n:
 		return true
@@ -133,11 +134,11 @@ func (s *streak) ok(now time.Time) {
 	s.fails = 0
 }
 
-func (w *Watcher) spotLoop(ctx context.Context, notices chan<- spot.Notice) {
+func (w *Watcher) spotLoop(ctx context.Context, notices chan<- instance.Notice) {
 	interval := w.opts.PollInterval
 	timeout := requestTimeout(interval)
 	st := streak{log: w.log, endpoint: EndpointSpotAction}
-	sent := map[spot.Kind]bool{}
+	sent := map[instance.Kind]bool{}
 	throttled := 0
 	for {
 		start := time.Now()
@@ -176,16 +177,16 @@ func (w *Watcher) spotLoop(ctx context.Context, notices chan<- spot.Notice) {
 	}
 }
 
-func (w *Watcher) pollSpot(ctx context.Context, timeout time.Duration) (spot.Notice, bool, error) {
+func (w *Watcher) pollSpot(ctx context.Context, timeout time.Duration) (instance.Notice, bool, error) {
 	body, found, err := w.c.get(ctx, pathSpotAction, timeout)
 	if err != nil || !found {
-		return spot.Notice{}, false, err
+		return instance.Notice{}, false, err
 	}
 	kind, t, err := ParseInstanceAction(body)
 	if err != nil {
-		return spot.Notice{}, false, err
+		return instance.Notice{}, false, err
 	}
-	return spot.Notice{Kind: kind, Time: t, Detail: "spot instance-action " + string(kind)}, true, nil
+	return instance.Notice{Kind: kind, Time: t, Detail: "spot instance-action " + string(kind)}, true, nil
 }
 
 func (w *Watcher) recordFailure(err error) {
@@ -207,7 +208,7 @@ func (w *Watcher) recordSuccess(now time.Time) {
 // slowLoop polls the items that warn early or come from outside EC2's Spot service.
 // Their failures are logged per item but do not count in Health, which speaks for the
 // spot poll that carries the two-minute deadline.
-func (w *Watcher) slowLoop(ctx context.Context, notices chan<- spot.Notice) {
+func (w *Watcher) slowLoop(ctx context.Context, notices chan<- instance.Notice) {
 	interval := w.opts.SlowInterval
 	timeout := requestTimeout(interval)
 	items := []struct {
@@ -269,7 +270,7 @@ func (w *Watcher) slowLoop(ctx context.Context, notices chan<- spot.Notice) {
 // lifecycle item the state, logged when it changes.
 type finding struct {
 	key    string
-	notice spot.Notice
+	notice instance.Notice
 	state  string
 }
 
@@ -282,7 +283,7 @@ func (w *Watcher) pollRebalance(ctx context.Context, timeout time.Duration) ([]f
 		return nil, err
 	}
 	// The notice names no termination time: a rebalance recommendation is a warning.
-	return []finding{{key: "rebalance", notice: spot.Notice{Kind: spot.KindRebalance, Detail: "rebalance recommendation"}}}, nil
+	return []finding{{key: "rebalance", notice: instance.Notice{Kind: instance.KindRebalance, Detail: "rebalance recommendation"}}}, nil
 }
 
 func (w *Watcher) pollTargetLifecycleState(ctx context.Context, timeout time.Duration) ([]finding, error) {
@@ -298,7 +299,7 @@ func (w *Watcher) pollTargetLifecycleState(ctx context.Context, timeout time.Dur
 	f := finding{state: state}
 	if state == "Terminated" || state == "Warmed:Terminated" {
 		f.key = "asg"
-		f.notice = spot.Notice{Kind: spot.KindASGTerminated, Detail: "target lifecycle state " + state}
+		f.notice = instance.Notice{Kind: instance.KindASGTerminated, Detail: "target lifecycle state " + state}
 	}
 	return []finding{f}, nil
 }
@@ -317,8 +318,8 @@ func (w *Watcher) pollScheduledEvents(ctx context.Context, timeout time.Duration
 		if !ev.IsEnding() {
 			continue
 		}
-		out = append(out, finding{key: "event/" + ev.EventID, notice: spot.Notice{
-			Kind:   spot.KindScheduledEvent,
+		out = append(out, finding{key: "event/" + ev.EventID, notice: instance.Notice{
+			Kind:   instance.KindScheduledEvent,
 			Time:   ev.NotBefore,
 			Detail: fmt.Sprintf("%s %s: %s", ev.Code, ev.EventID, ev.Description),
 		}})

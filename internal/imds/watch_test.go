@@ -8,7 +8,7 @@ import (
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds/imdstest"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
@@ -22,8 +22,8 @@ var fast = imds.WatchOptions{PollInterval: 50 * time.Millisecond, SlowInterval: 
 func TestWatcherSpotNoticeOncePerKind(t *testing.T) {
 	for _, tc := range []struct {
 		action string
-		kind   spot.Kind
-	}{{"terminate", spot.KindSpotTerminate}, {"stop", spot.KindSpotStop}, {"hibernate", spot.KindSpotHibernate}} {
+		kind   instance.Kind
+	}{{"terminate", instance.KindSpotTerminate}, {"stop", instance.KindSpotStop}, {"hibernate", instance.KindSpotHibernate}} {
 		t.Run(tc.action, func(t *testing.T) {
 			srv := imdstest.NewServer(testIdentity)
 			defer srv.Close()
@@ -72,7 +72,7 @@ func TestWatcherLateNoticeKeepsItsTime(t *testing.T) {
 	at := time.Now().Add(30 * time.Second).Truncate(time.Second).UTC()
 	srv.SetSpotAction("terminate", at)
 	r := startWatcher(t, imds.New(imds.Options{Endpoint: srv.URL()}), fast, 16)
-	n := r.next(t, spot.KindSpotTerminate)
+	n := r.next(t, instance.KindSpotTerminate)
 	if !n.Time.Equal(at) {
 		t.Fatalf("Time = %v, want %v", n.Time, at)
 	}
@@ -91,26 +91,26 @@ func TestWatcherSlowItems(t *testing.T) {
 	opts := imds.WatchOptions{PollInterval: 50 * time.Millisecond, SlowInterval: 50 * time.Millisecond, Logger: log}
 	r := startWatcher(t, imds.New(imds.Options{Endpoint: srv.URL()}), opts, 16)
 
-	ev := r.next(t, spot.KindScheduledEvent)
+	ev := r.next(t, instance.KindScheduledEvent)
 	if !ev.Time.Equal(notBefore) || !strings.Contains(ev.Detail, "instance-retirement") || !strings.Contains(ev.Detail, "0000b") {
 		t.Errorf("scheduled event notice = %+v", ev)
 	}
 
 	srv.SetRebalance(time.Now())
-	if n := r.next(t, spot.KindRebalance); !n.Time.IsZero() {
+	if n := r.next(t, instance.KindRebalance); !n.Time.IsZero() {
 		t.Errorf("rebalance names no termination time, got %v", n.Time)
 	}
 	srv.SetRebalance(time.Now().Add(time.Minute)) // a new noticeTime is the same recommendation
 
 	srv.SetTargetLifecycleState("Terminated")
-	r.next(t, spot.KindASGTerminated)
+	r.next(t, instance.KindASGTerminated)
 
 	// A second ending event arrives later: one more notice, for it alone.
 	srv.SetScheduledEvents([]imds.ScheduledEvent{
 		{Code: "instance-retirement", EventID: "instance-event-0000000000000000b", State: "active", NotBefore: notBefore},
 		{Code: "instance-stop", EventID: "instance-event-0000000000000000c", State: "active", NotBefore: notBefore.Add(time.Hour)},
 	})
-	if n := r.next(t, spot.KindScheduledEvent); !strings.Contains(n.Detail, "0000c") {
+	if n := r.next(t, instance.KindScheduledEvent); !strings.Contains(n.Detail, "0000c") {
 		t.Errorf("second event notice = %+v", n)
 	}
 	testenv.Eventually(t, "more slow polls", func() bool { return strings.Count(logs.String(), "msg=") > 0 && r.w.Health().Polls >= 30 })
@@ -140,7 +140,7 @@ func TestWatcherBlindnessIsNotSilence(t *testing.T) {
 	if !h.LastSuccess.IsZero() || !strings.Contains(h.LastError, "500") {
 		t.Errorf("health while blind = %+v", h)
 	}
-	if got := countKind(r.drain(), spot.KindSpotTerminate); got != 0 {
+	if got := countKind(r.drain(), instance.KindSpotTerminate); got != 0 {
 		t.Fatalf("a notice came through a 500")
 	}
 	if got := counts.get(imds.EndpointSpotAction, imds.ResultError); got < 5 {
@@ -148,7 +148,7 @@ func TestWatcherBlindnessIsNotSilence(t *testing.T) {
 	}
 
 	proxy.ClearFaults()
-	r.next(t, spot.KindSpotTerminate)
+	r.next(t, instance.KindSpotTerminate)
 	testenv.Eventually(t, "recovery", func() bool { return r.w.Health().ConsecutiveFails == 0 })
 	r.stop()
 	out := logs.String()

@@ -128,7 +128,7 @@ func (c *Client) Probe(ctx context.Context) error {
 		}
 		return fmt.Errorf("probe jenkins: %w", err)
 	}
-	drain(resp)
+	discardBody(resp)
 	switch {
 	case resp.StatusCode == http.StatusServiceUnavailable:
 		return fmt.Errorf("probe jenkins: GET /login answered %s: %w", resp.Status, ErrNotReady)
@@ -290,7 +290,7 @@ func (c *Client) postOnce(ctx context.Context, path string, form url.Values, mod
 	if err != nil {
 		return err
 	}
-	defer drain(resp)
+	defer discardBody(resp)
 	if resp.StatusCode == http.StatusFound || resp.StatusCode == http.StatusOK {
 		return nil
 	}
@@ -305,7 +305,7 @@ func (c *Client) crumb(ctx context.Context) (crumb, bool, error) {
 	if err != nil {
 		return crumb{}, false, err
 	}
-	defer drain(resp)
+	defer discardBody(resp)
 	if resp.StatusCode == http.StatusNotFound {
 		return crumb{}, false, nil
 	}
@@ -333,7 +333,7 @@ func (c *Client) getJSON(ctx context.Context, path string, query url.Values) ([]
 	if err != nil {
 		return nil, err
 	}
-	defer drain(resp)
+	defer discardBody(resp)
 	if resp.StatusCode != http.StatusOK {
 		return nil, c.statusError(resp, http.MethodGet, path, mode)
 	}
@@ -427,8 +427,8 @@ func permissionName(id string) string {
 	return id
 }
 
-// drain reads a little of what is left so the connection can be reused, then closes.
-func drain(resp *http.Response) {
+// discardBody reads a little of what is left so the connection can be reused, then closes.
+func discardBody(resp *http.Response) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
 }

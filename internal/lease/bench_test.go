@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
 // BenchmarkHandover measures a clean release by one holder to the acquisition by a
@@ -27,7 +27,7 @@ func BenchmarkHandover(b *testing.B) {
 		waiting := make(chan struct{}, 1)
 		done := make(chan error, 1)
 		go func() {
-			_, err := to.Acquire(ctx, func(spot.LeaseState) {
+			_, err := to.Acquire(ctx, func(status.LeaseState) {
 				select {
 				case waiting <- struct{}{}:
 				default:

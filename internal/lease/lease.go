@@ -22,7 +22,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
 // DirName is the directory, at the top of the home, that holds the lease files.
@@ -185,15 +185,15 @@ func decide(rec *Record, me string, now time.Time, skew time.Duration, gone tenu
 // Acquire takes the lease, waiting as long as ctx allows. waiting, if not nil, is
 // called when Acquire first finds the lease held by another instance and whenever the
 // holder or the expiry changes. An unreadable record is an error, not a takeover.
-func (l *Lease) Acquire(ctx context.Context, waiting func(spot.LeaseState)) (spot.LeaseState, error) {
+func (l *Lease) Acquire(ctx context.Context, waiting func(status.LeaseState)) (status.LeaseState, error) {
 	if fi, err := os.Stat(l.opts.Dir); err != nil || !fi.IsDir() {
 		if err == nil {
 			err = errors.New("not a directory")
 		}
-		return spot.LeaseState{}, fmt.Errorf("acquire lease: home %s: %v; is the file system mounted?", l.opts.Dir, err)
+		return status.LeaseState{}, fmt.Errorf("acquire lease: home %s: %v; is the file system mounted?", l.opts.Dir, err)
 	}
 	if err := os.Mkdir(l.dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-		return spot.LeaseState{}, fmt.Errorf("acquire lease: %w", err)
+		return status.LeaseState{}, fmt.Errorf("acquire lease: %w", err)
 	}
 	var (
 		gone     tenure
@@ -235,7 +235,7 @@ func (l *Lease) Acquire(ctx context.Context, waiting func(spot.LeaseState)) (spo
 			return writeRecord(l.recordPath, written)
 		})
 		if err != nil {
-			return spot.LeaseState{}, fmt.Errorf("acquire lease: %w", err)
+			return status.LeaseState{}, fmt.Errorf("acquire lease: %w", err)
 		}
 		if v != verdictWait {
 			l.mu.Lock()
@@ -280,7 +280,7 @@ func (l *Lease) Acquire(ctx context.Context, waiting func(spot.LeaseState)) (spo
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return spot.LeaseState{}, fmt.Errorf("acquire lease: still held by %s (epoch %d, expires %s): %w",
+			return status.LeaseState{}, fmt.Errorf("acquire lease: still held by %s (epoch %d, expires %s): %w",
 				rec.Holder, rec.Epoch, rec.Expires.Format(time.RFC3339), ctx.Err())
 		case <-t.C:
 		}
@@ -551,15 +551,15 @@ func (l *Lease) endLocked() {
 
 // State is this holder's view of the lease: Held as Held reports it, and the record as
 // last read or written.
-func (l *Lease) State() spot.LeaseState {
+func (l *Lease) State() status.LeaseState {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return spot.LeaseState{Held: l.heldLocked(), Holder: l.seen.Holder, Epoch: l.seen.Epoch, Expires: l.seen.Expires}
+	return status.LeaseState{Held: l.heldLocked(), Holder: l.seen.Holder, Epoch: l.seen.Epoch, Expires: l.seen.Expires}
 }
 
 // Peek reads the record as it is now, for status and preflight checks. Held means the
 // record keeps others out (not released, not expired). No record yields a zero state.
-func (l *Lease) Peek(ctx context.Context) (spot.LeaseState, error) {
+func (l *Lease) Peek(ctx context.Context) (status.LeaseState, error) {
 	var (
 		rec    Record
 		exists bool
@@ -570,16 +570,16 @@ func (l *Lease) Peek(ctx context.Context) (spot.LeaseState, error) {
 		return err
 	})
 	if err != nil {
-		return spot.LeaseState{}, fmt.Errorf("peek lease: %w", err)
+		return status.LeaseState{}, fmt.Errorf("peek lease: %w", err)
 	}
 	if !exists {
-		return spot.LeaseState{}, nil
+		return status.LeaseState{}, nil
 	}
 	return l.stateOf(rec, rec.live(l.opts.Now(), l.opts.ClockSkew)), nil
 }
 
-func (l *Lease) stateOf(rec Record, held bool) spot.LeaseState {
-	return spot.LeaseState{Held: held, Holder: rec.Holder, Epoch: rec.Epoch, Expires: rec.Expires}
+func (l *Lease) stateOf(rec Record, held bool) status.LeaseState {
+	return status.LeaseState{Held: held, Holder: rec.Holder, Epoch: rec.Epoch, Expires: rec.Expires}
 }
 
 // do runs file I/O in its own goroutine so that the caller gets control back when ctx

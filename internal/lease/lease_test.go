@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 	"golang.org/x/sys/unix"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
@@ -87,8 +87,8 @@ func TestExclusive(t *testing.T) {
 	if !st.Held || st.Holder != "i-a" || st.Epoch != 1 || !a.Held() {
 		t.Fatalf("A's state after Acquire = %+v, Held()=%v", st, a.Held())
 	}
-	var seen []spot.LeaseState
-	_, err = b.Acquire(ctxFor(t, 300*time.Millisecond), func(s spot.LeaseState) { seen = append(seen, s) })
+	var seen []status.LeaseState
+	_, err = b.Acquire(ctxFor(t, 300*time.Millisecond), func(s status.LeaseState) { seen = append(seen, s) })
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("B's Acquire while A holds = %v, want deadline exceeded", err)
 	}
@@ -120,12 +120,12 @@ func TestHandoverOnRelease(t *testing.T) {
 	waiting := make(chan struct{})
 	var once sync.Once
 	type result struct {
-		st  spot.LeaseState
+		st  status.LeaseState
 		err error
 	}
 	got := make(chan result, 1)
 	go func() {
-		st, err := b.Acquire(ctxFor(t, time.Minute), func(spot.LeaseState) { once.Do(func() { close(waiting) }) })
+		st, err := b.Acquire(ctxFor(t, time.Minute), func(status.LeaseState) { once.Do(func() { close(waiting) }) })
 		got <- result{st, err}
 	}()
 	<-waiting
@@ -163,8 +163,8 @@ func TestWaitsForExpiryWhenHolderVanished(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A never renews: it vanished.
-	var waited []spot.LeaseState
-	got, err := b.Acquire(ctxFor(t, time.Minute), func(s spot.LeaseState) { waited = append(waited, s) })
+	var waited []status.LeaseState
+	got, err := b.Acquire(ctxFor(t, time.Minute), func(s status.LeaseState) { waited = append(waited, s) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +226,7 @@ func TestAdoptsOwnLease(t *testing.T) {
 	// The agent restarts on the same instance: a new Lease with the same holder id.
 	var logs bytes.Buffer
 	again := newLease(t, dir, "i-a", func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
-	st2, err := again.Acquire(ctxFor(t, 5*time.Second), func(spot.LeaseState) { t.Error("adoption must not wait") })
+	st2, err := again.Acquire(ctxFor(t, 5*time.Second), func(status.LeaseState) { t.Error("adoption must not wait") })
 	if err != nil {
 		t.Fatal(err)
 	}

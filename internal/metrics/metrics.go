@@ -20,7 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
 const namespace = "jenkins_spot_agent"
@@ -37,15 +38,15 @@ const (
 // allKinds and allSteps pre-initialise the labelled counters: increase() in an
 // alert rule sees nothing when a series is born at 1, so every series must exist at
 // 0 before the first notice or failure.
-var allKinds = []spot.Kind{
-	spot.KindSpotTerminate, spot.KindSpotStop, spot.KindSpotHibernate, spot.KindRebalance,
-	spot.KindASGTerminated, spot.KindScheduledEvent, spot.KindSignal, spot.KindDrill,
+var allKinds = []instance.Kind{
+	instance.KindSpotTerminate, instance.KindSpotStop, instance.KindSpotHibernate, instance.KindRebalance,
+	instance.KindASGTerminated, instance.KindScheduledEvent, instance.KindSignal, instance.KindDrill,
 }
 
-var allSteps = []spot.Step{
-	spot.StepMount, spot.StepLease, spot.StepContainerStart, spot.StepJenkinsReady,
-	spot.StepDeregister, spot.StepQuietDown, spot.StepDrain, spot.StepContainerStop,
-	spot.StepLeaseRelease, spot.StepUnmount, spot.StepLifecycleComplete,
+var allSteps = []status.Step{
+	status.StepMount, status.StepLease, status.StepContainerStart, status.StepJenkinsReady,
+	status.StepDeregister, status.StepQuietDown, status.StepDrain, status.StepContainerStop,
+	status.StepLeaseRelease, status.StepUnmount, status.StepLifecycleComplete,
 }
 
 // stepBuckets spans a 10 ms lease renewal up to a five-minute Jenkins start, with
@@ -73,7 +74,7 @@ type Metrics struct {
 	// read as "finished with no time left" and fire the low-margin alert.
 	marginOnce sync.Once
 	phaseMu    sync.Mutex // concurrent SetPhase calls must not leave two phases at 1
-	current    spot.Phase
+	current    status.Phase
 }
 
 // New returns the agent's metrics with build info, Go runtime and process
@@ -138,7 +139,7 @@ func New(version, revision string) *Metrics {
 		m.stepDuration, m.stepFailures, m.runningBuilds, m.leaseHeld,
 	)
 
-	for _, p := range spot.Phases {
+	for _, p := range status.Phases {
 		m.phase.WithLabelValues(string(p))
 	}
 	for _, k := range allKinds {
@@ -165,9 +166,9 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
 func (m *Metrics) Handler() http.Handler { return m.handler }
 
 // SetPhase marks p as the current phase and clears the previous one. A phase
-// outside spot.Phases gets its own series, so a new phase shows up rather than
+// outside status.Phases gets its own series, so a new phase shows up rather than
 // vanishing.
-func (m *Metrics) SetPhase(p spot.Phase) {
+func (m *Metrics) SetPhase(p status.Phase) {
 	m.phaseMu.Lock()
 	defer m.phaseMu.Unlock()
 	if m.current != "" && m.current != p {
@@ -178,7 +179,7 @@ func (m *Metrics) SetPhase(p spot.Phase) {
 }
 
 // Notice counts one observed notice of kind k.
-func (m *Metrics) Notice(k spot.Kind) { m.notices.WithLabelValues(string(k)).Inc() }
+func (m *Metrics) Notice(k instance.Kind) { m.notices.WithLabelValues(string(k)).Inc() }
 
 // SetDeadline records the termination time being worked to; the zero time clears it.
 func (m *Metrics) SetDeadline(t time.Time) { m.setTimestamp(m.deadline, t) }
@@ -192,7 +193,7 @@ func (m *Metrics) IMDSRequest(endpoint, result string) {
 func (m *Metrics) IMDSSuccess(t time.Time) { m.setTimestamp(m.imdsSuccess, t) }
 
 // ObserveStep records how long a step took and counts it as failed when err is not nil.
-func (m *Metrics) ObserveStep(step spot.Step, d time.Duration, err error) {
+func (m *Metrics) ObserveStep(step status.Step, d time.Duration, err error) {
 	m.stepDuration.WithLabelValues(string(step)).Observe(d.Seconds())
 	if err != nil {
 		m.stepFailures.WithLabelValues(string(step)).Inc()

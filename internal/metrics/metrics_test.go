@@ -20,7 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
@@ -52,14 +53,14 @@ func runPromtool(t *testing.T, stdin []byte, args ...string) string {
 // exercised returns metrics with every series touched, so lint sees all of them.
 func exercised() *Metrics {
 	m := New("1.2.3", "abc123")
-	m.SetPhase(spot.PhaseServing)
-	m.Notice(spot.KindRebalance)
+	m.SetPhase(status.PhaseServing)
+	m.Notice(instance.KindRebalance)
 	m.SetDeadline(time.Unix(1700000000, 0))
 	m.IMDSRequest("spot/instance-action", IMDSResultNotFound)
 	m.IMDSRequest("spot/instance-action", IMDSResultError)
 	m.IMDSSuccess(time.Unix(1700000000, 500_000_000))
-	m.ObserveStep(spot.StepMount, 1200*time.Millisecond, nil)
-	m.ObserveStep(spot.StepDeregister, 3*time.Second, errors.New("throttled"))
+	m.ObserveStep(status.StepMount, 1200*time.Millisecond, nil)
+	m.ObserveStep(status.StepDeregister, 3*time.Second, errors.New("throttled"))
 	m.SetShutdownMargin(-2 * time.Second)
 	m.SetRunningBuilds(3)
 	m.SetLeaseHeld(true)
@@ -79,9 +80,9 @@ func TestLint(t *testing.T) {
 
 func TestValues(t *testing.T) {
 	m := exercised()
-	m.SetPhase(spot.PhaseDraining)
-	m.SetPhase(spot.PhaseStopped)
-	m.Notice(spot.KindRebalance)
+	m.SetPhase(status.PhaseDraining)
+	m.SetPhase(status.PhaseStopped)
+	m.Notice(instance.KindRebalance)
 	m.SetLeaseHeld(false)
 	m.SetDeadline(time.Time{})
 
@@ -131,11 +132,11 @@ jenkins_spot_agent_jenkins_running_builds 3
 		t.Error(err)
 	}
 
-	failures := testutil.ToFloat64(m.stepFailures.WithLabelValues(string(spot.StepDeregister)))
+	failures := testutil.ToFloat64(m.stepFailures.WithLabelValues(string(status.StepDeregister)))
 	if failures != 1 {
 		t.Errorf("deregister failures = %v, want 1", failures)
 	}
-	if got := testutil.ToFloat64(m.stepFailures.WithLabelValues(string(spot.StepMount))); got != 0 {
+	if got := testutil.ToFloat64(m.stepFailures.WithLabelValues(string(status.StepMount))); got != 0 {
 		t.Errorf("mount failures = %v, want 0 (it succeeded)", got)
 	}
 	if n := testutil.CollectAndCount(m.stepDuration); n != 2 {
@@ -147,8 +148,8 @@ jenkins_spot_agent_jenkins_running_builds 3
 // and every counter series present at 0, no shutdown margin.
 func TestFreshState(t *testing.T) {
 	m := New("dev", "unknown")
-	if n := testutil.CollectAndCount(m.phase); n != len(spot.Phases) {
-		t.Errorf("phase series = %d, want %d", n, len(spot.Phases))
+	if n := testutil.CollectAndCount(m.phase); n != len(status.Phases) {
+		t.Errorf("phase series = %d, want %d", n, len(status.Phases))
 	}
 	if n := testutil.CollectAndCount(m.notices); n != len(allKinds) {
 		t.Errorf("notice series = %d, want %d", n, len(allKinds))
@@ -330,14 +331,14 @@ func TestServeAddressInUse(t *testing.T) {
 func BenchmarkObserveStep(b *testing.B) {
 	m := New("dev", "unknown")
 	for b.Loop() {
-		m.ObserveStep(spot.StepDrain, 1500*time.Millisecond, nil)
+		m.ObserveStep(status.StepDrain, 1500*time.Millisecond, nil)
 	}
 }
 
 func BenchmarkSetPhase(b *testing.B) {
 	m := New("dev", "unknown")
 	for b.Loop() {
-		m.SetPhase(spot.PhaseServing)
+		m.SetPhase(status.PhaseServing)
 	}
 }
 
@@ -355,11 +356,11 @@ func BenchmarkScrape(b *testing.B) {
 func TestSetPhaseUnknown(t *testing.T) {
 	m := New("dev", "unknown")
 	m.SetPhase("upgrading")
-	m.SetPhase(spot.PhaseServing)
+	m.SetPhase(status.PhaseServing)
 	if got := testutil.ToFloat64(m.phase.WithLabelValues("upgrading")); got != 0 {
 		t.Errorf("previous unknown phase = %v, want 0", got)
 	}
-	if got := testutil.ToFloat64(m.phase.WithLabelValues(string(spot.PhaseServing))); got != 1 {
+	if got := testutil.ToFloat64(m.phase.WithLabelValues(string(status.PhaseServing))); got != 1 {
 		t.Errorf("serving = %v, want 1", got)
 	}
 }

@@ -13,7 +13,7 @@ import (
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/agent"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
@@ -65,7 +65,7 @@ func TestFailoverAfterFailedStop(t *testing.T) {
 		return s.home
 	})
 	p.s.notice(p.a)
-	if err := p.a.waitPhase(ctx, spot.PhaseStopped, p.s.opts.Budget+time.Minute); err != nil {
+	if err := p.a.waitPhase(ctx, status.PhaseStopped, p.s.opts.Budget+time.Minute); err != nil {
 		t.Fatalf("A's plan did not finish: %v", err)
 	}
 	// Well past the lease's expiry and allowance had A stopped renewing.
@@ -76,7 +76,7 @@ func TestFailoverAfterFailedStop(t *testing.T) {
 	if rep.Both {
 		t.Errorf("TWO JENKINS RAN AT ONCE: the sampler saw A's and B's running at %s", rep.FirstBoth.Format(time.StampMilli))
 	}
-	if ph := p.b.agent.Status().Phase; ph != spot.PhaseWaitingForLease {
+	if ph := p.b.agent.Status().Phase; ph != status.PhaseWaitingForLease {
 		t.Errorf("B is %s while A's Jenkins may still run; want it still waiting for the lease", ph)
 	}
 }
@@ -104,7 +104,7 @@ func TestFailoverAfterNotice(t *testing.T) {
 type pair struct {
 	s       *sim
 	log     *testLog
-	a, b    *instance
+	a, b    *host
 	sampler *sampler
 }
 
@@ -124,11 +124,11 @@ func newPair(t testing.TB, ctx context.Context, mode, exe string, setup func(t t
 	}
 	p := &pair{s: s, log: log}
 	p.a = p.launch(t, ctx, "A", idA, home)
-	if err := p.a.waitPhase(ctx, spot.PhaseServing, 2*time.Minute); err != nil {
+	if err := p.a.waitPhase(ctx, status.PhaseServing, 2*time.Minute); err != nil {
 		t.Fatalf("A did not reach serving: %v", err)
 	}
 	p.b = p.launch(t, ctx, "B", idB, s.home)
-	if err := p.b.waitPhase(ctx, spot.PhaseWaitingForLease, time.Minute); err != nil {
+	if err := p.b.waitPhase(ctx, status.PhaseWaitingForLease, time.Minute); err != nil {
 		t.Fatalf("B did not wait for the lease: %v", err)
 	}
 	p.sampler = startSampler(ctx, p.a, p.b)
@@ -136,7 +136,7 @@ func newPair(t testing.TB, ctx context.Context, mode, exe string, setup func(t t
 	return p
 }
 
-func (p *pair) launch(t testing.TB, ctx context.Context, name, id, home string) *instance {
+func (p *pair) launch(t testing.TB, ctx context.Context, name, id, home string) *host {
 	t.Helper()
 	in, err := p.s.launch(ctx, name, id, home)
 	if err != nil {
@@ -150,7 +150,7 @@ func (p *pair) launch(t testing.TB, ctx context.Context, name, id, home string) 
 // only after A's was last seen running.
 func (p *pair) takeover(t testing.TB, ctx context.Context) samples {
 	t.Helper()
-	if err := p.b.waitPhase(ctx, spot.PhaseServing, time.Minute); err != nil {
+	if err := p.b.waitPhase(ctx, status.PhaseServing, time.Minute); err != nil {
 		t.Fatalf("B did not take over: %v", err)
 	}
 	rep := p.sampler.stop()
@@ -169,10 +169,10 @@ func (p *pair) takeover(t testing.TB, ctx context.Context) samples {
 }
 
 // containerStartCall is when B's agent called the runtime to start Jenkins.
-func containerStartCall(t testing.TB, in *instance) time.Time {
+func containerStartCall(t testing.TB, in *host) time.Time {
 	t.Helper()
 	for _, ev := range in.eventsCopy() {
-		if ev.Step == spot.StepContainerStart && !ev.Done {
+		if ev.Step == status.StepContainerStart && !ev.Done {
 			return ev.At
 		}
 	}
@@ -221,7 +221,7 @@ func killScenario(t testing.TB, mode, exe string) killFigures {
 // crash ends an instance abruptly, as a SIGKILL of the whole instance would: renewals
 // stop, the agent stops without running its plan, and its Jenkins is killed. It returns
 // the moment renewals had stopped.
-func crash(t testing.TB, in *instance) time.Time {
+func crash(t testing.TB, in *host) time.Time {
 	t.Helper()
 	in.lease.crash(10 * time.Second)
 	at := time.Now()
@@ -304,8 +304,8 @@ func fenceScenario(t testing.TB, mode, exe string) fenceFigures {
 		if err == nil || !strings.Contains(err.Error(), "lease lost") {
 			t.Errorf("A's agent ended with %v, want a lease-lost error", err)
 		}
-		if ph := p.a.agent.Status().Phase; ph != spot.PhaseStopped {
-			t.Errorf("A's agent ended in phase %s, want %s", ph, spot.PhaseStopped)
+		if ph := p.a.agent.Status().Phase; ph != status.PhaseStopped {
+			t.Errorf("A's agent ended in phase %s, want %s", ph, status.PhaseStopped)
 		}
 	case <-time.After(time.Minute):
 		t.Errorf("A's agent did not end within a minute of B's takeover; it is %s", p.a.agent.Status().Phase)
@@ -360,22 +360,22 @@ func cleanScenario(t testing.TB, mode, exe string) cleanFigures {
 	defer cancel()
 	p := newPair(t, ctx, mode, exe, nil)
 	p.s.notice(p.a)
-	if err := p.a.waitPhase(ctx, spot.PhaseStopped, p.s.opts.Budget+time.Minute); err != nil {
+	if err := p.a.waitPhase(ctx, status.PhaseStopped, p.s.opts.Budget+time.Minute); err != nil {
 		t.Fatalf("A's plan did not finish: %v", err)
 	}
 	p.takeover(t, ctx)
 
-	var released, stopped, ready spot.Event
+	var released, stopped, ready status.Event
 	for _, ev := range p.a.eventsCopy() {
 		switch {
-		case ev.Step == spot.StepLeaseRelease && ev.Done:
+		case ev.Step == status.StepLeaseRelease && ev.Done:
 			released = ev
-		case ev.Step == spot.StepContainerStop && ev.Done:
+		case ev.Step == status.StepContainerStop && ev.Done:
 			stopped = ev
 		}
 	}
 	for _, ev := range p.b.eventsCopy() {
-		if ev.Step == spot.StepJenkinsReady && ev.Done && ready.At.IsZero() {
+		if ev.Step == status.StepJenkinsReady && ev.Done && ready.At.IsZero() {
 			ready = ev
 		}
 	}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/agent"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
 // observedLease is the real lease as one simulated instance holds it, plus what a
@@ -21,8 +21,8 @@ type observedLease struct {
 	goneOnce sync.Once
 
 	mu        sync.Mutex
-	waitedOn  spot.LeaseState // the record last seen held by another instance
-	acquired  time.Time       // when Acquire returned the lease
+	waitedOn  status.LeaseState // the record last seen held by another instance
+	acquired  time.Time         // when Acquire returned the lease
 	fences    []fenceRecord
 	holdEnded chan struct{} // closed when the running Hold returns; nil when none runs
 }
@@ -41,10 +41,10 @@ func newObservedLease(l *lease.Lease) *observedLease {
 }
 
 // Acquire takes the lease as the real one does, noting what it waited on.
-func (o *observedLease) Acquire(ctx context.Context, waiting func(spot.LeaseState)) (spot.LeaseState, error) {
+func (o *observedLease) Acquire(ctx context.Context, waiting func(status.LeaseState)) (status.LeaseState, error) {
 	ctx, cancel := o.alive(ctx)
 	defer cancel()
-	st, err := o.Lease.Acquire(ctx, func(s spot.LeaseState) {
+	st, err := o.Lease.Acquire(ctx, func(s status.LeaseState) {
 		o.mu.Lock()
 		o.waitedOn = s
 		o.mu.Unlock()
@@ -112,7 +112,7 @@ func (o *observedLease) crash(wait time.Duration) {
 
 // observation is a copy of what the lease saw.
 type observation struct {
-	WaitedOn spot.LeaseState
+	WaitedOn status.LeaseState
 	Acquired time.Time
 	Fences   []fenceRecord
 }

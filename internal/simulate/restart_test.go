@@ -7,7 +7,7 @@ import (
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/jenkins/jenkinstest"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
@@ -31,7 +31,7 @@ func TestRestartedAgentAdoptsLeaseAndJenkins(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.cleanup(first) })
-	if err := first.waitPhase(ctx, spot.PhaseServing, 2*time.Minute); err != nil {
+	if err := first.waitPhase(ctx, status.PhaseServing, 2*time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	before := homeState(t, s.home)
@@ -54,7 +54,7 @@ func TestRestartedAgentAdoptsLeaseAndJenkins(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.cleanup(second) })
-	if err := second.waitPhase(ctx, spot.PhaseServing, time.Minute); err != nil {
+	if err := second.waitPhase(ctx, status.PhaseServing, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	after := homeState(t, s.home)
@@ -75,7 +75,7 @@ func homeState(t *testing.T, home string) jenkinstest.HomeState {
 	return st
 }
 
-func peekLease(t *testing.T, home string) spot.LeaseState {
+func peekLease(t *testing.T, home string) status.LeaseState {
 	t.Helper()
 	l, err := lease.New(lease.Options{Dir: home, HolderID: "observer"})
 	if err != nil {

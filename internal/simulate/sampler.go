@@ -37,7 +37,7 @@ type samples struct {
 }
 
 // startSampler samples the instances' runtimes every 50 ms until stop.
-func startSampler(ctx context.Context, instances ...*instance) *sampler {
+func startSampler(ctx context.Context, instances ...*host) *sampler {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &sampler{cancel: cancel, rep: samples{
 		FirstRunning: make([]time.Time, len(instances)),
@@ -63,7 +63,7 @@ func startSampler(ctx context.Context, instances ...*instance) *sampler {
 // round asks every runtime once. The successors are asked first: a handover goes from
 // the earlier instance to the later one, so with this order a Jenkins that stopped
 // just before its successor started is never counted together with it.
-func (s *sampler) round(ctx context.Context, instances []*instance) {
+func (s *sampler) round(ctx context.Context, instances []*host) {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	running := 0
@@ -108,7 +108,7 @@ func (s *sampler) stop() samples {
 }
 
 // resumedPipelines are the Pipelines the successor's Jenkins found saved in the home.
-func resumedPipelines(b *instance) []string {
+func resumedPipelines(b *host) []string {
 	st, err := jenkinstest.ReadHomeState(b.homeDir)
 	if err != nil {
 		return nil

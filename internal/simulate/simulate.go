@@ -31,10 +31,11 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs/efstest"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds/imdstest"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/jenkins"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/metrics"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets/awstest"
 )
@@ -208,10 +209,10 @@ type sim struct {
 	ports    map[string]int // Jenkins host port by instance name
 }
 
-// instance is one emulated EC2 instance with its own agent.
-type instance struct {
+// host is one emulated EC2 instance with its own agent.
+type host struct {
 	name    string
-	id      spot.Identity
+	id      instance.Identity
 	imds    *imdstest.Server
 	agent   *agent.Agent
 	runtime agent.Runtime
@@ -223,8 +224,8 @@ type instance struct {
 	homeDir string // this instance's view of the home: the shared directory, or a mount of it
 
 	mu     sync.Mutex
-	events []spot.Event
-	phases chan spot.Phase
+	events []status.Event
+	phases chan status.Phase
 }
 
 func (s *sim) run(ctx context.Context) (*Summary, error) {
@@ -235,12 +236,12 @@ func (s *sim) run(ctx context.Context) (*Summary, error) {
 		return nil, err
 	}
 	defer s.cleanup(a)
-	if err := a.waitPhase(ctx, spot.PhaseServing, 3*time.Minute); err != nil {
+	if err := a.waitPhase(ctx, status.PhaseServing, 3*time.Minute); err != nil {
 		return nil, fmt.Errorf("instance A did not reach serving: %w", err)
 	}
 	builds := s.startBuilds(ctx, a)
 
-	var b *instance
+	var b *host
 	var sampler *sampler
 	if s.opts.Failover {
 		b, err = s.launch(ctx, "B", "i-0bbbbbbbbbbbbbbb2", s.home)
@@ -248,7 +249,7 @@ func (s *sim) run(ctx context.Context) (*Summary, error) {
 			return nil, err
 		}
 		defer s.cleanup(b)
-		if err := b.waitPhase(ctx, spot.PhaseWaitingForLease, time.Minute); err != nil {
+		if err := b.waitPhase(ctx, status.PhaseWaitingForLease, time.Minute); err != nil {
 			return nil, fmt.Errorf("instance B did not wait for the lease: %w", err)
 		}
 		s.sum.WaitingSeenOnB = true
@@ -262,11 +263,11 @@ func (s *sim) run(ctx context.Context) (*Summary, error) {
 	s.sum.BuildsAtNotice = builds
 	s.notice(a)
 
-	if err := a.waitPhase(ctx, spot.PhaseStopped, s.opts.Budget+time.Minute); err != nil {
+	if err := a.waitPhase(ctx, status.PhaseStopped, s.opts.Budget+time.Minute); err != nil {
 		return nil, fmt.Errorf("instance A's plan did not finish: %w", err)
 	}
 	if b != nil {
-		if err := b.waitPhase(ctx, spot.PhaseServing, 3*time.Minute); err != nil {
+		if err := b.waitPhase(ctx, status.PhaseServing, 3*time.Minute); err != nil {
 			return nil, fmt.Errorf("instance B did not take over: %w", err)
 		}
 		s.sum.BothRanAtOnce = sampler.stop().Both
@@ -277,7 +278,7 @@ func (s *sim) run(ctx context.Context) (*Summary, error) {
 
 // notice makes A's Spot interruption notice visible in its IMDS, with the termination
 // time Budget away, and pends the Auto Scaling group's termination hook for it.
-func (s *sim) notice(a *instance) {
+func (s *sim) notice(a *host) {
 	termination := time.Now().Add(s.opts.Budget)
 	s.mu.Lock()
 	s.noticeAt = time.Now()
@@ -291,11 +292,11 @@ func (s *sim) notice(a *instance) {
 // launch starts one instance's agent against its own IMDS emulator. home is where this
 // instance sees JENKINS_HOME: the shared directory, or another path onto it (a fault
 // scenario gives one instance a view that it alone loses).
-func (s *sim) launch(ctx context.Context, name, instanceID, home string) (*instance, error) {
-	in := &instance{
+func (s *sim) launch(ctx context.Context, name, instanceID, home string) (*host, error) {
+	in := &host{
 		name:    name,
-		id:      spot.Identity{InstanceID: instanceID, AvailabilityZone: "us-east-1a", AZID: "use1-az6", Region: "us-east-1", Lifecycle: "spot", AutoScalingGroup: GroupName},
-		phases:  make(chan spot.Phase, 32),
+		id:      instance.Identity{InstanceID: instanceID, AvailabilityZone: "us-east-1a", AZID: "use1-az6", Region: "us-east-1", Market: "spot", AutoScalingGroup: GroupName},
+		phases:  make(chan status.Phase, 32),
 		done:    make(chan error, 1),
 		homeDir: home,
 	}
@@ -354,16 +355,16 @@ func (s *sim) launch(ctx context.Context, name, instanceID, home string) (*insta
 	deps := agent.Deps{
 		Metadata: md,
 		Watcher:  imds.NewWatcher(md, imds.WatchOptions{PollInterval: cfg.Interruption.PollInterval.D(), Logger: s.opts.Logger}),
-		NewMounter: func(spot.Identity) (agent.Mounter, error) {
+		NewMounter: func(instance.Identity) (agent.Mounter, error) {
 			return efstest.NewDir(home, FileSystemID), nil
 		},
-		NewLease: func(id spot.Identity, mountPoint string) (agent.Lease, error) {
+		NewLease: func(id instance.Identity, mountPoint string) (agent.Lease, error) {
 			if id.InstanceID != instanceID || mountPoint != home {
 				return nil, fmt.Errorf("lease for %s on %s, but instance %s sees the home at %s", id.InstanceID, mountPoint, instanceID, home)
 			}
 			return in.lease, nil
 		},
-		NewTargets: func(ctx context.Context, id spot.Identity) (agent.Targets, error) {
+		NewTargets: func(ctx context.Context, id instance.Identity) (agent.Targets, error) {
 			return targets.New(ctx, targets.Options{
 				Region: id.Region, TargetGroups: []targets.TargetGroup{{ARN: TargetGroupARN, Port: 8080}},
 				Discover: true, LifecycleHook: HookName, CallTimeout: 5 * time.Second,
@@ -378,7 +379,7 @@ func (s *sim) launch(ctx context.Context, name, instanceID, home string) (*insta
 		Config: cfg, Deps: deps, Logger: s.opts.Logger.With("instance", name),
 		DefaultBudget: s.opts.Budget,
 		BootID:        "simulate-" + instanceID,
-		OnEvent:       func(ev spot.Event) { s.event(in, ev) },
+		OnEvent:       func(ev status.Event) { s.event(in, ev) },
 	})
 	if err != nil {
 		return nil, err
@@ -477,7 +478,7 @@ func removeImage(ctx context.Context, ref string) error {
 
 // startBuilds starts a freestyle build that outlives the notice by a few seconds and a
 // Pipeline that runs until Jenkins stops (it is saved and resumed by the successor).
-func (s *sim) startBuilds(ctx context.Context, in *instance) int {
+func (s *sim) startBuilds(ctx context.Context, in *host) int {
 	n := 0
 	for _, job := range []string{buildJob, pipelineJob} {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, in.url+"/job/"+job+"/build", nil)
@@ -498,7 +499,7 @@ func (s *sim) startBuilds(ctx context.Context, in *instance) int {
 
 // cleanup ends an instance: its agent, its lease renewals (the agent leaves them running
 // when its context ends, as the process exit would end them), its Jenkins, its IMDS.
-func (s *sim) cleanup(in *instance) {
+func (s *sim) cleanup(in *host) {
 	in.cancel()
 	select {
 	case <-in.done:
@@ -516,7 +517,7 @@ func (s *sim) cleanup(in *instance) {
 }
 
 // event records and prints one timeline line.
-func (s *sim) event(in *instance, ev spot.Event) {
+func (s *sim) event(in *host, ev status.Event) {
 	in.mu.Lock()
 	in.events = append(in.events, ev)
 	in.mu.Unlock()
@@ -562,7 +563,7 @@ func (s *sim) say(format string, args ...any) {
 }
 
 // waitPhase waits until the instance reports phase p.
-func (in *instance) waitPhase(ctx context.Context, p spot.Phase, timeout time.Duration) error {
+func (in *host) waitPhase(ctx context.Context, p status.Phase, timeout time.Duration) error {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	if in.agent.Status().Phase == p {
@@ -588,32 +589,32 @@ func (in *instance) waitPhase(ctx context.Context, p spot.Phase, timeout time.Du
 	}
 }
 
-func (in *instance) eventsCopy() []spot.Event {
+func (in *host) eventsCopy() []status.Event {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return append([]spot.Event(nil), in.events...)
+	return append([]status.Event(nil), in.events...)
 }
 
 // summarize derives the closing figures from the timelines and the doubles' records.
-func (s *sim) summarize(a, b *instance) {
+func (s *sim) summarize(a, b *host) {
 	evs := a.eventsCopy()
 	var planStart time.Time
 	for _, ev := range evs {
-		if ev.Notice != nil && planStart.IsZero() && ev.Notice.Kind == spot.KindSpotTerminate {
+		if ev.Notice != nil && planStart.IsZero() && ev.Notice.Kind == instance.KindSpotTerminate {
 			planStart = ev.At
 		}
 	}
 	s.sum.Detection = planStart.Sub(s.noticeAt)
-	done := func(st spot.Step) (spot.Event, bool) {
+	done := func(st status.Step) (status.Event, bool) {
 		for i := len(evs) - 1; i >= 0; i-- {
 			if evs[i].Step == st && evs[i].Done && !evs[i].At.Before(planStart) {
 				return evs[i], true
 			}
 		}
-		return spot.Event{}, false
+		return status.Event{}, false
 	}
-	for _, st := range []spot.Step{spot.StepDeregister, spot.StepQuietDown, spot.StepDrain, spot.StepContainerStop,
-		spot.StepLeaseRelease, spot.StepUnmount, spot.StepLifecycleComplete} {
+	for _, st := range []status.Step{status.StepDeregister, status.StepQuietDown, status.StepDrain, status.StepContainerStop,
+		status.StepLeaseRelease, status.StepUnmount, status.StepLifecycleComplete} {
 		ev, ok := done(st)
 		if !ok {
 			s.sum.FailedSteps = append(s.sum.FailedSteps, string(st)+": did not run")
@@ -623,15 +624,15 @@ func (s *sim) summarize(a, b *instance) {
 			s.sum.FailedSteps = append(s.sum.FailedSteps, string(st)+": "+ev.Err)
 		}
 		switch st {
-		case spot.StepDeregister:
+		case status.StepDeregister:
 			s.sum.Deregister = ev.At.Sub(planStart)
-		case spot.StepQuietDown:
+		case status.StepQuietDown:
 			s.sum.QuietDown = ev.At.Sub(planStart)
-		case spot.StepDrain:
+		case status.StepDrain:
 			s.sum.Drain = ev.Duration
-		case spot.StepContainerStop:
+		case status.StepContainerStop:
 			s.sum.ContainerStop = ev.Duration
-		case spot.StepLifecycleComplete:
+		case status.StepLifecycleComplete:
 			s.sum.PlanTotal = ev.At.Sub(planStart)
 		}
 	}
@@ -649,16 +650,16 @@ func (s *sim) summarize(a, b *instance) {
 	if b == nil {
 		return
 	}
-	released, _ := done(spot.StepLeaseRelease)
+	released, _ := done(status.StepLeaseRelease)
 	stopBegan := time.Time{}
-	if ev, ok := done(spot.StepContainerStop); ok {
+	if ev, ok := done(status.StepContainerStop); ok {
 		stopBegan = ev.At.Add(-ev.Duration)
 	}
 	for _, ev := range b.eventsCopy() {
-		if ev.Step == spot.StepContainerStart && !ev.Done && s.sum.Handover == 0 {
+		if ev.Step == status.StepContainerStart && !ev.Done && s.sum.Handover == 0 {
 			s.sum.Handover = ev.At.Sub(released.At)
 		}
-		if ev.Step == spot.StepJenkinsReady && ev.Done && s.sum.Downtime == 0 {
+		if ev.Step == status.StepJenkinsReady && ev.Done && s.sum.Downtime == 0 {
 			s.sum.Downtime = ev.At.Sub(stopBegan)
 		}
 	}

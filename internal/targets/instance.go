@@ -9,13 +9,16 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 )
 
-// goneStates are the EC2 states of an instance that runs no Jenkins any more. stopping
-// is not one: its operating system may still be flushing writes.
-var goneStates = map[string]bool{"shutting-down": true, "terminated": true, "stopped": true}
+// stateTerminated is the only EC2 state of an instance that can never write again.
+// shutting-down is not: its operating system may still be stopping Jenkins and flushing
+// writes. stopped is not either: a hibernated instance is stopped, and when it resumes,
+// its Jenkins goes on writing from memory at once.
+const stateTerminated = "terminated"
 
-// InstanceTerminated reports whether EC2 says the instance is gone or going (shutting
-// down, terminated, stopped, or unknown to EC2), so that a lease it holds can be taken
-// over without waiting for it to expire.
+// InstanceTerminated reports whether EC2 says the instance is terminated (or no longer
+// knows it: terminated instances drop out of DescribeInstances after a while), so that
+// a lease it holds can be taken over without waiting for it to expire. Any other state,
+// shutting-down and stopped included, is false.
 func (c *Client) InstanceTerminated(ctx context.Context, instanceID string) (bool, error) {
 	if instanceID == "" {
 		return false, errors.New("describe instance: the instance id is empty")
@@ -34,7 +37,7 @@ func (c *Client) InstanceTerminated(ctx context.Context, instanceID string) (boo
 			if aws.ToString(inst.InstanceId) != instanceID || inst.State == nil {
 				continue
 			}
-			return goneStates[string(inst.State.Name)], nil
+			return string(inst.State.Name) == stateTerminated, nil
 		}
 	}
 	// Terminated instances drop out of DescribeInstances after a while.

@@ -11,7 +11,7 @@ import (
 	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 )
 
 // Check is one row of the preflight table.
@@ -37,7 +37,7 @@ const probeToken = "00000000-0000-0000-0000-000000000000"
 // CheckPermissions proves, with calls that change nothing, each permission that Discover,
 // Deregister, Register and CompleteLifecycle will need for this instance: one row per action and
 // target group. The cache of Discover is left as it is.
-func (c *Client) CheckPermissions(ctx context.Context, id spot.Identity) []Check {
+func (c *Client) CheckPermissions(ctx context.Context, id instance.Identity) []Check {
 	var rows []Check
 	asg := id.AutoScalingGroup
 	var discovered []string
@@ -96,7 +96,7 @@ func (c *Client) CheckPermissions(ctx context.Context, id spot.Identity) []Check
 
 // CheckInstanceState proves ec2:DescribeInstances, needed only to take a lease over from
 // a terminated holder, by describing this instance.
-func (c *Client) CheckInstanceState(ctx context.Context, id spot.Identity) Check {
+func (c *Client) CheckInstanceState(ctx context.Context, id instance.Identity) Check {
 	row := Check{Name: "ec2:DescribeInstances"}
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()

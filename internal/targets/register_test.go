@@ -13,7 +13,7 @@ import (
 	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets/awstest"
 )
 
@@ -48,23 +48,23 @@ func TestRegisterPutsTheInstanceBackInEveryGroup(t *testing.T) {
 			srv := world(t)
 			srv.SetDeregistrationDelay(tc.delay)
 			c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}}, Discover: true})
-			if err := c.Discover(t.Context(), spot.Identity{InstanceID: instance}); err != nil {
+			if err := c.Discover(t.Context(), instance.Identity{InstanceID: instanceID}); err != nil {
 				t.Fatalf("Discover: %v", err)
 			}
-			if err := c.Deregister(t.Context(), instance); err != nil {
+			if err := c.Deregister(t.Context(), instanceID); err != nil {
 				t.Fatalf("Deregister: %v", err)
 			}
 			for _, arn := range []string{tgA, tgB, tgC} {
-				if got := srv.TargetState(arn, instance); got != tc.after {
+				if got := srv.TargetState(arn, instanceID); got != tc.after {
 					t.Fatalf("%s: state %q after Deregister, want %q", arn, got, tc.after)
 				}
 			}
 
-			inParallelToEveryGroup(t, srv, "RegisterTargets", func(ctx context.Context) error { return c.Register(ctx, instance) })
+			inParallelToEveryGroup(t, srv, "RegisterTargets", func(ctx context.Context) error { return c.Register(ctx, instanceID) })
 			want := map[string][]string{
-				tgA: {instance + ":8080:healthy"},
-				tgB: {instance + ":8080:healthy", "i-0fedcba9876543210:8080:healthy"},
-				tgC: {instance + ":8080:healthy", "i-0fedcba9876543210:8080:healthy"},
+				tgA: {instanceID + ":8080:healthy"},
+				tgB: {instanceID + ":8080:healthy", "i-0fedcba9876543210:8080:healthy"},
+				tgC: {instanceID + ":8080:healthy", "i-0fedcba9876543210:8080:healthy"},
 			}
 			for arn, w := range want {
 				if got := health(t, c, arn); !slices.Equal(got, w) {
@@ -73,7 +73,7 @@ func TestRegisterPutsTheInstanceBackInEveryGroup(t *testing.T) {
 			}
 
 			// Registering a registered target succeeds and changes nothing.
-			if err := c.Register(t.Context(), instance); err != nil {
+			if err := c.Register(t.Context(), instanceID); err != nil {
 				t.Fatalf("second Register: %v", err)
 			}
 			for arn, w := range want {
@@ -88,14 +88,14 @@ func TestRegisterPutsTheInstanceBackInEveryGroup(t *testing.T) {
 func TestRegisterNamesAMissingTargetGroup(t *testing.T) {
 	srv := world(t)
 	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgGone, Port: 8080}, {ARN: tgA, Port: 8080}}})
-	if err := c.Deregister(t.Context(), instance); err == nil {
+	if err := c.Deregister(t.Context(), instanceID); err == nil {
 		t.Fatal("Deregister succeeded with a deleted target group")
 	}
-	err := c.Register(t.Context(), instance)
+	err := c.Register(t.Context(), instanceID)
 	if err == nil {
 		t.Fatal("Register succeeded with a deleted target group")
 	}
-	if !strings.Contains(err.Error(), "register "+instance+": target group "+tgGone+" not found") {
+	if !strings.Contains(err.Error(), "register "+instanceID+": target group "+tgGone+" not found") {
 		t.Errorf("error %q does not name the missing group", err)
 	}
 	if strings.Contains(err.Error(), tgA) {
@@ -105,7 +105,7 @@ func TestRegisterNamesAMissingTargetGroup(t *testing.T) {
 	if !errors.As(err, &nf) {
 		t.Errorf("error %v does not unwrap to TargetGroupNotFoundException", err)
 	}
-	if got := srv.TargetState(tgA, instance); got != awstest.StateHealthy {
+	if got := srv.TargetState(tgA, instanceID); got != awstest.StateHealthy {
 		t.Errorf("the existing group's target is %q, want healthy despite the other failing", got)
 	}
 }
@@ -113,36 +113,36 @@ func TestRegisterNamesAMissingTargetGroup(t *testing.T) {
 func TestRegisterAccessDeniedNamesTheGrant(t *testing.T) {
 	srv := world(t)
 	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}}})
-	if err := c.Deregister(t.Context(), instance); err != nil {
+	if err := c.Deregister(t.Context(), instanceID); err != nil {
 		t.Fatalf("Deregister: %v", err)
 	}
 	srv.Deny("RegisterTargets")
-	err := c.Register(t.Context(), instance)
+	err := c.Register(t.Context(), instanceID)
 	if err == nil || !strings.Contains(err.Error(), "add elasticloadbalancing:RegisterTargets on "+tgA+" to the instance role") {
 		t.Fatalf("Register error = %v, want the missing grant named", err)
 	}
-	if !strings.Contains(err.Error(), "register "+instance+" in target group "+tgA) {
+	if !strings.Contains(err.Error(), "register "+instanceID+" in target group "+tgA) {
 		t.Errorf("error %q does not name the target group", err)
 	}
 	calls := srv.CallsOf("RegisterTargets")
 	if len(calls) != 1 || calls[0].Code != "AccessDenied" {
 		t.Errorf("RegisterTargets calls = %+v, want one answered AccessDenied (not retried)", calls)
 	}
-	if got := srv.TargetState(tgA, instance); got != awstest.StateDraining {
+	if got := srv.TargetState(tgA, instanceID); got != awstest.StateDraining {
 		t.Errorf("target state %q, want still draining", got)
 	}
 }
 
 func TestRegisterRefusedTargetSaysWhy(t *testing.T) {
 	srv := world(t)
-	srv.SetInstanceState(instance, "stopped")
+	srv.SetInstanceState(instanceID, "stopped")
 	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 9090}}})
-	err := c.Register(t.Context(), instance)
+	err := c.Register(t.Context(), instanceID)
 	var it *elbtypes.InvalidTargetException
 	if !errors.As(err, &it) || !strings.Contains(err.Error(), "use a target group of target type instance") {
 		t.Fatalf("Register error = %v, want InvalidTarget with what to do", err)
 	}
-	if got := health(t, c, tgA); !slices.Equal(got, []string{instance + ":8080:healthy"}) {
+	if got := health(t, c, tgA); !slices.Equal(got, []string{instanceID + ":8080:healthy"}) {
 		t.Errorf("targets %v: a refused registration added one", got)
 	}
 }
@@ -153,7 +153,7 @@ func TestRegisterGivesUpAtTheCallTimeout(t *testing.T) {
 	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}}, CallTimeout: 200 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	err := c.Register(ctx, instance)
+	err := c.Register(ctx, instanceID)
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), tgA) {
 		t.Fatalf("Register error = %v, want a deadline exceeded naming %s", err, tgA)
 	}
@@ -165,7 +165,7 @@ func TestRegisterGivesUpAtTheCallTimeout(t *testing.T) {
 func TestRegisterWithoutGroupsOrInstance(t *testing.T) {
 	srv := newServer(t)
 	c := newClient(t, srv, Options{})
-	if err := c.Register(t.Context(), instance); err != nil {
+	if err := c.Register(t.Context(), instanceID); err != nil {
 		t.Fatalf("Register: %v", err)
 	}
 	if err := c.Register(t.Context(), ""); err == nil || !strings.Contains(err.Error(), "instance id is empty") {
@@ -184,21 +184,21 @@ func TestCheckPermissionsRegisterRow(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		targets    []awstest.Target
-		deregister bool // the agent deregistered the instance before (a drill)
+		deregister bool // the agent deregistered the instanceID before (a drill)
 		deny       bool // RegisterTargets is refused
 	}{
-		{name: "healthy", targets: []awstest.Target{{ID: instance}, {ID: other}}},
-		{name: "healthy and denied", targets: []awstest.Target{{ID: instance}}, deny: true},
-		{name: "draining after a drill", targets: []awstest.Target{{ID: instance}, {ID: other}}, deregister: true},
+		{name: "healthy", targets: []awstest.Target{{ID: instanceID}, {ID: other}}},
+		{name: "healthy and denied", targets: []awstest.Target{{ID: instanceID}}, deny: true},
+		{name: "draining after a drill", targets: []awstest.Target{{ID: instanceID}, {ID: other}}, deregister: true},
 		{name: "never registered, and denied", targets: []awstest.Target{{ID: other}}, deny: true},
-		{name: "registered but still initial", targets: []awstest.Target{{ID: instance, State: "initial"}}},
+		{name: "registered but still initial", targets: []awstest.Target{{ID: instanceID, State: "initial"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newServer(t)
 			srv.AddTargetGroup(tgA, tc.targets...)
 			c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA}}})
 			if tc.deregister {
-				if err := c.Deregister(t.Context(), instance); err != nil {
+				if err := c.Deregister(t.Context(), instanceID); err != nil {
 					t.Fatalf("Deregister: %v", err)
 				}
 			}
@@ -207,7 +207,7 @@ func TestCheckPermissionsRegisterRow(t *testing.T) {
 			}
 			before := health(t, c, tgA)
 
-			rows := c.CheckPermissions(t.Context(), spot.Identity{InstanceID: instance})
+			rows := c.CheckPermissions(t.Context(), instance.Identity{InstanceID: instanceID})
 			var row Check
 			for _, r := range rows {
 				if r.Name == "elasticloadbalancing:RegisterTargets "+tgA {
@@ -243,16 +243,16 @@ func BenchmarkRegister(b *testing.B) {
 	srv := newServer(b)
 	groups := []TargetGroup{{ARN: tgA, Port: 8080}, {ARN: tgB, Port: 8080}, {ARN: tgC, Port: 8080}}
 	for _, tg := range groups {
-		srv.AddTargetGroup(tg.ARN, awstest.Target{ID: instance})
+		srv.AddTargetGroup(tg.ARN, awstest.Target{ID: instanceID})
 	}
 	c := newClient(b, srv, Options{TargetGroups: groups})
 	for b.Loop() {
 		b.StopTimer()
-		if err := c.Deregister(b.Context(), instance); err != nil {
+		if err := c.Deregister(b.Context(), instanceID); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		if err := c.Register(b.Context(), instance); err != nil {
+		if err := c.Register(b.Context(), instanceID); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -23,7 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 )
 
 // DefaultCallTimeout bounds one API call (its retries included) when Options leaves
@@ -177,7 +177,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 // asking Auto Scaling) when discovery or a lifecycle hook needs it, and caches the
 // configured target groups together with the group's. An instance outside any group is
 // no error. On error the configured target groups stay in force.
-func (c *Client) Discover(ctx context.Context, id spot.Identity) error {
+func (c *Client) Discover(ctx context.Context, id instance.Identity) error {
 	if id.InstanceID == "" {
 		return errors.New("discover target groups: the instance id is unknown")
 	}
@@ -231,7 +231,7 @@ type group struct {
 
 // findGroup resolves the instance's Auto Scaling group and, when discovering, its target
 // groups. It changes nothing cached, so preflight can use it too.
-func (c *Client) findGroup(ctx context.Context, id spot.Identity) (group, error) {
+func (c *Client) findGroup(ctx context.Context, id instance.Identity) (group, error) {
 	g := group{name: id.AutoScalingGroup}
 	if g.name == "" {
 		cctx, cancel := c.callContext(ctx)

@@ -16,7 +16,7 @@ import (
 	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets/awstest"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
@@ -24,7 +24,7 @@ import (
 
 const (
 	region   = "us-east-1"
-	instance = "i-0123456789abcdef0"
+	instanceID = "i-0123456789abcdef0"
 	asgName  = "jenkins-asg"
 	hook     = "drain-jenkins"
 	tgA      = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/jenkins-a/0123456789abcdef"
@@ -83,8 +83,8 @@ func newServer(t testing.TB) *awstest.Server {
 // configured only.
 func world(t testing.TB) *awstest.Server {
 	srv := newServer(t)
-	srv.AddTargetGroup(tgA, awstest.Target{ID: instance})
-	srv.AddAutoScalingGroup(asgName, []string{instance, "i-0fedcba9876543210"}, []string{tgB, tgC}, hook)
+	srv.AddTargetGroup(tgA, awstest.Target{ID: instanceID})
+	srv.AddAutoScalingGroup(asgName, []string{instanceID, "i-0fedcba9876543210"}, []string{tgB, tgC}, hook)
 	return srv
 }
 
@@ -94,7 +94,7 @@ func TestDiscoverFindsTheGroupsOfTheAutoScalingGroup(t *testing.T) {
 		TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}, {ARN: tgC, Port: 8080}},
 		Discover:     true,
 	})
-	if err := c.Discover(t.Context(), spot.Identity{InstanceID: instance}); err != nil {
+	if err := c.Discover(t.Context(), instance.Identity{InstanceID: instanceID}); err != nil {
 		t.Fatalf("Discover: %v", err)
 	}
 	want := []TargetGroup{{tgA, 8080}, {tgC, 8080}, {tgB, 0}}
@@ -116,7 +116,7 @@ func TestDiscoverFindsTheGroupsOfTheAutoScalingGroup(t *testing.T) {
 func TestDiscoverUsesTheGroupFromTheInstanceTag(t *testing.T) {
 	srv := world(t)
 	c := newClient(t, srv, Options{Discover: true})
-	if err := c.Discover(t.Context(), spot.Identity{InstanceID: instance, AutoScalingGroup: asgName}); err != nil {
+	if err := c.Discover(t.Context(), instance.Identity{InstanceID: instanceID, AutoScalingGroup: asgName}); err != nil {
 		t.Fatalf("Discover: %v", err)
 	}
 	if n := len(srv.CallsOf("DescribeAutoScalingInstances")); n != 0 {
@@ -129,9 +129,9 @@ func TestDiscoverUsesTheGroupFromTheInstanceTag(t *testing.T) {
 
 func TestDiscoverOutsideAnyGroupKeepsTheConfiguredOnes(t *testing.T) {
 	srv := newServer(t)
-	srv.AddTargetGroup(tgA, awstest.Target{ID: instance})
+	srv.AddTargetGroup(tgA, awstest.Target{ID: instanceID})
 	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA}}, Discover: true})
-	if err := c.Discover(t.Context(), spot.Identity{InstanceID: instance}); err != nil {
+	if err := c.Discover(t.Context(), instance.Identity{InstanceID: instanceID}); err != nil {
 		t.Fatalf("Discover: %v", err)
 	}
 	if got, want := c.TargetGroups(), []TargetGroup{{tgA, 0}}; !slices.Equal(got, want) {
@@ -148,7 +148,7 @@ func TestDiscoverOutsideAnyGroupKeepsTheConfiguredOnes(t *testing.T) {
 func TestDiscoverDisabledCallsNothing(t *testing.T) {
 	srv := world(t)
 	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}}})
-	if err := c.Discover(t.Context(), spot.Identity{InstanceID: instance}); err != nil {
+	if err := c.Discover(t.Context(), instance.Identity{InstanceID: instanceID}); err != nil {
 		t.Fatalf("Discover: %v", err)
 	}
 	if calls := srv.Calls(); len(calls) != 0 {
@@ -163,7 +163,7 @@ func TestDiscoverErrorKeepsConfiguredGroupsAndNamesTheGrant(t *testing.T) {
 	srv := world(t)
 	srv.Deny("DescribeAutoScalingGroups")
 	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}}, Discover: true})
-	err := c.Discover(t.Context(), spot.Identity{InstanceID: instance, AutoScalingGroup: asgName})
+	err := c.Discover(t.Context(), instance.Identity{InstanceID: instanceID, AutoScalingGroup: asgName})
 	if err == nil || !strings.Contains(err.Error(), "add autoscaling:DescribeAutoScalingGroups on * to the instance role") {
 		t.Fatalf("Discover error = %v, want one naming the missing grant", err)
 	}
@@ -178,13 +178,13 @@ func TestDiscoverErrorKeepsConfiguredGroupsAndNamesTheGrant(t *testing.T) {
 func TestDeregisterDrainsConfiguredAndDiscoveredGroupsInParallel(t *testing.T) {
 	srv := world(t)
 	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}}, Discover: true})
-	if err := c.Discover(t.Context(), spot.Identity{InstanceID: instance}); err != nil {
+	if err := c.Discover(t.Context(), instance.Identity{InstanceID: instanceID}); err != nil {
 		t.Fatalf("Discover: %v", err)
 	}
 
-	inParallelToEveryGroup(t, srv, "DeregisterTargets", func(ctx context.Context) error { return c.Deregister(ctx, instance) })
+	inParallelToEveryGroup(t, srv, "DeregisterTargets", func(ctx context.Context) error { return c.Deregister(ctx, instanceID) })
 	for _, arn := range []string{tgA, tgB, tgC} {
-		if got := srv.TargetState(arn, instance); got != awstest.StateDraining {
+		if got := srv.TargetState(arn, instanceID); got != awstest.StateDraining {
 			t.Errorf("%s: target state %q, want draining", arn, got)
 		}
 	}
@@ -195,7 +195,7 @@ func TestDeregisterDrainsConfiguredAndDiscoveredGroupsInParallel(t *testing.T) {
 	// The SDK reads the draining state back through DescribeTargetHealth.
 	out, err := c.elb.DescribeTargetHealth(t.Context(), &elbv2.DescribeTargetHealthInput{
 		TargetGroupArn: aws.String(tgB),
-		Targets:        []elbtypes.TargetDescription{{Id: aws.String(instance)}},
+		Targets:        []elbtypes.TargetDescription{{Id: aws.String(instanceID)}},
 	})
 	if err != nil {
 		t.Fatalf("DescribeTargetHealth: %v", err)
@@ -213,7 +213,7 @@ func TestDeregisterRetriesThrottling(t *testing.T) {
 	srv := world(t)
 	srv.FailNext("DeregisterTargets", "Throttling", 2)
 	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}}})
-	if err := c.Deregister(t.Context(), instance); err != nil {
+	if err := c.Deregister(t.Context(), instanceID); err != nil {
 		t.Fatalf("Deregister: %v", err)
 	}
 	var codes []string
@@ -223,7 +223,7 @@ func TestDeregisterRetriesThrottling(t *testing.T) {
 	if want := []string{"Throttling", "Throttling", ""}; !slices.Equal(codes, want) {
 		t.Errorf("answers = %q, want %q", codes, want)
 	}
-	if got := srv.TargetState(tgA, instance); got != awstest.StateDraining {
+	if got := srv.TargetState(tgA, instanceID); got != awstest.StateDraining {
 		t.Errorf("target state %q, want draining", got)
 	}
 }
@@ -231,7 +231,7 @@ func TestDeregisterRetriesThrottling(t *testing.T) {
 func TestDeregisterNamesAMissingTargetGroup(t *testing.T) {
 	srv := world(t)
 	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgGone, Port: 8080}, {ARN: tgA, Port: 8080}}})
-	err := c.Deregister(t.Context(), instance)
+	err := c.Deregister(t.Context(), instanceID)
 	if err == nil {
 		t.Fatal("Deregister succeeded with a deleted target group")
 	}
@@ -245,7 +245,7 @@ func TestDeregisterNamesAMissingTargetGroup(t *testing.T) {
 	if !errors.As(err, &nf) {
 		t.Errorf("error %v does not unwrap to TargetGroupNotFoundException", err)
 	}
-	if got := srv.TargetState(tgA, instance); got != awstest.StateDraining {
+	if got := srv.TargetState(tgA, instanceID); got != awstest.StateDraining {
 		t.Errorf("the existing group's target is %q, want draining despite the other failing", got)
 	}
 	if n := len(srv.CallsOf("DeregisterTargets")); n != 2 {
@@ -259,7 +259,7 @@ func TestDeregisterGivesUpAtTheCallTimeout(t *testing.T) {
 	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}}, CallTimeout: 200 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	err := c.Deregister(ctx, instance)
+	err := c.Deregister(ctx, instanceID)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Deregister error = %v, want a deadline exceeded", err)
 	}
@@ -269,7 +269,7 @@ func TestDeregisterGivesUpAtTheCallTimeout(t *testing.T) {
 	if ctx.Err() != nil {
 		t.Errorf("the caller's context ended too; the call timeout should have ended first")
 	}
-	if got := srv.TargetState(tgA, instance); got != awstest.StateHealthy {
+	if got := srv.TargetState(tgA, instanceID); got != awstest.StateHealthy {
 		t.Errorf("target state %q, want healthy: the slow call was never answered", got)
 	}
 }
@@ -278,7 +278,7 @@ func TestDeregisterAccessDeniedNamesTheGrant(t *testing.T) {
 	srv := world(t)
 	srv.Deny("DeregisterTargets")
 	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}}})
-	err := c.Deregister(t.Context(), instance)
+	err := c.Deregister(t.Context(), instanceID)
 	if err == nil || !strings.Contains(err.Error(), "add elasticloadbalancing:DeregisterTargets on "+tgA+" to the instance role") {
 		t.Fatalf("Deregister error = %v, want the missing grant named", err)
 	}
@@ -287,7 +287,7 @@ func TestDeregisterAccessDeniedNamesTheGrant(t *testing.T) {
 func TestDeregisterWithoutGroupsDoesNothing(t *testing.T) {
 	srv := newServer(t)
 	c := newClient(t, srv, Options{})
-	if err := c.Deregister(t.Context(), instance); err != nil {
+	if err := c.Deregister(t.Context(), instanceID); err != nil {
 		t.Fatalf("Deregister: %v", err)
 	}
 	if calls := srv.Calls(); len(calls) != 0 {
@@ -297,26 +297,26 @@ func TestDeregisterWithoutGroupsDoesNothing(t *testing.T) {
 
 func TestCompleteLifecycle(t *testing.T) {
 	srv := world(t)
-	srv.PendLifecycleAction(asgName, hook, instance)
+	srv.PendLifecycleAction(asgName, hook, instanceID)
 	c := newClient(t, srv, Options{LifecycleHook: hook})
-	if err := c.Discover(t.Context(), spot.Identity{InstanceID: instance}); err != nil {
+	if err := c.Discover(t.Context(), instance.Identity{InstanceID: instanceID}); err != nil {
 		t.Fatalf("Discover: %v", err)
 	}
-	if err := c.CompleteLifecycle(t.Context(), instance); err != nil {
+	if err := c.CompleteLifecycle(t.Context(), instanceID); err != nil {
 		t.Fatalf("CompleteLifecycle: %v", err)
 	}
-	if got, ok := srv.LifecycleResult(asgName, instance); !ok || got != "CONTINUE" {
+	if got, ok := srv.LifecycleResult(asgName, instanceID); !ok || got != "CONTINUE" {
 		t.Errorf("lifecycle result = %q, %v; want CONTINUE", got, ok)
 	}
 	call := srv.CallsOf("CompleteLifecycleAction")[0]
-	for k, want := range map[string]string{"AutoScalingGroupName": asgName, "LifecycleHookName": hook, "InstanceId": instance, "LifecycleActionResult": "CONTINUE"} {
+	for k, want := range map[string]string{"AutoScalingGroupName": asgName, "LifecycleHookName": hook, "InstanceId": instanceID, "LifecycleActionResult": "CONTINUE"} {
 		if got := call.Params.Get(k); got != want {
 			t.Errorf("CompleteLifecycleAction %s = %q, want %q", k, got, want)
 		}
 	}
 
 	// A second completion (the plan resumed after a restart) finds no active action.
-	if err := c.CompleteLifecycle(t.Context(), instance); err != nil {
+	if err := c.CompleteLifecycle(t.Context(), instanceID); err != nil {
 		t.Fatalf("second CompleteLifecycle: %v", err)
 	}
 	calls := srv.CallsOf("CompleteLifecycleAction")
@@ -328,7 +328,7 @@ func TestCompleteLifecycle(t *testing.T) {
 func TestCompleteLifecycleWithoutHookDoesNothing(t *testing.T) {
 	srv := world(t)
 	c := newClient(t, srv, Options{})
-	if err := c.CompleteLifecycle(t.Context(), instance); err != nil {
+	if err := c.CompleteLifecycle(t.Context(), instanceID); err != nil {
 		t.Fatalf("CompleteLifecycle: %v", err)
 	}
 	if calls := srv.Calls(); len(calls) != 0 {
@@ -340,10 +340,10 @@ func TestCompleteLifecycleErrors(t *testing.T) {
 	t.Run("group unknown", func(t *testing.T) {
 		srv := newServer(t)
 		c := newClient(t, srv, Options{LifecycleHook: hook})
-		if err := c.Discover(t.Context(), spot.Identity{InstanceID: instance}); err != nil {
+		if err := c.Discover(t.Context(), instance.Identity{InstanceID: instanceID}); err != nil {
 			t.Fatalf("Discover: %v", err)
 		}
-		err := c.CompleteLifecycle(t.Context(), instance)
+		err := c.CompleteLifecycle(t.Context(), instanceID)
 		if err == nil || !strings.Contains(err.Error(), "Auto Scaling group is unknown") {
 			t.Errorf("CompleteLifecycle error = %v, want the unknown group named", err)
 		}
@@ -351,10 +351,10 @@ func TestCompleteLifecycleErrors(t *testing.T) {
 	t.Run("hook missing", func(t *testing.T) {
 		srv := world(t)
 		c := newClient(t, srv, Options{LifecycleHook: "no-such-hook"})
-		if err := c.Discover(t.Context(), spot.Identity{InstanceID: instance, AutoScalingGroup: asgName}); err != nil {
+		if err := c.Discover(t.Context(), instance.Identity{InstanceID: instanceID, AutoScalingGroup: asgName}); err != nil {
 			t.Fatalf("Discover: %v", err)
 		}
-		if err := c.CompleteLifecycle(t.Context(), instance); err == nil || !strings.Contains(err.Error(), "No Lifecycle Hook found") {
+		if err := c.CompleteLifecycle(t.Context(), instanceID); err == nil || !strings.Contains(err.Error(), "No Lifecycle Hook found") {
 			t.Errorf("CompleteLifecycle error = %v, want the missing hook reported", err)
 		}
 	})
@@ -362,11 +362,11 @@ func TestCompleteLifecycleErrors(t *testing.T) {
 		srv := world(t)
 		srv.Deny("CompleteLifecycleAction")
 		c := newClient(t, srv, Options{LifecycleHook: hook, Discover: true})
-		if err := c.Discover(t.Context(), spot.Identity{InstanceID: instance}); err != nil {
+		if err := c.Discover(t.Context(), instance.Identity{InstanceID: instanceID}); err != nil {
 			t.Fatalf("Discover: %v", err)
 		}
 		want := "add autoscaling:CompleteLifecycleAction on " + awstest.GroupARN(region, asgName)
-		if err := c.CompleteLifecycle(t.Context(), instance); err == nil || !strings.Contains(err.Error(), want) {
+		if err := c.CompleteLifecycle(t.Context(), instanceID); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("CompleteLifecycle error = %v, want %q", err, want)
 		}
 	})
@@ -382,12 +382,12 @@ func TestInstanceTerminated(t *testing.T) {
 		{"pending", false},
 		{"running", false},
 		{"stopping", false},
-		{"shutting-down", true},
+		{"shutting-down", false}, // the old OS may still be stopping Jenkins
 		{"terminated", true},
-		{"stopped", true},
+		{"stopped", false}, // a hibernated instance resumes writing at once
 	} {
-		srv.SetInstanceState(instance, tc.state)
-		got, err := c.InstanceTerminated(t.Context(), instance)
+		srv.SetInstanceState(instanceID, tc.state)
+		got, err := c.InstanceTerminated(t.Context(), instanceID)
 		if err != nil || got != tc.want {
 			t.Errorf("state %s: InstanceTerminated = %v, %v; want %v", tc.state, got, err, tc.want)
 		}
@@ -399,16 +399,16 @@ func TestInstanceTerminated(t *testing.T) {
 		t.Error("malformed id: InstanceTerminated succeeded")
 	}
 	srv.Deny("DescribeInstances")
-	if _, err := c.InstanceTerminated(t.Context(), instance); err == nil || !strings.Contains(err.Error(), "add ec2:DescribeInstances on * to the instance role") {
+	if _, err := c.InstanceTerminated(t.Context(), instanceID); err == nil || !strings.Contains(err.Error(), "add ec2:DescribeInstances on * to the instance role") {
 		t.Errorf("denied: InstanceTerminated error = %v, want the grant named", err)
 	}
 }
 
 func TestCheckPermissionsAllAllowed(t *testing.T) {
 	srv := world(t)
-	srv.PendLifecycleAction(asgName, hook, instance)
+	srv.PendLifecycleAction(asgName, hook, instanceID)
 	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}}, Discover: true, LifecycleHook: hook})
-	rows := c.CheckPermissions(t.Context(), spot.Identity{InstanceID: instance})
+	rows := c.CheckPermissions(t.Context(), instance.Identity{InstanceID: instanceID})
 	want := []string{
 		"autoscaling:DescribeAutoScalingInstances",
 		"autoscaling:DescribeAutoScalingGroups",
@@ -445,11 +445,11 @@ func TestCheckPermissionsAllAllowed(t *testing.T) {
 
 	// The checks changed nothing.
 	for _, arn := range []string{tgA, tgB, tgC} {
-		if got := srv.TargetState(arn, instance); got != awstest.StateHealthy {
+		if got := srv.TargetState(arn, instanceID); got != awstest.StateHealthy {
 			t.Errorf("%s: target state %q after preflight, want healthy", arn, got)
 		}
 	}
-	if _, done := srv.LifecycleResult(asgName, instance); done {
+	if _, done := srv.LifecycleResult(asgName, instanceID); done {
 		t.Error("preflight completed the pending lifecycle action")
 	}
 	if len(c.TargetGroups()) != 1 || c.AutoScalingGroup() != "" {
@@ -461,7 +461,7 @@ func TestCheckPermissionsOneDenied(t *testing.T) {
 	asgARN := awstest.GroupARN(region, asgName)
 	for _, tc := range []struct {
 		deny     string
-		identity spot.Identity
+		identity instance.Identity
 		failing  map[string]string // row name → Fix
 	}{
 		{
@@ -490,7 +490,7 @@ func TestCheckPermissionsOneDenied(t *testing.T) {
 			deny: "DescribeAutoScalingInstances",
 			// Without the instance's group nothing can be discovered or completed; the
 			// lifecycle row says so too.
-			identity: spot.Identity{InstanceID: instance},
+			identity: instance.Identity{InstanceID: instanceID},
 			failing: map[string]string{
 				"autoscaling:DescribeAutoScalingInstances": "add autoscaling:DescribeAutoScalingInstances on * to the instance role",
 				"autoscaling:CompleteLifecycleAction":      "clear lifecycle_hook, or run the instance in the Auto Scaling group that has the hook",
@@ -499,12 +499,12 @@ func TestCheckPermissionsOneDenied(t *testing.T) {
 	} {
 		t.Run(tc.deny, func(t *testing.T) {
 			srv := newServer(t)
-			srv.AddAutoScalingGroup(asgName, []string{instance}, []string{tgB}, hook)
+			srv.AddAutoScalingGroup(asgName, []string{instanceID}, []string{tgB}, hook)
 			srv.Deny(tc.deny)
 			c := newClient(t, srv, Options{Discover: true, LifecycleHook: hook})
 			id := tc.identity
 			if id.InstanceID == "" {
-				id = spot.Identity{InstanceID: instance, AutoScalingGroup: asgName}
+				id = instance.Identity{InstanceID: instanceID, AutoScalingGroup: asgName}
 			}
 			got := map[string]string{}
 			for _, r := range c.CheckPermissions(t.Context(), id) {
@@ -522,7 +522,7 @@ func TestCheckPermissionsOneDenied(t *testing.T) {
 func TestCheckPermissionsMissingTargetGroup(t *testing.T) {
 	srv := newServer(t)
 	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgGone, Port: 8080}}})
-	rows := c.CheckPermissions(t.Context(), spot.Identity{InstanceID: instance})
+	rows := c.CheckPermissions(t.Context(), instance.Identity{InstanceID: instanceID})
 	if len(rows) != 3 {
 		t.Fatalf("rows = %+v, want three", rows)
 	}
@@ -535,13 +535,13 @@ func TestCheckPermissionsMissingTargetGroup(t *testing.T) {
 
 func TestCheckInstanceState(t *testing.T) {
 	srv := newServer(t)
-	srv.SetInstanceState(instance, "running")
+	srv.SetInstanceState(instanceID, "running")
 	c := newClient(t, srv, Options{})
-	if r := c.CheckInstanceState(t.Context(), spot.Identity{InstanceID: instance}); !r.OK || r.Detail != "instance "+instance+" is running" {
+	if r := c.CheckInstanceState(t.Context(), instance.Identity{InstanceID: instanceID}); !r.OK || r.Detail != "instance "+instanceID+" is running" {
 		t.Errorf("CheckInstanceState = %+v, want OK and running", r)
 	}
 	srv.Deny("DescribeInstances")
-	if r := c.CheckInstanceState(t.Context(), spot.Identity{InstanceID: instance}); r.OK || r.Fix != "add ec2:DescribeInstances on * to the instance role" {
+	if r := c.CheckInstanceState(t.Context(), instance.Identity{InstanceID: instanceID}); r.OK || r.Fix != "add ec2:DescribeInstances on * to the instance role" {
 		t.Errorf("denied: CheckInstanceState = %+v, want failed with the grant", r)
 	}
 }
@@ -578,12 +578,12 @@ func BenchmarkDeregister(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		for _, arn := range []string{tgA, tgB, tgC} {
-			srv.AddTargetGroup(arn, awstest.Target{ID: instance})
+			srv.AddTargetGroup(arn, awstest.Target{ID: instanceID})
 		}
 		before := len(srv.Calls())
 		b.StartTimer()
 		start := time.Now()
-		if err := c.Deregister(b.Context(), instance); err != nil {
+		if err := c.Deregister(b.Context(), instanceID); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()
@@ -611,17 +611,17 @@ func TestEndpointFromEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	if err := c.Discover(t.Context(), spot.Identity{InstanceID: instance}); err != nil {
+	if err := c.Discover(t.Context(), instance.Identity{InstanceID: instanceID}); err != nil {
 		t.Fatalf("Discover: %v", err)
 	}
-	if err := c.Deregister(t.Context(), instance); err != nil {
+	if err := c.Deregister(t.Context(), instanceID); err != nil {
 		t.Fatalf("Deregister: %v", err)
 	}
-	if gone, err := c.InstanceTerminated(t.Context(), instance); err != nil || gone {
+	if gone, err := c.InstanceTerminated(t.Context(), instanceID); err != nil || gone {
 		t.Fatalf("InstanceTerminated = %v, %v; want false", gone, err)
 	}
 	for _, arn := range []string{tgB, tgC} {
-		if got := srv.TargetState(arn, instance); got != awstest.StateDraining {
+		if got := srv.TargetState(arn, instanceID); got != awstest.StateDraining {
 			t.Errorf("%s: target state %q, want draining", arn, got)
 		}
 	}
@@ -646,8 +646,8 @@ func inParallelToEveryGroup(t *testing.T, srv *awstest.Server, action string, ca
 	}
 	ports := map[string]string{}
 	for _, c := range srv.CallsOf(action) {
-		if id := c.Params.Get("Targets.member.1.Id"); id != instance {
-			t.Errorf("%s target id = %q, want %q", action, id, instance)
+		if id := c.Params.Get("Targets.member.1.Id"); id != instanceID {
+			t.Errorf("%s target id = %q, want %q", action, id, instanceID)
 		}
 		ports[c.Params.Get("TargetGroupArn")] = c.Params.Get("Targets.member.1.Port")
 	}

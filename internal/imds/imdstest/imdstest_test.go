@@ -10,10 +10,10 @@ import (
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds/imdstest"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 )
 
-var id = spot.Identity{InstanceID: "i-0abc1234def567890", AvailabilityZone: "eu-west-1b", AZID: "euw1-az2", Region: "eu-west-1", Lifecycle: "spot"}
+var id = instance.Identity{InstanceID: "i-0abc1234def567890", AvailabilityZone: "eu-west-1b", AZID: "euw1-az2", Region: "eu-west-1", Market: "spot"}
 
 func do(t *testing.T, method, url string, header map[string]string) (int, http.Header, string) {
 	t.Helper()
@@ -119,7 +119,7 @@ func TestServerNoticesParse(t *testing.T) {
 		}
 		return []byte(body)
 	}
-	if k, got, err := imds.ParseInstanceAction(get("spot/instance-action")); err != nil || k != spot.KindSpotHibernate || !got.Equal(at) {
+	if k, got, err := imds.ParseInstanceAction(get("spot/instance-action")); err != nil || k != instance.KindSpotHibernate || !got.Equal(at) {
 		t.Errorf("instance-action: %v %v %v", k, got, err)
 	}
 	if got, err := imds.ParseRebalance(get("events/recommendations/rebalance")); err != nil || !got.Equal(at) {

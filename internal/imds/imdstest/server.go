@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/spot"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 )
 
 const (
@@ -36,7 +36,7 @@ type Server struct {
 	url string
 
 	mu        sync.Mutex
-	id        spot.Identity
+	id        instance.Identity
 	tokens    map[string]time.Time // token -> expiry
 	action    string
 	actionAt  time.Time
@@ -50,7 +50,7 @@ type Server struct {
 
 // NewServer starts an emulator that serves id. It panics if it cannot listen on
 // loopback, like httptest.NewServer.
-func NewServer(id spot.Identity) *Server {
+func NewServer(id instance.Identity) *Server {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		panic("imdstest: listen on 127.0.0.1: " + err.Error())
@@ -225,7 +225,7 @@ func (s *Server) item(item string) ([]byte, bool) {
 	case "placement/region":
 		return text(s.id.Region)
 	case "instance-life-cycle":
-		return text(s.id.Lifecycle)
+		return text(s.id.Market)
 	case "tags/instance/aws:autoscaling:groupName":
 		return text(s.id.AutoScalingGroup)
 	case "spot/instance-action":

@@ -1,46 +1,13 @@
-// Package spot holds the small vocabulary that the agent's parts exchange: who this
-// instance is, which notice ended it, and how each step of the plan went. It imports
-// nothing outside the standard library so that every adapter can use it.
-package spot
+// Package status is the agent's observable state: its phase, the steps of the boot and
+// of the shutdown plan as a timeline, and the snapshot that `status` prints. It imports
+// only the standard library and the instance vocabulary, so every part can use it.
+package status
 
-import "time"
+import (
+	"time"
 
-// Identity is what IMDS says about this instance.
-type Identity struct {
-	InstanceID       string
-	AvailabilityZone string // e.g. us-east-1a
-	AZID             string // e.g. use1-az6
-	Region           string // e.g. us-east-1
-	Lifecycle        string // spot | on-demand, when IMDS tells
-	AutoScalingGroup string // from the instance tag aws:autoscaling:groupName, when tags are enabled
-}
-
-// Kind names what ended (or may end) the instance. The values are the metric labels.
-type Kind string
-
-// The kinds of notice, as counted in jenkins_spot_agent_interruption_notices_total.
-const (
-	KindSpotTerminate  Kind = "spot_terminate"
-	KindSpotStop       Kind = "spot_stop"
-	KindSpotHibernate  Kind = "spot_hibernate"
-	KindRebalance      Kind = "rebalance"
-	KindASGTerminated  Kind = "asg_terminated"
-	KindScheduledEvent Kind = "scheduled_event"
-	KindSignal         Kind = "signal"
-	KindDrill          Kind = "drill"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 )
-
-// Notice is one observed end-of-instance signal.
-type Notice struct {
-	Kind Kind
-	// Time is the termination (or event start) time the notice names; zero when the
-	// notice names none (rebalance, ASG Terminated, a signal, a drill).
-	Time time.Time
-	// Seen is when the agent first saw it.
-	Seen time.Time
-	// Detail is a short human text (the action, the event code, the signal).
-	Detail string
-}
 
 // Step names a step of the boot or of the shutdown plan; values are metric labels.
 type Step string
@@ -77,12 +44,13 @@ const (
 // Phases lists every phase in order, for exporting one gauge per phase.
 var Phases = []Phase{PhaseBooting, PhaseMounting, PhaseWaitingForLease, PhaseStartingJenkins, PhaseServing, PhaseDraining, PhaseStopped}
 
-// Event is one line of the timeline: a step that started or ended, or a notice.
+// Event is one line of the timeline: a step that started or ended, a phase change or a
+// notice.
 type Event struct {
 	At       time.Time
 	Step     Step  // empty for a notice or a phase change
 	Phase    Phase // set on a phase change
-	Notice   *Notice
+	Notice   *instance.Notice
 	Duration time.Duration // for an ended step
 	Err      string        // empty when the step succeeded
 	Message  string
@@ -105,13 +73,13 @@ type LeaseState struct {
 	Expires time.Time
 }
 
-// Status is the agent's answer to `status`.
-type Status struct {
+// Snapshot is the agent's answer to `status`.
+type Snapshot struct {
 	Phase      Phase
 	InstanceID string
 	Lease      LeaseState
 	Watch      WatchHealth
-	Notices    []Notice
+	Notices    []instance.Notice
 	Deadline   time.Time     // termination time being worked to; zero when none
 	Running    []string      // running builds at the last look
 	Steps      []Event       // ended steps of the current boot and plan
