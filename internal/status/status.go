@@ -44,9 +44,24 @@ const (
 // Phases lists every phase in order, for exporting one gauge per phase.
 var Phases = []Phase{PhaseBooting, PhaseMounting, PhaseWaitingForLease, PhaseStartingJenkins, PhaseServing, PhaseDraining, PhaseStopped}
 
-// Event is one line of the timeline: a step that started or ended, a phase change or a
-// notice.
+// EventKind says what an Event reports; values appear in webhooks and JSON.
+type EventKind string
+
+// The kinds of timeline event.
+const (
+	EventNotice    EventKind = "notice"     // a notice was seen (Notice is set)
+	EventPhase     EventKind = "phase"      // the phase changed (Phase is set)
+	EventStep      EventKind = "step"       // a step started or ended (Step is set)
+	EventSuccessor EventKind = "successor"  // a successor announced itself or changed (Successor is set)
+	EventHandover  EventKind = "handover"   // the lease was released to a successor (Successor may be set)
+	EventLeaseLost EventKind = "lease_lost" // another controller holds the lease; Jenkins was stopped
+	EventPlanDone  EventKind = "plan_done"  // the shutdown plan ended (Report is set)
+)
+
+// Event is one line of the timeline: a step that started or ended, a phase change, a
+// notice, a successor, a handover, a lost lease or the end of a plan.
 type Event struct {
+	Kind     EventKind
 	At       time.Time
 	Step     Step  // empty for a notice or a phase change
 	Phase    Phase // set on a phase change
@@ -55,6 +70,30 @@ type Event struct {
 	Err      string        // empty when the step succeeded
 	Message  string
 	Done     bool // the step ended (false: it started)
+	// Successor is set for EventSuccessor and EventHandover.
+	Successor *Successor
+	// Report is set for EventPlanDone.
+	Report *PlanReport
+}
+
+// Successor is an instance waiting on the lease to take JENKINS_HOME over, as it
+// announces itself in a record beside the lease.
+type Successor struct {
+	InstanceID string
+	Since      time.Time // when it began to wait
+	Updated    time.Time // its last announcement
+	Ready      bool      // home mounted and verified, image present: it can start Jenkins at once
+}
+
+// PlanReport sums a finished shutdown plan up.
+type PlanReport struct {
+	Notice   instance.Notice
+	Deadline time.Time
+	Margin   time.Duration // time left before the deadline when the plan ended
+	Aborted  []string      // builds the stop aborted (not Pipelines, which resume)
+	Failed   []string      // steps that failed, "step: error"
+	// HandedOverTo is the successor that waited on the lease at the handover, if any.
+	HandedOverTo string
 }
 
 // WatchHealth is the IMDS watcher's view of its own sight.
@@ -71,6 +110,9 @@ type LeaseState struct {
 	Holder  string
 	Epoch   uint64
 	Expires time.Time
+	// Successor is the instance that announced itself waiting beside the lease; nil
+	// when none has, or its announcement is stale.
+	Successor *Successor
 }
 
 // Snapshot is the agent's answer to `status`.
