@@ -46,4 +46,14 @@ type Notice struct {
 	Seen time.Time
 	// Detail is a short human text (the action, the event code, the signal).
 	Detail string
+	// EventID identifies a scheduled event (IMDS EventId, e.g. instance-event-0d59937288b749b32);
+	// empty for other kinds. A scheduled event is remembered by it across reboots.
+	EventID string
+	// Code is a scheduled event's code: instance-stop, instance-retirement,
+	// instance-reboot, system-reboot or system-maintenance; empty for other kinds.
+	Code string
+	// InstanceType and AvailabilityZone are the capacity pool the notice hit, so that
+	// operators can prune the group's instance types.
+	InstanceType     string
+	AvailabilityZone string
 }
