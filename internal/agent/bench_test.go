@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"math/rand/v2"
 	"sort"
 	"sync"
@@ -31,13 +30,10 @@ type stampJenkins struct {
 	ready time.Time
 }
 
-func (j *stampJenkins) Probe(ctx context.Context) error {
+func (j *stampJenkins) Ready(ctx context.Context) (bool, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if time.Now().Before(j.ready) {
-		return errors.New("503: jenkins is not ready")
-	}
-	return nil
+	return !time.Now().Before(j.ready), nil
 }
 
 // stampNotifier records when READY=1 is sent.

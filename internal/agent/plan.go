@@ -4,10 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
-	"syscall"
+	"sync/atomic"
 	"time"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
@@ -24,152 +23,380 @@ const (
 	quietDownCap = 15 * time.Second
 	// stopRetry is the pace of stop attempts after a plan that could not stop Jenkins.
 	stopRetry = 5 * time.Second
-	// discoveryWait is how long the deregistration waits for a discovery still running.
+	// discoveryWait is how long the plan waits for a discovery still running.
 	discoveryWait = 5 * time.Second
+	// abortedCap bounds recording the builds the stop aborts.
+	abortedCap = 3 * time.Second
 )
 
-// plan is the shutdown plan. Deregistration and quiet-down start at once, in parallel;
-// running builds may finish until deadline − safety_margin − stop_grace; then the
-// container stops within stop_grace; then the lease is released and EFS unmounted; then
-// the lifecycle action is completed. A failing step is logged and counted and never
-// blocks the later ones; every step is idempotent, so a resumed plan simply runs again.
-func (a *Agent) plan(ctx context.Context, e ending, resumed bool) error {
-	a.mu.Lock()
-	a.planning = true
-	a.deadline = e.deadline
-	a.status.Deadline = e.deadline
-	a.mu.Unlock()
+// planRun is one run of the shutdown plan.
+//
+// At once: quiet-down (no new builds; the queue is kept) and, for a Spot notice, the
+// request to the Auto Scaling group for the replacement, which boots while this
+// controller keeps serving, registered and answering. Running builds may finish until
+// the stop time (deadline − safety_margin − stop_grace − a reserve); Pipelines parked in
+// the queue by the quiet-down are not waited for. The handover starts when the builds
+// are done and either a successor waits ready on the lease or none is to be expected,
+// and otherwise at the stop time: deregistration, the container stop, lease release,
+// unmount, the lifecycle action. A failing step is logged and counted and never blocks
+// the later ones; every step is idempotent, so a resumed plan simply runs again.
+type planRun struct {
+	a       *Agent
+	h       *host
+	e       ending
+	resumed bool
+	started time.Time
+
+	failed  []string
+	stopped bool // the container is surely down
+	aborted []status.AbortedBuild
+
+	// The replacement: pending while the request is under way, then whether the group
+	// launched one.
+	replacement     chan struct{}
+	replaced        atomic.Bool
+	successorSeen   bool
+	successorReady  status.Successor
+	lastHeartbeat   time.Time
+	waitingReported bool
+}
+
+// runPlan runs the shutdown plan for an ending and reports its outcome.
+func (a *Agent) runPlan(ctx context.Context, h *host, e ending, resumed bool) error {
+	p := &planRun{a: a, h: h, e: e, resumed: resumed, started: a.now(), replacement: make(chan struct{})}
+	p.begin()
+	p.requestReplacement(ctx)
+	p.bePatient(ctx)
+
+	var quiet sync.WaitGroup
+	quiet.Add(1)
+	go func() { defer quiet.Done(); p.quietDown(ctx) }()
+	p.run(status.StepDrain, func() error { return p.drain(ctx) })
+	quiet.Wait()
+	<-p.replacement
+
+	p.handover(ctx)
+	return p.finish(ctx)
+}
+
+// begin latches the plan and publishes its deadline.
+func (p *planRun) begin() {
+	a, e := p.a, p.e
+	a.plan.begin(e.deadline)
+	a.armed.Store(nil)
+	a.tl.update(func(s *status.Snapshot) { s.Deadline = e.deadline; s.Pending = "" })
 	a.deps.Metrics.SetDeadline(e.deadline)
-	if latched(e.notice.Kind) && !resumed {
-		if err := a.latch.store(latchRecord{Kind: e.notice.Kind, Detail: e.notice.Detail, Deadline: e.deadline, Started: a.now()}); err != nil {
+	if latched(e.notice.Kind) && !p.resumed {
+		rec := latchRecord{Kind: e.notice.Kind, Detail: e.notice.Detail, EventID: e.notice.EventID,
+			Deadline: e.deadline, Started: p.started, Replace: e.replace}
+		if err := a.state.storeLatch(rec); err != nil {
 			a.log.Error("cannot latch the plan; an agent restart would not resume it", "err", err)
 		}
+		if e.notice.EventID != "" {
+			_ = a.state.rememberEvent(e.notice.EventID, eventRecord{Code: e.notice.Code, NotBefore: e.deadline, Seen: e.notice.Seen, Acted: p.started}, p.started)
+		}
 	}
-	started := a.now()
-	a.setPhase(status.PhaseDraining, fmt.Sprintf("draining: %s, deadline %s", e.notice.Kind, e.deadline.Format(time.RFC3339)))
-	_ = a.deps.Notifier.Stopping(fmt.Sprintf("draining for %s", e.notice.Kind))
+	a.tl.setPhase(status.PhaseDraining, fmt.Sprintf("draining: %s, deadline %s", e.notice.Kind, e.deadline.UTC().Format(time.RFC3339)))
 	a.log.Warn("shutdown plan started", "notice", e.notice.Kind, "deadline", e.deadline,
-		"budget", e.deadline.Sub(started).Round(time.Millisecond), "resumed", resumed)
+		"budget", e.deadline.Sub(p.started).Round(time.Millisecond), "resumed", p.resumed)
+}
 
-	var failed []string
-	fail := func(s status.Step, err error) {
-		if err != nil {
-			failed = append(failed, fmt.Sprintf("%s: %v", s, err))
-		}
+// run runs one step and keeps its failure for the report.
+func (p *planRun) run(s status.Step, f func() error) bool {
+	if err := p.a.tl.step(s, f); err != nil {
+		p.failed = append(p.failed, fmt.Sprintf("%s: %v", s, err))
+		return false
 	}
+	return true
+}
 
-	// Deregistration and quiet-down, at once and in parallel.
-	var wg sync.WaitGroup
-	var deregErr, quietErr error
-	wg.Add(2)
+// requestReplacement asks the group for the replacement in the background, unless a
+// successor already waits on the lease.
+func (p *planRun) requestReplacement(ctx context.Context) {
+	a, h := p.a, p.h
+	if !p.e.replace {
+		close(p.replacement)
+		return
+	}
+	if s, ok := a.readSuccessor(ctx, h); ok {
+		a.log.Info("a successor already waits on the lease; no replacement asked for", "successor", s.InstanceID)
+		p.successorSeen = true
+		close(p.replacement)
+		return
+	}
 	go func() {
-		defer wg.Done()
-		cctx, cancel := a.stepContext(ctx, a.end())
+		defer close(p.replacement)
+		a.awaitDiscovery(h, p.doneBy())
+		cctx, cancel := p.stepContext(ctx, p.stopAt())
 		defer cancel()
-		deregErr = a.step(cctx, status.StepDeregister, "", func() error {
-			a.awaitDiscovery()
-			return a.targets.Deregister(cctx, a.id.InstanceID)
+		var requested bool
+		ok := p.run(status.StepRequestReplacement, func() error {
+			var err error
+			requested, err = h.targets.RequestReplacement(cctx, h.id)
+			return err
 		})
-	}()
-	go func() {
-		defer wg.Done()
-		cctx, cancel := a.stepContext(ctx, earliest(a.stopAt(), a.now().Add(quietDownCap)))
-		defer cancel()
-		reason := fmt.Sprintf("Instance %s is ending (%s); builds may finish until %s", a.id.InstanceID, e.notice.Kind,
-			a.stopAt().UTC().Format(time.TimeOnly))
-		quietErr = a.step(cctx, status.StepQuietDown, "", func() error { return a.deps.Jenkins.QuietDown(cctx, reason) })
-	}()
-
-	// Builds may finish while the quiet-down request is still on its way.
-	fail(status.StepDrain, a.step(ctx, status.StepDrain, "", func() error { return a.drain(ctx) }))
-	wg.Wait()
-	fail(status.StepDeregister, deregErr)
-	fail(status.StepQuietDown, quietErr)
-
-	stopped := true
-	if err := a.step(ctx, status.StepContainerStop, "", func() error { return a.stopContainer(ctx) }); err != nil {
-		fail(status.StepContainerStop, err)
-		stopped = false
-	}
-
-	// The lease is released and the home unmounted only once Jenkins is surely down:
-	// a successor must never start while this Jenkins can still write. While it may
-	// still run, the lease stays held and renewed, and the stop is retried after the plan.
-	if stopped {
-		a.stopHold()
-	}
-	if err := a.step(ctx, status.StepLeaseRelease, "", func() error {
-		if !stopped {
-			return errors.New("not released: the container may still run; the lease stays held while the stop is retried")
+		switch {
+		case !ok:
+			a.deps.Metrics.ReplacementRequested("error")
+		case requested:
+			p.replaced.Store(true)
+			a.deps.Metrics.ReplacementRequested("requested")
+			a.tl.message(status.StepRequestReplacement, "the Auto Scaling group launches the replacement; serving until it waits ready on the lease")
+		default:
+			a.deps.Metrics.ReplacementRequested("no_group")
+			a.tl.message(status.StepRequestReplacement, "not in an Auto Scaling group: no replacement to ask for")
 		}
-		cctx, cancel := a.stepContext(ctx, a.now().Add(confirmStop))
-		defer cancel()
-		return a.lease.Release(cctx)
-	}); err != nil {
-		fail(status.StepLeaseRelease, err)
-	} else {
-		a.deps.Metrics.SetLeaseHeld(false)
-	}
-	fail(status.StepUnmount, a.step(ctx, status.StepUnmount, "", func() error {
-		if !stopped {
-			return errors.New("not unmounted: the container may still use the home")
-		}
-		cctx, cancel := a.stepContext(ctx, a.end())
-		defer cancel()
-		return a.mounter.Unmount(cctx)
-	}))
-	if e.notice.Kind != instance.KindDrill {
-		cctx, cancel := a.stepContext(ctx, a.end())
-		fail(status.StepLifecycleComplete, a.step(cctx, status.StepLifecycleComplete, "", func() error {
-			return a.targets.CompleteLifecycle(cctx, a.id.InstanceID)
-		}))
-		cancel()
-	}
+	}()
+}
 
-	deadline := a.currentDeadline()
-	margin := deadline.Sub(a.now())
+// expectSuccessor reports whether the handover should wait for a successor: one was
+// asked for (or the request is still under way), or one has announced itself.
+func (p *planRun) expectSuccessor() bool {
+	select {
+	case <-p.replacement:
+		return p.replaced.Load() || p.successorSeen
+	default:
+		return p.e.replace || p.successorSeen
+	}
+}
+
+// bePatient serves as usual, without quiet-down, while a scheduled event is far ahead:
+// until a successor waits ready or patientUntil comes.
+func (p *planRun) bePatient(ctx context.Context) {
+	a := p.a
+	if !a.now().Before(p.e.patientUntil) {
+		return
+	}
+	a.tl.say(fmt.Sprintf("serving until a successor is ready, or until %s", p.e.patientUntil.UTC().Format(time.RFC3339)))
+	for a.now().Before(p.e.patientUntil) {
+		if s, ok := a.readSuccessor(ctx, p.h); ok {
+			p.successorSeen = true
+			if s.Ready {
+				return
+			}
+		}
+		select {
+		case <-time.After(min(drainPoll, p.e.patientUntil.Sub(a.now()))):
+		case <-a.force:
+			return
+		case <-ctx.Done():
+			return
+		}
+		a.tl.pulse.beat(a.now())
+	}
+}
+
+// quietDown puts Jenkins in quiet-down, with a reason every user sees in the banner.
+func (p *planRun) quietDown(ctx context.Context) {
+	a := p.a
+	_ = a.deps.Notifier.Stopping(fmt.Sprintf("draining for %s", p.e.notice.Kind))
+	cctx, cancel := p.stepContext(ctx, earliest(p.stopAt(), a.now().Add(quietDownCap)))
+	defer cancel()
+	reason := quietDownReason(p.e.notice.Kind, p.stopAt())
+	p.run(status.StepQuietDown, func() error { return a.deps.Jenkins.QuietDown(cctx, reason) })
+}
+
+// quietDownReason is the banner text: when the controller moves, and that it comes back
+// by itself.
+func quietDownReason(k instance.Kind, stopAt time.Time) string {
+	what := "This Jenkins controller is moving to a new instance"
+	switch k {
+	case instance.KindSpotTerminate, instance.KindSpotStop, instance.KindSpotHibernate:
+		what += " (the Spot instance is being reclaimed)"
+	case instance.KindDrill:
+		what = "Rehearsal: this Jenkins controller is moving to a new instance"
+	case instance.KindSignal:
+		what = "This Jenkins controller is stopping for maintenance"
+	}
+	return fmt.Sprintf("%s. Running builds may finish until %s UTC; new builds wait in the queue. "+
+		"Jenkins comes back by itself in a few minutes, with the queue; nothing to do.", what, stopAt.UTC().Format(time.TimeOnly))
+}
+
+// drain lets running builds finish until the stop time, and waits for an expected
+// successor to be ready. An executor list that cannot be read is unknown: the drain
+// goes on until it can be read or the stop time comes.
+func (p *planRun) drain(ctx context.Context) error {
+	a := p.a
+	var last string
+	unknown := 0
+	for {
+		a.tl.pulse.beat(a.now())
+		builds, err := a.lookAtBuilds(ctx)
+		var active []string
+		for _, b := range builds {
+			if !b.Parked {
+				active = append(active, b.URL)
+			}
+		}
+		if err != nil {
+			unknown++
+			if unknown == 1 {
+				a.tl.message(status.StepDrain, fmt.Sprintf("running builds unknown (%v); still waiting", err))
+			}
+		} else {
+			unknown = 0
+			if now := strings.Join(active, ", "); now != last {
+				last = now
+				if len(active) > 0 {
+					a.tl.message(status.StepDrain, fmt.Sprintf("%d build(s) running: %s", len(active), now))
+				}
+			}
+		}
+		s, ok := a.readSuccessor(ctx, p.h)
+		if ok {
+			p.successorSeen = true
+			p.successorReady = s
+		}
+		expect := p.expectSuccessor()
+		done := err == nil && len(active) == 0
+		left := p.stopAt().Sub(a.now())
+		switch {
+		case left <= 0:
+			// Not a failure of the plan: the budget is spent. Jenkins saves Pipelines on
+			// stop and the successor resumes them; other builds are aborted.
+			msg := "stop time reached"
+			switch {
+			case err != nil:
+				msg += fmt.Sprintf(" with running builds unknown (%v)", err)
+			case len(active) > 0:
+				msg += fmt.Sprintf(" with %d build(s) running (Pipelines resume on the next start, others are aborted): %s", len(active), last)
+			case expect:
+				msg += " before a successor was ready; handing over anyway"
+			}
+			a.log.Warn(msg)
+			a.tl.message(status.StepDrain, msg)
+			return nil
+		case done && (!expect || (ok && s.Ready)):
+			return nil
+		case done && !p.waitingReported:
+			p.waitingReported = true
+			a.tl.message(status.StepDrain, fmt.Sprintf("builds done; serving until the successor waits ready on the lease (at the latest until %s)",
+				p.stopAt().UTC().Format(time.TimeOnly)))
+		}
+		p.heartbeat(ctx)
+		select {
+		case <-time.After(min(drainPoll, left)):
+		case <-a.force:
+			if !done {
+				return fmt.Errorf("forced stop with %d build(s) running: %s", len(active), last)
+			}
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// heartbeat keeps the group's lifecycle action alive during a termination it started.
+func (p *planRun) heartbeat(ctx context.Context) {
+	a, h := p.a, p.h
+	if !p.e.heartbeat || a.now().Sub(p.lastHeartbeat) < h.targets.HeartbeatInterval() {
+		return
+	}
+	p.lastHeartbeat = a.now()
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := h.targets.Heartbeat(cctx, h.id.InstanceID); err != nil {
+		a.deps.Metrics.LifecycleHeartbeat("error")
+		a.log.Warn("lifecycle heartbeat failed; the group may end the instance before builds are done", "err", err)
+		return
+	}
+	a.deps.Metrics.LifecycleHeartbeat("ok")
+}
+
+// finish reports the plan, remembers it, and leaves the agent stopped.
+func (p *planRun) finish(ctx context.Context) error {
+	a := p.a
+	margin := a.plan.deadline().Sub(a.now())
 	a.deps.Metrics.SetShutdownMargin(margin)
-	a.mu.Lock()
-	a.status.Margin = margin
-	a.planning = false
-	a.mu.Unlock()
-	if latched(e.notice.Kind) {
-		if err := a.latch.store(latchRecord{Kind: e.notice.Kind, Detail: e.notice.Detail, Deadline: e.deadline, Started: started, Finished: a.now()}); err != nil {
+	a.tl.update(func(s *status.Snapshot) { s.Margin = margin })
+	a.plan.end()
+	if latched(p.e.notice.Kind) {
+		rec := latchRecord{Kind: p.e.notice.Kind, Detail: p.e.notice.Detail, EventID: p.e.notice.EventID,
+			Deadline: p.e.deadline, Started: p.started, Replace: p.e.replace, Finished: a.now()}
+		if err := a.state.storeLatch(rec); err != nil {
 			a.log.Error("cannot record the finished plan", "err", err)
 		}
 	}
-	a.report(margin, failed)
-	a.setPhase(status.PhaseStopped, fmt.Sprintf("stopped: plan done with %s to spare", margin.Round(time.Millisecond)))
-	if !stopped {
-		go a.retryStop(ctx)
+	if p.replaced.Load() {
+		rec := replacedRecord{At: a.now(), Notice: string(p.e.notice.Kind), Epoch: p.h.lease.State().Epoch}
+		if err := a.state.storeReplaced(rec); err != nil {
+			a.log.Error("cannot record that this instance was replaced; if it starts again it waits on the lease", "err", err)
+		}
 	}
-	if len(failed) > 0 {
-		return fmt.Errorf("shutdown plan: %d step(s) failed: %s", len(failed), strings.Join(failed, "; "))
+	report := &status.PlanReport{Notice: p.e.notice, Deadline: a.plan.deadline(), Margin: margin, Failed: p.failed, HandedOverTo: p.successorReady.InstanceID}
+	for _, b := range p.aborted {
+		report.Aborted = append(report.Aborted, b.URL)
+	}
+	p.report(margin)
+	a.tl.emit(status.Event{Kind: status.EventPlanDone, At: a.now(), Report: report,
+		Message: fmt.Sprintf("plan done with %s to spare", margin.Round(time.Millisecond))})
+	a.tl.setPhase(status.PhaseStopped, fmt.Sprintf("stopped: plan done with %s to spare", margin.Round(time.Millisecond)))
+	if !p.stopped {
+		go a.retryStop(ctx, p.h)
+	}
+	if len(p.failed) > 0 {
+		return fmt.Errorf("shutdown plan: %d step(s) failed: %s", len(p.failed), strings.Join(p.failed, "; "))
 	}
 	return nil
 }
 
-// awaitDiscovery ends the boot's registration and gives a discovery still under way (a
-// notice right after boot) a moment to finish, so that discovered target groups are
-// deregistered too.
-func (a *Agent) awaitDiscovery() {
-	// A registration still under way must not land after the deregistration.
-	if a.registered != nil {
-		a.registerStop()
-		<-a.registered
+// report logs the per-step outcome of the plan in one place.
+func (p *planRun) report(margin time.Duration) {
+	a := p.a
+	for _, s := range a.tl.snapshot().Steps {
+		if s.At.Before(p.started) {
+			continue
+		}
+		outcome := "ok"
+		if s.Err != "" {
+			outcome = s.Err
+		}
+		a.log.Info("plan report", "step", s.Step, "duration", s.Duration, "outcome", outcome)
 	}
-	wait := min(discoveryWait, max(a.end().Sub(a.now())/4, 0))
+	level := "finished"
+	if margin < a.cfg.Interruption.SafetyMargin.D() || len(p.failed) > 0 {
+		level = "finished with problems"
+	}
+	a.log.Warn("shutdown plan "+level, "margin", margin.Round(time.Millisecond), "failed_steps", len(p.failed),
+		"aborted_builds", len(p.aborted), "successor", p.successorReady.InstanceID)
+}
+
+// doneBy is the time by which the whole plan must be done.
+func (p *planRun) doneBy() time.Time {
+	return p.a.plan.deadline().Add(-p.a.cfg.Interruption.SafetyMargin.D())
+}
+
+// stopAt is the time the handover begins at the latest: builds may run until then.
+func (p *planRun) stopAt() time.Time {
+	return p.doneBy().Add(-p.a.cfg.Jenkins.StopGrace.D() - tailReserve)
+}
+
+// stepContext bounds one call by its own deadline, with a floor so that even a notice
+// found late still gets each call attempted. It outlives the caller's cancellation: the
+// plan finishes even while the agent is told to exit.
+func (p *planRun) stepContext(ctx context.Context, deadline time.Time) (context.Context, context.CancelFunc) {
+	if floor := p.a.now().Add(minCallTime); deadline.Before(floor) {
+		deadline = floor
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), deadline)
+}
+
+// awaitDiscovery gives a discovery still under way (a notice right after boot) a moment
+// to finish, so that the group and its target groups are known.
+func (a *Agent) awaitDiscovery(h *host, doneBy time.Time) {
+	wait := min(discoveryWait, max(doneBy.Sub(a.now())/4, 0))
 	select {
-	case <-a.discovered:
+	case <-h.discovered:
 	case <-time.After(wait):
-		a.log.Warn("target group discovery still running; deregistering from the groups known so far")
+		a.log.Warn("target group discovery still running; going on with what is known so far")
 	}
 }
 
 // retryStop keeps trying to stop a container the plan could not stop, holding the lease
 // meanwhile; once Jenkins is down it releases the lease and unmounts the home. If the
 // instance ends first, Jenkins ends with it and the lease expires on its own.
-func (a *Agent) retryStop(ctx context.Context) {
+func (a *Agent) retryStop(ctx context.Context, h *host) {
 	t := time.NewTicker(stopRetry)
 	defer t.Stop()
 	for {
@@ -189,131 +416,17 @@ func (a *Agent) retryStop(ctx context.Context) {
 		a.log.Warn("Jenkins container stopped at last; releasing the lease and unmounting")
 		a.stopHold()
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		if err := a.lease.Release(rctx); err != nil {
+		if err := h.lease.Release(rctx); err != nil {
 			a.log.Error("lease release after the late stop", "err", err)
 		} else {
 			a.deps.Metrics.SetLeaseHeld(false)
 		}
-		if err := a.mounter.Unmount(rctx); err != nil {
+		if err := h.mounter.Unmount(rctx); err != nil {
 			a.log.Error("unmount after the late stop", "err", err)
 		}
 		cancel()
 		return
 	}
-}
-
-// report logs the per-step outcome of the plan in one place.
-func (a *Agent) report(margin time.Duration, failed []string) {
-	a.mu.Lock()
-	steps := a.status.Steps
-	a.mu.Unlock()
-	for _, s := range steps {
-		switch s.Step {
-		case status.StepDeregister, status.StepQuietDown, status.StepDrain, status.StepContainerStop,
-			status.StepLeaseRelease, status.StepUnmount, status.StepLifecycleComplete:
-			outcome := "ok"
-			if s.Err != "" {
-				outcome = s.Err
-			}
-			a.log.Info("plan report", "step", s.Step, "duration", s.Duration, "outcome", outcome)
-		}
-	}
-	level := "finished"
-	if margin < a.cfg.Interruption.SafetyMargin.D() || len(failed) > 0 {
-		level = "finished with problems"
-	}
-	a.log.Warn("shutdown plan "+level, "margin", margin.Round(time.Millisecond), "failed_steps", len(failed))
-}
-
-// drain lets running builds (regular and Pipeline one-off executors) finish until the
-// stop time, reporting what still runs.
-func (a *Agent) drain(ctx context.Context) error {
-	var last string
-	for {
-		builds := a.lookAtBuilds(ctx)
-		if now := strings.Join(builds, ", "); now != last {
-			last = now
-			if len(builds) > 0 {
-				a.emit(status.Event{At: a.now(), Step: status.StepDrain, Message: fmt.Sprintf("%d build(s) running: %s", len(builds), now)})
-			}
-		}
-		if len(builds) == 0 {
-			return nil
-		}
-		left := a.stopAt().Sub(a.now())
-		if left <= 0 {
-			// Not a failure of the plan: the budget is spent. Jenkins saves Pipelines on
-			// stop and the successor resumes them; other builds are aborted.
-			msg := fmt.Sprintf("stop time reached with %d build(s) running (Pipelines resume on the next start, others are aborted): %s", len(builds), last)
-			a.log.Warn(msg)
-			a.emit(status.Event{At: a.now(), Step: status.StepDrain, Message: msg})
-			return nil
-		}
-		select {
-		case <-time.After(min(drainPoll, left)):
-		case <-a.force:
-			return fmt.Errorf("forced stop with %d build(s) running: %s", len(builds), last)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-// stopContainer stops Jenkins within stop_grace (shortened when time is short) and makes
-// sure it is down, killing it if a stop did not take.
-func (a *Agent) stopContainer(ctx context.Context) error {
-	grace := a.cfg.Jenkins.StopGrace.D()
-	if left := a.end().Add(-tailReserve).Sub(a.now()); left < grace {
-		grace = max(left, time.Second)
-	}
-	select {
-	case <-a.force:
-		grace = min(grace, 5*time.Second)
-	default:
-	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace+10*time.Second)
-	defer cancel()
-	stopErr := a.deps.Runtime.Stop(cctx, grace)
-	if stopErr != nil {
-		a.log.Error("container stop failed; killing it", "err", stopErr)
-		if err := a.deps.Runtime.Kill(cctx); err != nil {
-			return fmt.Errorf("stop: %v; kill: %w", stopErr, err)
-		}
-	}
-	running, err := a.deps.Runtime.Running(cctx)
-	if err != nil {
-		return fmt.Errorf("cannot confirm the container stopped: %w", err)
-	}
-	if running {
-		return errors.New("the container is still running after stop and kill")
-	}
-	return stopErr
-}
-
-// end is the time by which the whole plan must be done.
-func (a *Agent) end() time.Time {
-	return a.currentDeadline().Add(-a.cfg.Interruption.SafetyMargin.D())
-}
-
-// stopAt is the time the container stop begins: builds may run until then.
-func (a *Agent) stopAt() time.Time {
-	return a.end().Add(-a.cfg.Jenkins.StopGrace.D() - tailReserve)
-}
-
-func (a *Agent) currentDeadline() time.Time {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.deadline
-}
-
-// stepContext bounds one step by its own deadline, with a floor so that even a notice
-// found late still gets each call attempted. It outlives the caller's cancellation: the
-// plan finishes even while the agent is told to exit.
-func (a *Agent) stepContext(ctx context.Context, deadline time.Time) (context.Context, context.CancelFunc) {
-	if floor := a.now().Add(minCallTime); deadline.Before(floor) {
-		deadline = floor
-	}
-	return context.WithDeadline(context.WithoutCancel(ctx), deadline)
 }
 
 func earliest(a, b time.Time) time.Time {
@@ -323,15 +436,5 @@ func earliest(a, b time.Time) time.Time {
 	return b
 }
 
-// ownFile reports whether a name at the top of the home is one of the agent's own
-// (the EFS marker, the lease), which do not make a home "used".
-func ownFile(name string) bool {
-	return strings.HasPrefix(name, ".jenkins-spot-agent")
-}
-
-func owner(fi os.FileInfo) int {
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return int(st.Uid)
-	}
-	return -1
-}
+// errNotStopped explains the steps skipped after a container that may still run.
+var errNotStopped = errors.New("the container may still run; the lease stays held and the home mounted while the stop is retried")

@@ -31,6 +31,10 @@ const TokenCredentialName = "jenkins-api-token"
 // budget must fit in it.
 const SpotBudget = 2 * time.Minute
 
+// MaxLifecycleWait is the longest an Auto Scaling lifecycle action can be kept pending
+// with heartbeats.
+const MaxLifecycleWait = 48 * time.Hour
+
 // Duration is a time.Duration written as a Go duration string ("30s") in YAML.
 type Duration time.Duration
 
@@ -95,6 +99,9 @@ type Jenkins struct {
 	StopGrace       Duration          `yaml:"stop_grace"`
 	UID             int               `yaml:"uid"`
 	GID             int               `yaml:"gid"`
+	// RequeueAbortedBuilds queues the builds the previous controller's stop aborted
+	// again, with their parameters, once Jenkins answers.
+	RequeueAbortedBuilds bool `yaml:"requeue_aborted_builds"`
 }
 
 // Lease tunes the single-writer lease on JENKINS_HOME.
@@ -109,13 +116,49 @@ type TargetGroup struct {
 	Port int    `yaml:"port"`
 }
 
+// NoticePolicy says what an advisory notice (a rebalance recommendation, a scheduled
+// event) does.
+type NoticePolicy string
+
+// Notice policies.
+const (
+	// PolicyNotify records the notice (metrics, status, log) and changes nothing.
+	PolicyNotify NoticePolicy = "notify"
+	// PolicyDrain hands JENKINS_HOME over, but only to a successor waiting ready on the
+	// lease (or one asked for ahead of a scheduled stop): Jenkins is never left down on a
+	// live instance with nobody to take over.
+	PolicyDrain NoticePolicy = "drain"
+)
+
+// StopSignalPolicy says what the first SIGTERM or SIGINT does.
+type StopSignalPolicy string
+
+// Stop signal policies.
+const (
+	// StopShutdown runs the shutdown plan, then the agent exits.
+	StopShutdown StopSignalPolicy = "shutdown"
+	// StopLeaveRunning exits at once and leaves Jenkins running under the lease, for an
+	// agent upgrade: the restarted agent adopts both before the lease lapses.
+	StopLeaveRunning StopSignalPolicy = "leave-running"
+)
+
 // Interruption tunes the watcher and the shutdown plan.
 type Interruption struct {
-	PollInterval     Duration `yaml:"poll_interval"`
-	SafetyMargin     Duration `yaml:"safety_margin"`
-	OnRebalance      string   `yaml:"on_rebalance"`
-	OnScheduledEvent string   `yaml:"on_scheduled_event"`
-	OnStopSignal     string   `yaml:"on_stop_signal"`
+	PollInterval     Duration         `yaml:"poll_interval"`
+	SafetyMargin     Duration         `yaml:"safety_margin"`
+	OnRebalance      NoticePolicy     `yaml:"on_rebalance"`
+	OnScheduledEvent NoticePolicy     `yaml:"on_scheduled_event"`
+	OnStopSignal     StopSignalPolicy `yaml:"on_stop_signal"`
+	// RequestReplacement asks the Auto Scaling group for the replacement at a Spot
+	// notice, so that it boots while this controller still serves.
+	RequestReplacement bool `yaml:"request_replacement"`
+	// ASGMaxDrain is how long builds may run when the group itself terminates the
+	// instance (scale-in, instance refresh, Capacity Rebalancing); lifecycle heartbeats
+	// keep the instance meanwhile.
+	ASGMaxDrain Duration `yaml:"asg_max_drain"`
+	// ScheduledEventLead is how long before a scheduled instance-stop or
+	// instance-retirement event the replacement is asked for.
+	ScheduledEventLead Duration `yaml:"scheduled_event_lead"`
 }
 
 // Metrics says where Prometheus scrapes the agent.
@@ -154,9 +197,12 @@ func Default() Config {
 		Interruption: Interruption{
 			PollInterval:     Duration(time.Second),
 			SafetyMargin:     Duration(15 * time.Second),
-			OnRebalance:      "notify",
-			OnScheduledEvent: "notify",
-			OnStopSignal:     "shutdown",
+			OnRebalance:        PolicyNotify,
+			OnScheduledEvent:   PolicyNotify,
+			OnStopSignal:       StopShutdown,
+			RequestReplacement: true,
+			ASGMaxDrain:        Duration(30 * time.Minute),
+			ScheduledEventLead: Duration(30 * time.Minute),
 		},
 		Metrics:       Metrics{ListenAddress: ":9877"},
 		ControlSocket: "/run/jenkins-spot-agent/control.sock",
@@ -331,9 +377,15 @@ func (c *Config) Validate() error {
 		p.add("interruption.safety_margin", "%s plus jenkins.stop_grace %s and poll_interval %s leaves nothing of the %s Spot warning; lower them",
 			in.SafetyMargin.D(), j.StopGrace.D(), in.PollInterval.D(), SpotBudget)
 	}
-	p.oneOf("interruption.on_rebalance", in.OnRebalance, "notify", "drain")
-	p.oneOf("interruption.on_scheduled_event", in.OnScheduledEvent, "notify", "drain")
-	p.oneOf("interruption.on_stop_signal", in.OnStopSignal, "shutdown", "leave-running")
+	p.oneOf("interruption.on_rebalance", string(in.OnRebalance), string(PolicyNotify), string(PolicyDrain))
+	p.oneOf("interruption.on_scheduled_event", string(in.OnScheduledEvent), string(PolicyNotify), string(PolicyDrain))
+	p.oneOf("interruption.on_stop_signal", string(in.OnStopSignal), string(StopShutdown), string(StopLeaveRunning))
+	if d := in.ASGMaxDrain.D(); d < SpotBudget || d > MaxLifecycleWait {
+		p.add("interruption.asg_max_drain", "%s must be between %s and %s (the lifecycle hook's longest wait)", d, SpotBudget, MaxLifecycleWait)
+	}
+	if d := in.ScheduledEventLead.D(); d < SpotBudget || d > 24*time.Hour {
+		p.add("interruption.scheduled_event_lead", "%s must be between %s and 24h", d, SpotBudget)
+	}
 
 	if c.Metrics.ListenAddress != "" {
 		if _, port, err := net.SplitHostPort(c.Metrics.ListenAddress); err != nil {

@@ -25,6 +25,8 @@ const (
 	StepLeaseRelease      Step = "lease_release"
 	StepUnmount           Step = "unmount"
 	StepLifecycleComplete Step = "lifecycle_complete"
+	// StepRequestReplacement asks the Auto Scaling group for the replacement at a notice.
+	StepRequestReplacement Step = "request_replacement"
 )
 
 // Phase is the agent's coarse state; values are metric labels.
@@ -96,6 +98,28 @@ type PlanReport struct {
 	HandedOverTo string
 }
 
+// Build is one running build as Jenkins lists it.
+type Build struct {
+	URL    string // absolute URL of the run, e.g. http://127.0.0.1:8080/job/nightly/7/
+	Job    string // full job name, e.g. folder/nightly
+	Number int
+	// Pipeline runs are saved when Jenkins stops and resume on the next start of the
+	// same home; other builds are aborted.
+	Pipeline bool
+	// Parked is a Pipeline waiting in the queue for a node block that quiet-down keeps
+	// from starting: it cannot finish before the handover, so the drain does not wait.
+	Parked bool
+}
+
+// AbortedBuild is a build the stop aborted, recorded on the home for the successor.
+type AbortedBuild struct {
+	Job        string
+	Number     int
+	URL        string
+	Parameters map[string]string
+	Requeued   bool // queued again on the successor
+}
+
 // WatchHealth is the IMDS watcher's view of its own sight.
 type WatchHealth struct {
 	LastSuccess      time.Time
@@ -128,4 +152,15 @@ type Snapshot struct {
 	Since      time.Time     // when the current phase began
 	Restarts   int           // Jenkins containers restarted after a crash
 	Margin     time.Duration // time left before the deadline when the last plan finished
+	// BuildListFailures counts executor lists that could not be read (unknown, never
+	// taken as "no builds").
+	BuildListFailures int
+	// Aborted are the builds the previous controller's stop aborted, as found at boot.
+	Aborted []AbortedBuild
+	// Replaced says why this instance stays idle: it handed JENKINS_HOME over and the
+	// group replaced it. Empty otherwise.
+	Replaced string
+	// Pending is an advisory notice worked to later (a scheduled event, a rebalance
+	// recommendation waiting for a successor), for operators.
+	Pending string
 }
