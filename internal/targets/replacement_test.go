@@ -402,3 +402,35 @@ func TestRegisterNamesTheMissingDescribeTargetHealthGrant(t *testing.T) {
 		t.Fatalf("Register error = %v, want the grant named", err)
 	}
 }
+
+// BenchmarkRequestReplacement measures RequestReplacement against the double, the
+// group's deregistration landing at once: how long until DetachInstances reached the
+// group (the replacement's launch starts there), and until the call returned with the
+// instance registered again in the configured and the group's two target groups.
+func BenchmarkRequestReplacement(b *testing.B) {
+	srv := newServer(b)
+	srv.SetDeregistrationDelay(0)
+	c := newClient(b, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}}, PollInterval: 10 * time.Millisecond})
+	id := instance.Identity{InstanceID: instanceID, AutoScalingGroup: asgName}
+	var toDetach time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		srv.AddTargetGroup(tgA, awstest.Target{ID: instanceID})
+		srv.AddAutoScalingGroup(asgName, []string{instanceID}, []string{tgB, tgC}, "")
+		before := len(srv.Calls())
+		b.StartTimer()
+		start := time.Now()
+		if requested, err := c.RequestReplacement(b.Context(), id); err != nil || !requested {
+			b.Fatalf("RequestReplacement = %v, %v", requested, err)
+		}
+		b.StopTimer()
+		for _, call := range srv.Calls()[before:] {
+			if call.Action == "DetachInstances" {
+				toDetach += call.At.Sub(start)
+			}
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/op")
+	b.ReportMetric(float64(toDetach.Microseconds())/1000/float64(b.N), "ms-to-detach/op")
+}
