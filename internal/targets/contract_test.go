@@ -22,6 +22,10 @@ func TestContract(t *testing.T) {
 
 var _ contract.Targets = (*Client)(nil)
 
+// contractHookTimeout is the heartbeat timeout of the contract world's hook: the 150 s
+// of the project's stack.
+const contractHookTimeout = 150 * time.Second
+
 // contractWorld is the double behind one adapter, seen as the suite sees a world.
 type contractWorld struct {
 	t       *testing.T
@@ -39,7 +43,7 @@ func newContractWorld(t *testing.T, s contract.TargetsSetup) (contract.Targets, 
 	if s.InGroup {
 		srv.AddAutoScalingGroup(asgName, []string{instanceID}, []string{tgB}, "")
 		if s.Hook {
-			srv.SetLifecycleHook(asgName, hook, 30*time.Second, "CONTINUE")
+			srv.SetLifecycleHook(asgName, hook, contractHookTimeout, "CONTINUE")
 			opts.LifecycleHook = hook
 		}
 	}
@@ -111,3 +115,5 @@ func (w *contractWorld) Heartbeats() int {
 	}
 	return n
 }
+
+func (w *contractWorld) HeartbeatTimeout() time.Duration { return contractHookTimeout }

@@ -62,6 +62,12 @@ type Targets interface {
 	// detached), the error wraps the implementation's no-action error.
 	Heartbeat(ctx context.Context, instanceID string) error
 
+	// HeartbeatInterval is how often to call Heartbeat while a group-started termination
+	// waits: well inside the hook's heartbeat timeout as Discover learned it, and a safe
+	// default (inside any timeout Auto Scaling accepts) before or without that. It does
+	// not block.
+	HeartbeatInterval() time.Duration
+
 	// CompleteLifecycle lets the group go on terminating the instance (CONTINUE). Without
 	// a configured hook it does nothing. Where the action is not visible yet although
 	// the group shows the instance Terminating:Wait, it tries again until ctx ends; with
@@ -103,7 +109,12 @@ type TargetsWorld interface {
 	LifecycleCompleted() bool
 	// Heartbeats is how many heartbeats the pending action received.
 	Heartbeats() int
+	// HeartbeatTimeout is the hook's heartbeat timeout.
+	HeartbeatTimeout() time.Duration
 }
+
+// minHeartbeatTimeout is the shortest heartbeat timeout Auto Scaling accepts.
+const minHeartbeatTimeout = 30 * time.Second
 
 // TargetsHarness makes implementations for the suite.
 type TargetsHarness struct {
@@ -238,6 +249,21 @@ func TestTargets(t *testing.T, h TargetsHarness) {
 		}
 		if !w.Registered() {
 			t.Error("RequestReplacement outside a group changed the registration")
+		}
+	})
+
+	t.Run("heartbeats go well inside the hook's timeout", func(t *testing.T) {
+		tg, w := h.New(t, TargetsSetup{InGroup: true, Hook: true})
+		if d := tg.HeartbeatInterval(); d <= 0 || d > minHeartbeatTimeout/2 {
+			t.Errorf("HeartbeatInterval before Discover = %s, want positive and at most half of %s", d, minHeartbeatTimeout)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), caseTimeout)
+		defer cancel()
+		if err := tg.Discover(ctx, w.Identity()); err != nil {
+			t.Fatalf("Discover: %v", err)
+		}
+		if d := tg.HeartbeatInterval(); d <= 0 || d > w.HeartbeatTimeout()/2 {
+			t.Errorf("HeartbeatInterval = %s, want positive and at most half of the hook's %s", d, w.HeartbeatTimeout())
 		}
 	})
 
