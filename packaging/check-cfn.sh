@@ -108,9 +108,17 @@ for name, r in tgs.items():
     p = r["Properties"]
     want(p.get("HealthCheckPath") == "/login", "%s: health check path must be /login" % name)
     want(str(p.get("Matcher", {}).get("HttpCode")) == "200", "%s: matcher must be 200" % name)
+    # The successor is healthy as soon as ELB allows (two checks 5 s apart), a stopped
+    # Jenkins unhealthy as fast; the timeout must be shorter than the interval.
+    interval = int(p.get("HealthCheckIntervalSeconds", 30))
+    want(interval == 5, "%s: HealthCheckIntervalSeconds %d, want 5 (the shortest)" % (name, interval))
+    want(int(p.get("HealthyThresholdCount", 5)) == 2, "%s: HealthyThresholdCount must be 2 (the fewest)" % name)
+    want(int(p.get("UnhealthyThresholdCount", 2)) == 2, "%s: UnhealthyThresholdCount must be 2 (the fewest)" % name)
+    want(int(p.get("HealthCheckTimeoutSeconds", 5)) < interval, "%s: HealthCheckTimeoutSeconds must be under the interval" % name)
     attrs = {a["Key"]: a["Value"] for a in p.get("TargetGroupAttributes", [])}
     delay = int(attrs.get("deregistration_delay.timeout_seconds", 300))
     want(delay < 120, "%s: deregistration delay %d s must be under 120 s for Spot" % (name, delay))
+    want(delay <= 30, "%s: deregistration delay %d s: Jenkins is stopped within its 30 s stop_grace of the deregistration, a longer delay only holds the group's detach back" % (name, delay))
 
 lts = of_type("AWS::EC2::LaunchTemplate")
 want(len(lts) == 1, "want one launch template")

@@ -22,6 +22,7 @@ star_only = {
     "elasticloadbalancing:DescribeTargetHealth",
     "autoscaling:DescribeAutoScalingInstances",
     "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribeLifecycleHooks",
     "ec2:DescribeInstances",
 }
 # Actions that must be scoped, with the ARN prefix of their resource type.
@@ -29,6 +30,8 @@ scoped = {
     "elasticloadbalancing:DeregisterTargets": "arn:aws:elasticloadbalancing:",
     "elasticloadbalancing:RegisterTargets": "arn:aws:elasticloadbalancing:",
     "autoscaling:CompleteLifecycleAction": "arn:aws:autoscaling:",
+    "autoscaling:RecordLifecycleActionHeartbeat": "arn:aws:autoscaling:",
+    "autoscaling:DetachInstances": "arn:aws:autoscaling:",
     "elasticfilesystem:ClientMount": "arn:aws:elasticfilesystem:",
     "elasticfilesystem:ClientWrite": "arn:aws:elasticfilesystem:",
     "elasticfilesystem:ClientRootAccess": "arn:aws:elasticfilesystem:",

@@ -260,6 +260,8 @@ var pfExpectedRows = []string{
 	"elasticloadbalancing:RegisterTargets " + pfTargetGroup,
 	"elasticloadbalancing:DeregisterTargets " + pfTargetGroup,
 	"autoscaling:CompleteLifecycleAction " + awstest.GroupARN(pfRegion, pfASG),
+	"autoscaling:DescribeLifecycleHooks",
+	"autoscaling:RecordLifecycleActionHeartbeat " + awstest.GroupARN(pfRegion, pfASG),
 	"ec2:DescribeInstances",
 	"efs dns name",
 	"mount helper",

@@ -2,6 +2,7 @@ package targets
 
 import (
 	"context"
+	"errors"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
@@ -25,10 +26,23 @@ var deregistration = membershipChange{
 	},
 }
 
-// Deregister takes the instance out of every cached target group at once, each call
-// with its own CallTimeout, so that one slow or missing group delays no other. The
-// load balancer then drains the target: requests in flight finish, new ones go
-// elsewhere. It returns the failures joined, each naming its group.
+// Deregister takes the instance out of every cached target group at once (including
+// those of the Auto Scaling group that RequestReplacement registered it in again), each
+// call with its own CallTimeout, so that one slow or missing group delays no other. The
+// load balancer then drains the target: requests in flight finish for up to the group's
+// deregistration delay, new ones go elsewhere. It blocks for one DeregisterTargets call
+// per group. A Register or RequestReplacement still running stops registering the
+// instance again. Deregistering a target that is not registered succeeds, so repeating
+// it is harmless. It returns the failures joined, each naming its group and, for a
+// refused call, the grant to add.
 func (c *Client) Deregister(ctx context.Context, instanceID string) error {
-	return c.changeMembership(ctx, instanceID, deregistration)
+	if instanceID == "" {
+		return errors.New("deregister: the instance id is empty")
+	}
+	c.mu.Lock()
+	c.leaving++
+	c.mu.Unlock()
+	return c.eachGroup(instanceID, deregistration.noun, func(tg TargetGroup) error {
+		return c.changeIn(ctx, instanceID, tg, deregistration)
+	})
 }

@@ -2,9 +2,7 @@ package targets
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -22,27 +20,6 @@ type membershipChange struct {
 	done   string // logged on success
 	action string // the IAM action to name when it is refused
 	call   func(ctx context.Context, elb *elbv2.Client, arn string, target elbtypes.TargetDescription) error
-}
-
-// changeMembership applies the change to every cached target group at once, each call
-// with its own CallTimeout, so that one slow or missing group delays no other. It
-// returns the failures joined, each naming its group.
-func (c *Client) changeMembership(ctx context.Context, instanceID string, m membershipChange) error {
-	if instanceID == "" {
-		return fmt.Errorf("%s: the instance id is empty", m.verb)
-	}
-	groups := c.TargetGroups()
-	if len(groups) == 0 {
-		c.log.Info("no target groups for "+m.noun, "instance", instanceID)
-		return nil
-	}
-	errs := make([]error, len(groups))
-	var wg sync.WaitGroup
-	for i, tg := range groups {
-		wg.Go(func() { errs[i] = c.changeIn(ctx, instanceID, tg, m) })
-	}
-	wg.Wait()
-	return errors.Join(errs...)
 }
 
 // changeIn applies the change to one group and turns its failure into an error that

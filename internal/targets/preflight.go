@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
@@ -34,16 +35,17 @@ const probeInstanceID = "i-00000000000000000"
 // the permission, then answers ValidationError, and no action is completed.
 const probeToken = "00000000-0000-0000-0000-000000000000"
 
-// CheckPermissions proves, with calls that change nothing, each permission that Discover,
-// Deregister, Register and CompleteLifecycle will need for this instance: one row per action and
-// target group. The cache of Discover is left as it is.
+// CheckPermissions proves, with calls that change nothing, each permission that
+// Discover, Deregister, Register, CompleteLifecycle, Heartbeat and (with
+// Options.RequestReplacement) RequestReplacement will need for this instance: one row
+// per action and target group. The cache of Discover is left as it is.
 func (c *Client) CheckPermissions(ctx context.Context, id instance.Identity) []Check {
 	var rows []Check
 	asg := id.AutoScalingGroup
 	var discovered []string
 	var asgARN string
 
-	if (c.discover || c.hook != "") && asg == "" {
+	if (c.discover || c.hook != "" || c.replace) && asg == "" {
 		row := Check{Name: "autoscaling:DescribeAutoScalingInstances"}
 		cctx, cancel := c.callContext(ctx)
 		out, err := c.asg.DescribeAutoScalingInstances(cctx, &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: []string{id.InstanceID}})
@@ -90,6 +92,12 @@ func (c *Client) CheckPermissions(ctx context.Context, id instance.Identity) []C
 
 	if c.hook != "" {
 		rows = append(rows, c.checkLifecycle(ctx, asg, asgARN))
+		if asg != "" {
+			rows = append(rows, c.checkHook(ctx, asg), c.checkHeartbeat(ctx, asg, asgARN))
+		}
+	}
+	if c.replace && asg != "" {
+		rows = append(rows, c.checkDetach(ctx, asg, asgARN))
 	}
 	return rows
 }
@@ -215,10 +223,7 @@ func (c *Client) checkLifecycle(ctx context.Context, asg, asgARN string) Check {
 		row.Fix = "clear lifecycle_hook, or run the instance in the Auto Scaling group that has the hook"
 		return row
 	}
-	resource := fmt.Sprintf("arn:aws:autoscaling:%s:*:autoScalingGroup:*:autoScalingGroupName/%s", c.region, asg)
-	if asgARN != "" {
-		resource = asgARN
-	}
+	resource := c.probeResource(asg, asgARN)
 	row.Name = action + " " + resource
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
@@ -234,6 +239,103 @@ func (c *Client) checkLifecycle(ctx context.Context, asg, asgARN string) Check {
 	case apiCode(err) == codeValidationError:
 		row.Detail = apiMessage(err)
 		row.Fix = fmt.Sprintf("make lifecycle_hook name a termination hook of %s", asg)
+	default:
+		return failed(row, err, action, resource, "Auto Scaling")
+	}
+	return row
+}
+
+// probeResource is the group's ARN as preflight found it, else its pattern.
+func (c *Client) probeResource(asg, asgARN string) string {
+	if asgARN != "" {
+		return asgARN
+	}
+	return fmt.Sprintf("arn:aws:autoscaling:%s:*:autoScalingGroup:*:autoScalingGroupName/%s", c.region, asg)
+}
+
+// checkHook proves DescribeLifecycleHooks, which Discover uses to learn the hook's
+// heartbeat timeout, and shows what the hook says.
+func (c *Client) checkHook(ctx context.Context, asg string) Check {
+	const action = "autoscaling:DescribeLifecycleHooks"
+	row := Check{Name: action}
+	ctx, cancel := c.callContext(ctx)
+	defer cancel()
+	out, err := c.asg.DescribeLifecycleHooks(ctx, &autoscaling.DescribeLifecycleHooksInput{
+		AutoScalingGroupName: aws.String(asg),
+		LifecycleHookNames:   []string{c.hook},
+	})
+	if err != nil {
+		// Describe actions of Auto Scaling take no resource-level permission.
+		return failed(row, err, action, "*", "Auto Scaling")
+	}
+	for _, h := range out.LifecycleHooks {
+		if aws.ToString(h.LifecycleHookName) != c.hook {
+			continue
+		}
+		if t := aws.ToString(h.LifecycleTransition); t != terminationTransition {
+			row.Detail = fmt.Sprintf("lifecycle hook %s of %s is for %s", c.hook, asg, t)
+			row.Fix = fmt.Sprintf("set lifecycle_hook to the termination hook (%s) of %s", terminationTransition, asg)
+			return row
+		}
+		timeout := time.Duration(aws.ToInt32(h.HeartbeatTimeout)) * time.Second
+		row.OK = true
+		row.Detail = fmt.Sprintf("hook %s: heartbeat timeout %s (heartbeats every %s), default result %s",
+			c.hook, timeout, heartbeatInterval(timeout), aws.ToString(h.DefaultResult))
+		return row
+	}
+	row.Detail = fmt.Sprintf("auto scaling group %s has no lifecycle hook %s", asg, c.hook)
+	row.Fix = fmt.Sprintf("set lifecycle_hook to a termination hook of %s (aws autoscaling describe-lifecycle-hooks --auto-scaling-group-name %s)", asg, asg)
+	return row
+}
+
+// checkHeartbeat proves RecordLifecycleActionHeartbeat with a token that matches no
+// action: Auto Scaling checks the permission, then answers ValidationError, and no
+// action is touched.
+func (c *Client) checkHeartbeat(ctx context.Context, asg, asgARN string) Check {
+	const action = "autoscaling:RecordLifecycleActionHeartbeat"
+	resource := c.probeResource(asg, asgARN)
+	row := Check{Name: action + " " + resource}
+	ctx, cancel := c.callContext(ctx)
+	defer cancel()
+	_, err := c.asg.RecordLifecycleActionHeartbeat(ctx, &autoscaling.RecordLifecycleActionHeartbeatInput{
+		AutoScalingGroupName: aws.String(asg),
+		LifecycleHookName:    aws.String(c.hook),
+		LifecycleActionToken: aws.String(probeToken),
+	})
+	switch {
+	case err == nil || isNoActiveAction(err):
+		row.OK, row.Detail = true, "allowed (proven with a token that matches no action)"
+	case apiCode(err) == codeValidationError:
+		row.Detail = apiMessage(err)
+		row.Fix = fmt.Sprintf("make lifecycle_hook name a termination hook of %s", asg)
+	default:
+		return failed(row, err, action, resource, "Auto Scaling")
+	}
+	return row
+}
+
+// checkDetach proves DetachInstances by detaching an instance id that cannot be in the
+// group: Auto Scaling checks the permission on the group, then answers ValidationError
+// ("not part of Auto Scaling group"), and nothing is detached or launched.
+func (c *Client) checkDetach(ctx context.Context, asg, asgARN string) Check {
+	const action = "autoscaling:DetachInstances"
+	resource := c.probeResource(asg, asgARN)
+	row := Check{Name: action + " " + resource}
+	ctx, cancel := c.callContext(ctx)
+	defer cancel()
+	_, err := c.asg.DetachInstances(ctx, &autoscaling.DetachInstancesInput{
+		AutoScalingGroupName:           aws.String(asg),
+		InstanceIds:                    []string{probeInstanceID},
+		ShouldDecrementDesiredCapacity: aws.Bool(false),
+	})
+	switch {
+	case apiCode(err) == codeValidationError && strings.Contains(apiMessage(err), "not part of"):
+		row.OK, row.Detail = true, "allowed (proven with an instance id that is not in the group)"
+	case err == nil:
+		row.OK, row.Detail = true, "allowed"
+	case apiCode(err) == codeValidationError:
+		row.Detail = apiMessage(err)
+		row.Fix = fmt.Sprintf("run the instance in an existing Auto Scaling group (%s was refused), or turn replacement requests off", asg)
 	default:
 		return failed(row, err, action, resource, "Auto Scaling")
 	}

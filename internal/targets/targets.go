@@ -1,8 +1,10 @@
 // Package targets takes the instance out of its load balancer target groups when it is
 // being interrupted and puts it back when Jenkins serves again on the same instance,
-// completes its Auto Scaling termination lifecycle action, asks EC2 whether a lease
-// holder is gone, and proves the IAM permissions for all of it without changing
-// anything. The target groups are found once at boot: during a mass
+// asks its Auto Scaling group for a replacement (by detaching the instance without
+// decrementing the desired capacity) while keeping it registered until the handover,
+// records heartbeats on and completes its termination lifecycle action, asks EC2
+// whether a lease holder is gone, and proves the IAM permissions for all of it without
+// changing anything. The target groups are found once at boot: during a mass
 // interruption the APIs throttle, and the deregistration must not depend on them twice.
 package targets
 
@@ -30,6 +32,16 @@ import (
 // CallTimeout zero.
 const DefaultCallTimeout = 10 * time.Second
 
+// DefaultPollInterval is how often, when Options leaves PollInterval zero, Register and
+// RequestReplacement look again at a target's state, and the first pause before
+// CompleteLifecycle and Heartbeat try again while Auto Scaling has not yet made the
+// pending action visible. Short, because while the group's deregistration stands and the
+// instance is not registered again, Jenkins gets no new requests.
+const DefaultPollInterval = 500 * time.Millisecond
+
+// maxRetryPause caps the pause between two tries of a lifecycle call.
+const maxRetryPause = 5 * time.Second
+
 // Retry policy of every call. Throttling is expected when many Spot instances are
 // interrupted at once; the call's deadline, not a small attempt count, should end the
 // tries, and one backoff must not eat a large part of the two-minute budget.
@@ -56,10 +68,19 @@ type Options struct {
 	TargetGroups []TargetGroup
 	// Discover adds the target groups of the instance's Auto Scaling group.
 	Discover bool
-	// LifecycleHook is the termination hook to complete with CONTINUE; empty for none.
+	// LifecycleHook is the termination hook to complete with CONTINUE and to record
+	// heartbeats on; empty for none.
 	LifecycleHook string
+	// RequestReplacement says that the agent asks the Auto Scaling group for a
+	// replacement at a notice: CheckPermissions then proves autoscaling:DetachInstances.
+	// RequestReplacement works whatever it says.
+	RequestReplacement bool
 	// CallTimeout bounds each API call, retries included; DefaultCallTimeout when zero.
 	CallTimeout time.Duration
+	// PollInterval is how often a state that Register, RequestReplacement,
+	// CompleteLifecycle and Heartbeat wait for is looked at again;
+	// DefaultPollInterval when zero.
+	PollInterval time.Duration
 	// Endpoint is one base URL for all three services (tests, simulate). Empty keeps
 	// the SDK's own resolution, AWS_ENDPOINT_URL_<SERVICE> included.
 	Endpoint string
@@ -79,14 +100,20 @@ type Client struct {
 	configured  []TargetGroup
 	discover    bool
 	hook        string
+	replace     bool
 	callTimeout time.Duration
+	poll        time.Duration
 	creds       aws.CredentialsProvider
 	log         *slog.Logger
 
-	mu      sync.Mutex
-	groups  []TargetGroup // configured ∪ discovered, cached by Discover
-	asgName string
-	asgARN  string
+	mu          sync.Mutex
+	groups      []TargetGroup // configured ∪ discovered, cached by Discover
+	asgName     string
+	asgARN      string
+	asgTGs      []string      // the group's own target groups, once known
+	asgTGsKnown bool          // asgTGs was read from the group
+	hookTimeout time.Duration // the hook's HeartbeatTimeout, 0 until learned
+	leaving     uint64        // counts Deregister calls: registrations started before one stop
 }
 
 // New checks the options and builds the SDK clients. It makes no API call.
@@ -96,6 +123,9 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	}
 	if opts.CallTimeout < 0 {
 		return nil, fmt.Errorf("targets: call timeout %s is negative", opts.CallTimeout)
+	}
+	if opts.PollInterval < 0 {
+		return nil, fmt.Errorf("targets: poll interval %s is negative", opts.PollInterval)
 	}
 	var errs []error
 	seen := map[string]bool{}
@@ -139,11 +169,16 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		groups:      groups,
 		discover:    opts.Discover,
 		hook:        opts.LifecycleHook,
+		replace:     opts.RequestReplacement,
 		callTimeout: opts.CallTimeout,
+		poll:        opts.PollInterval,
 		log:         opts.Logger,
 	}
 	if c.callTimeout == 0 {
 		c.callTimeout = DefaultCallTimeout
+	}
+	if c.poll == 0 {
+		c.poll = DefaultPollInterval
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -175,8 +210,11 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 
 // Discover finds the instance's Auto Scaling group (from the identity's tag, else by
 // asking Auto Scaling) when discovery or a lifecycle hook needs it, and caches the
-// configured target groups together with the group's. An instance outside any group is
-// no error. On error the configured target groups stay in force.
+// configured target groups together with the group's. With a lifecycle hook it also
+// learns the hook's heartbeat timeout (DescribeLifecycleHooks), for HeartbeatInterval;
+// a hook it cannot learn is logged, not returned: the safe default interval applies. An
+// instance outside any group is no error. On error the configured target groups stay in
+// force. It blocks for at most two or three API calls, each bounded by CallTimeout.
 func (c *Client) Discover(ctx context.Context, id instance.Identity) error {
 	if id.InstanceID == "" {
 		return errors.New("discover target groups: the instance id is unknown")
@@ -188,23 +226,43 @@ func (c *Client) Discover(ctx context.Context, id instance.Identity) error {
 		return nil
 	}
 	found, err := c.findGroup(ctx, id)
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if err != nil {
 		// A group named by the instance tag still serves CompleteLifecycle.
+		c.mu.Lock()
 		c.asgName = found.name
+		c.mu.Unlock()
 		return err
 	}
+	c.mu.Lock()
 	c.asgName, c.asgARN = found.name, found.arn
 	c.groups = c.configured
 	if c.discover {
 		c.groups = mergeTargetGroups(c.configured, found.targetGroups)
 	}
+	if found.described {
+		c.asgTGs, c.asgTGsKnown = found.targetGroups, true
+	}
 	arns := make([]string, len(c.groups))
 	for i, tg := range c.groups {
 		arns[i] = tg.ARN
 	}
+	c.mu.Unlock()
 	c.log.Info("target groups cached", "auto_scaling_group", found.name, "target_groups", arns)
+
+	if c.hook == "" || found.name == "" {
+		return nil
+	}
+	timeout, err := c.describeHook(ctx, found.name)
+	if err != nil {
+		c.log.Warn("lifecycle hook not learned; heartbeats go at the default interval", "hook", c.hook,
+			"auto_scaling_group", found.name, "interval", DefaultHeartbeatInterval, "err", err)
+		return nil
+	}
+	c.mu.Lock()
+	c.hookTimeout = timeout
+	c.mu.Unlock()
+	c.log.Info("lifecycle hook learned", "hook", c.hook, "auto_scaling_group", found.name,
+		"heartbeat_timeout", timeout, "heartbeat_interval", heartbeatInterval(timeout))
 	return nil
 }
 
@@ -227,6 +285,7 @@ func (c *Client) AutoScalingGroup() string {
 type group struct {
 	name, arn    string
 	targetGroups []string
+	described    bool // DescribeAutoScalingGroups found it: targetGroups is its list
 }
 
 // findGroup resolves the instance's Auto Scaling group and, when discovering, its target
@@ -269,6 +328,7 @@ func (c *Client) findGroup(ctx context.Context, id instance.Identity) (group, er
 		}
 		g.arn = aws.ToString(asg.AutoScalingGroupARN)
 		g.targetGroups = attachedTargetGroups(asg)
+		g.described = true
 		return g, nil
 	}
 	c.log.Warn("auto scaling group not found; only configured target groups apply", "auto_scaling_group", g.name)

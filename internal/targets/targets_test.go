@@ -23,14 +23,14 @@ import (
 )
 
 const (
-	region   = "us-east-1"
+	region     = "us-east-1"
 	instanceID = "i-0123456789abcdef0"
-	asgName  = "jenkins-asg"
-	hook     = "drain-jenkins"
-	tgA      = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/jenkins-a/0123456789abcdef"
-	tgB      = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/jenkins-b/1123456789abcdef"
-	tgC      = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/jenkins-c/2123456789abcdef"
-	tgGone   = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/deleted/3123456789abcdef"
+	asgName    = "jenkins-asg"
+	hook       = "drain-jenkins"
+	tgA        = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/jenkins-a/0123456789abcdef"
+	tgB        = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/jenkins-b/1123456789abcdef"
+	tgC        = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/jenkins-c/2123456789abcdef"
+	tgGone     = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/deleted/3123456789abcdef"
 )
 
 // TestMain keeps the SDK away from the machine's AWS files and from instance metadata:
@@ -406,8 +406,10 @@ func TestInstanceTerminated(t *testing.T) {
 
 func TestCheckPermissionsAllAllowed(t *testing.T) {
 	srv := world(t)
+	srv.SetLifecycleHook(asgName, hook, 150*time.Second, "CONTINUE")
 	srv.PendLifecycleAction(asgName, hook, instanceID)
-	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}}, Discover: true, LifecycleHook: hook})
+	before := srv.GroupInstances(asgName)
+	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 8080}}, Discover: true, LifecycleHook: hook, RequestReplacement: true})
 	rows := c.CheckPermissions(t.Context(), instance.Identity{InstanceID: instanceID})
 	want := []string{
 		"autoscaling:DescribeAutoScalingInstances",
@@ -422,6 +424,9 @@ func TestCheckPermissionsAllAllowed(t *testing.T) {
 		"elasticloadbalancing:RegisterTargets " + tgC,
 		"elasticloadbalancing:DeregisterTargets " + tgC,
 		"autoscaling:CompleteLifecycleAction " + awstest.GroupARN(region, asgName),
+		"autoscaling:DescribeLifecycleHooks",
+		"autoscaling:RecordLifecycleActionHeartbeat " + awstest.GroupARN(region, asgName),
+		"autoscaling:DetachInstances " + awstest.GroupARN(region, asgName),
 	}
 	var names []string
 	for _, r := range rows {
@@ -449,8 +454,17 @@ func TestCheckPermissionsAllAllowed(t *testing.T) {
 			t.Errorf("%s: target state %q after preflight, want healthy", arn, got)
 		}
 	}
+	if want := "hook " + hook + ": heartbeat timeout 2m30s (heartbeats every 50s), default result CONTINUE"; rows[12].Detail != want {
+		t.Errorf("DescribeLifecycleHooks detail = %q, want %q", rows[12].Detail, want)
+	}
 	if _, done := srv.LifecycleResult(asgName, instanceID); done {
 		t.Error("preflight completed the pending lifecycle action")
+	}
+	if after := srv.GroupInstances(asgName); !maps.Equal(after, before) {
+		t.Errorf("preflight changed the group: %v, was %v", after, before)
+	}
+	if calls := srv.CallsOf("RecordLifecycleActionHeartbeat"); len(calls) != 1 || calls[0].Params.Get("LifecycleActionToken") != probeToken || calls[0].Params.Get("InstanceId") != "" {
+		t.Errorf("heartbeat probes %+v, want one with the token that matches no action", calls)
 	}
 	if len(c.TargetGroups()) != 1 || c.AutoScalingGroup() != "" {
 		t.Errorf("preflight changed the cache: %v, %q", c.TargetGroups(), c.AutoScalingGroup())
@@ -487,6 +501,18 @@ func TestCheckPermissionsOneDenied(t *testing.T) {
 			failing: map[string]string{"autoscaling:CompleteLifecycleAction " + asgARN: "add autoscaling:CompleteLifecycleAction on " + asgARN + " to the instance role"},
 		},
 		{
+			deny:    "RecordLifecycleActionHeartbeat",
+			failing: map[string]string{"autoscaling:RecordLifecycleActionHeartbeat " + asgARN: "add autoscaling:RecordLifecycleActionHeartbeat on " + asgARN + " to the instance role"},
+		},
+		{
+			deny:    "DescribeLifecycleHooks",
+			failing: map[string]string{"autoscaling:DescribeLifecycleHooks": "add autoscaling:DescribeLifecycleHooks on * to the instance role"},
+		},
+		{
+			deny:    "DetachInstances",
+			failing: map[string]string{"autoscaling:DetachInstances " + asgARN: "add autoscaling:DetachInstances on " + asgARN + " to the instance role"},
+		},
+		{
 			deny: "DescribeAutoScalingInstances",
 			// Without the instance's group nothing can be discovered or completed; the
 			// lifecycle row says so too.
@@ -501,7 +527,7 @@ func TestCheckPermissionsOneDenied(t *testing.T) {
 			srv := newServer(t)
 			srv.AddAutoScalingGroup(asgName, []string{instanceID}, []string{tgB}, hook)
 			srv.Deny(tc.deny)
-			c := newClient(t, srv, Options{Discover: true, LifecycleHook: hook})
+			c := newClient(t, srv, Options{Discover: true, LifecycleHook: hook, RequestReplacement: true})
 			id := tc.identity
 			if id.InstanceID == "" {
 				id = instance.Identity{InstanceID: instanceID, AutoScalingGroup: asgName}

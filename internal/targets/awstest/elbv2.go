@@ -50,26 +50,32 @@ func (s *Server) deregisterTargetsLocked(form url.Values) (any, *apiError) {
 		return nil, apiErr
 	}
 	for _, k := range keys {
-		e := s.entryLocked(tg, k)
-		if e == nil || e.state == StateDraining {
-			continue
-		}
-		if s.drainDelay <= 0 {
-			delete(tg.targets, k)
-			continue
-		}
-		e.state = StateDraining
-		e.drainingEnd = s.now().Add(s.drainDelay)
+		s.drainLocked(tg, k)
 	}
 	return nil, nil
+}
+
+// drainLocked starts draining a registered target, which is gone after the
+// deregistration delay; an unregistered or draining target is left as it is.
+func (s *Server) drainLocked(tg *targetGroup, k targetKey) {
+	e := s.entryLocked(tg, k)
+	if e == nil || e.state == StateDraining {
+		return
+	}
+	if s.drainDelay <= 0 {
+		delete(tg.targets, k)
+		return
+	}
+	e.state = StateDraining
+	e.drainingEnd = s.nowLocked().Add(s.drainDelay)
 }
 
 // registerTargetsLocked registers the named targets. Like ELBv2 it refuses the whole
 // call, registering none, when one target is no running instance it knows; a target
 // that is registered already is left as it is (healthy stays healthy, no health check
-// starts over), and a draining one is registered again. The double runs no health
-// checks: where ELBv2 shows a new target initial until it passes them, the double makes
-// it healthy at once.
+// starts over), and a draining one is registered again. A new registration starts
+// initial and goes healthy once it passes its health checks (SetHealthCheck); without
+// health checks it is healthy at once.
 func (s *Server) registerTargetsLocked(form url.Values) (any, *apiError) {
 	tg, keys, apiErr := s.targetsRequestLocked(form)
 	if apiErr != nil {
@@ -88,7 +94,7 @@ func (s *Server) registerTargetsLocked(form url.Values) (any, *apiError) {
 		if e := s.entryLocked(tg, k); e != nil && e.state != StateDraining {
 			continue
 		}
-		tg.targets[k] = &targetEntry{state: StateHealthy}
+		tg.targets[k] = s.newTargetLocked()
 	}
 	return nil, nil
 }

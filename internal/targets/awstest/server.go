@@ -5,6 +5,14 @@
 // and instances as state, and answers with the services' own XML and error shapes.
 // Faults (throttling, missing groups, denied actions, slowness) are injected per action,
 // and every request is recorded with the time it arrived.
+//
+// The double moves on its own like the services do: deregistered targets drain and are
+// gone after the deregistration delay, a detached instance is deregistered by its group
+// and a replacement is launched, registered and health-checked, lifecycle actions become
+// visible to CompleteLifecycleAction a little after the group shows Terminating:Wait and
+// time out without heartbeats. What depends on time follows the server's clock (SetClock)
+// and is brought up to date at every request and every state read; launches also run on
+// a real timer, so that OnLaunch fires on time without a request.
 package awstest
 
 import (
@@ -45,14 +53,23 @@ const DefaultPort int32 = 8080
 // default on AWS: a deregistered target stays draining this long, then is gone.
 const DefaultDeregistrationDelay = 300 * time.Second
 
+// DefaultHeartbeatTimeout is a lifecycle hook's HeartbeatTimeout default on AWS.
+const DefaultHeartbeatTimeout = time.Hour
+
+// maxGlobalTimeout caps the whole wait of a lifecycle action, heartbeats or not, on AWS;
+// the other cap is 100 heartbeat timeouts.
+const maxGlobalTimeout = 48 * time.Hour
+
 // maxBody bounds a request body; query requests of these APIs are a few hundred bytes.
 const maxBody = 1 << 20
 
 // Target health states of ELBv2.
 const (
-	StateHealthy  = "healthy"
-	StateDraining = "draining"
-	StateUnused   = "unused"
+	StateInitial   = "initial"
+	StateHealthy   = "healthy"
+	StateUnhealthy = "unhealthy"
+	StateDraining  = "draining"
+	StateUnused    = "unused"
 )
 
 // Target is one registered target of a target group.
@@ -80,6 +97,9 @@ type Server struct {
 	mu           sync.Mutex
 	now          func() time.Time
 	drainDelay   time.Duration
+	launchDelay  time.Duration // DetachInstances to the replacement's InService
+	detachLag    time.Duration // DetachInstances to the group's DeregisterTargets
+	propagation  time.Duration // Terminating:Wait to the action being completable
 	targetGroups map[string]*targetGroup
 	groups       map[string]*autoScalingGroup
 	instances    map[string]string // id → EC2 state name
@@ -88,7 +108,22 @@ type Server struct {
 	delays       map[string]time.Duration
 	holds        map[string]chan struct{}
 	calls        []Call
+	events       []event  // what the services do later on their own, in no order
+	notify       []func() // callbacks due, run once the lock is released
+	timers       []*time.Timer
+	eventTime    time.Time // while an event runs: the time it was due
+	onLaunch     func(instanceID string)
+	health       HealthCheck
+	healthStop   chan struct{}
+	closed       bool
 	closeOnce    sync.Once
+}
+
+// event is something a service does by itself at a time: the group deregistering a
+// detached instance, a replacement going InService.
+type event struct {
+	at  time.Time
+	run func()
 }
 
 type targetGroup struct {
@@ -104,19 +139,41 @@ type targetKey struct {
 type targetEntry struct {
 	state       string
 	drainingEnd time.Time // when a draining target is gone
+	passed      int       // health checks passed in a row
+	failed      int       // health checks failed in a row
 }
 
 type autoScalingGroup struct {
 	name      string
 	instances []string
+	states    map[string]string // instance id → lifecycle state other than the derived ones
+	min, max  int
+	desired   int
 	tgARNs    []string
-	hooks     []string
+	hooks     []*lifecycleHook
 	pending   map[string]*lifecycleAction // instance id → its pending action
 	results   map[string]string           // instance id → the result it was completed with
+	timedOut  map[string]bool             // instance id → its action ran out of heartbeats
+}
+
+type lifecycleHook struct {
+	name             string
+	transition       string
+	heartbeatTimeout time.Duration
+	defaultResult    string
+}
+
+// globalTimeout is how long an action of the hook may wait at most, heartbeats or not.
+func (h *lifecycleHook) globalTimeout() time.Duration {
+	return min(100*h.heartbeatTimeout, maxGlobalTimeout)
 }
 
 type lifecycleAction struct {
-	hook, token string
+	hook      *lifecycleHook
+	token     string
+	visibleAt time.Time // CompleteLifecycleAction and heartbeats find it from then on
+	deadline  time.Time // the heartbeat timeout ends it here unless a heartbeat comes
+	endAt     time.Time // the global timeout ends it here whatever comes
 }
 
 // NewServer starts the double on 127.0.0.1 at a random port. Close it when done.
@@ -125,6 +182,7 @@ func NewServer() *Server {
 		done:         make(chan struct{}),
 		now:          time.Now,
 		drainDelay:   DefaultDeregistrationDelay,
+		healthStop:   make(chan struct{}),
 		targetGroups: map[string]*targetGroup{},
 		groups:       map[string]*autoScalingGroup{},
 		instances:    map[string]string{},
@@ -140,11 +198,94 @@ func NewServer() *Server {
 // URL is the base URL to give the SDK clients as their endpoint.
 func (s *Server) URL() string { return s.ts.URL }
 
-// Close stops the server; requests held by Delay or Hold are answered
-// ServiceUnavailable at once.
+// Close stops the server, its timers and its health checks; requests held by Delay or
+// Hold are answered ServiceUnavailable at once, and no OnLaunch callback starts after it.
 func (s *Server) Close() {
-	s.closeOnce.Do(func() { close(s.done) })
+	s.closeOnce.Do(func() {
+		close(s.done)
+		s.mu.Lock()
+		s.closed = true
+		for _, t := range s.timers {
+			t.Stop()
+		}
+		s.mu.Unlock()
+	})
 	s.ts.Close()
+}
+
+// lock takes the server's lock and brings the state up to date with the clock. The
+// returned unlock releases it and then starts the callbacks that came due.
+func (s *Server) lock() (unlock func()) {
+	s.mu.Lock()
+	s.advanceLocked()
+	return func() {
+		fns := s.notify
+		s.notify = nil
+		closed := s.closed
+		s.mu.Unlock()
+		if closed {
+			return
+		}
+		for _, f := range fns {
+			go f()
+		}
+	}
+}
+
+// SetClock replaces the clock that draining, detaching, lifecycle propagation and
+// heartbeat timeouts follow (time.Now by default), so that a test can move time on.
+func (s *Server) SetClock(now func() time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.now = now
+}
+
+// scheduleLocked runs f after d on the server's clock: now when d is not positive, else
+// at the first request or state read from then on, and at the latest when a real timer
+// of d fires.
+func (s *Server) scheduleLocked(d time.Duration, f func()) {
+	if d <= 0 {
+		f()
+		return
+	}
+	s.events = append(s.events, event{at: s.nowLocked().Add(d), run: f})
+	if s.closed {
+		return
+	}
+	s.timers = append(s.timers, time.AfterFunc(d, func() { s.lock()() }))
+}
+
+// advanceLocked runs the events that are due, earliest first and each at its own time
+// (an event may schedule more), and ends the lifecycle actions whose time ran out.
+func (s *Server) advanceLocked() {
+	for {
+		now := s.now()
+		next := -1
+		for i, e := range s.events {
+			if !e.at.After(now) && (next < 0 || e.at.Before(s.events[next].at)) {
+				next = i
+			}
+		}
+		if next < 0 {
+			break
+		}
+		e := s.events[next]
+		s.events = slices.Delete(s.events, next, next+1)
+		s.eventTime = e.at
+		e.run()
+		s.eventTime = time.Time{}
+	}
+	for _, g := range s.groups {
+		s.expireLocked(g)
+	}
+}
+
+// nowLocked is the server's time: the clock's, or while an event runs, the event's.
+func (s *Server) nowLocked() time.Time {
+	if !s.eventTime.IsZero() {
+		return s.eventTime
+	}
+	return s.now()
 }
 
 // Credentials returns static credentials the server accepts.
@@ -157,8 +298,7 @@ func (s *Server) Credentials() aws.CredentialsProvider {
 // AddTargetGroup creates (or extends) a target group. Targets' instances become running
 // EC2 instances unless the server knows them already.
 func (s *Server) AddTargetGroup(arn string, targets ...Target) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.lock()()
 	tg := s.targetGroupLocked(arn)
 	for _, t := range targets {
 		state := t.State
@@ -170,22 +310,28 @@ func (s *Server) AddTargetGroup(arn string, targets ...Target) {
 	}
 }
 
-// AddAutoScalingGroup creates a group with the instances, attached target groups and a
-// termination lifecycle hook (none when hook is empty). Like Auto Scaling at launch, it
-// registers the instances, healthy, in the target groups (created if unknown), and the
-// instances become running EC2 instances.
+// AddAutoScalingGroup creates (or replaces) a group with the instances, InService,
+// attached target groups and a termination lifecycle hook (none when hook is empty;
+// DefaultHeartbeatTimeout and CONTINUE, see SetLifecycleHook). Its desired capacity is
+// the number of instances, its minimum 0 and its maximum one more. Like Auto Scaling at
+// launch, it registers the instances, healthy, in the target groups (created if
+// unknown), and the instances become running EC2 instances.
 func (s *Server) AddAutoScalingGroup(name string, instances []string, tgARNs []string, hook string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.lock()()
 	g := &autoScalingGroup{
 		name:      name,
 		instances: slices.Clone(instances),
+		states:    map[string]string{},
+		min:       0,
+		max:       len(instances) + 1,
+		desired:   len(instances),
 		tgARNs:    slices.Clone(tgARNs),
 		pending:   map[string]*lifecycleAction{},
 		results:   map[string]string{},
+		timedOut:  map[string]bool{},
 	}
 	if hook != "" {
-		g.hooks = []string{hook}
+		g.hooks = []*lifecycleHook{newHook(hook)}
 	}
 	s.groups[name] = g
 	for _, id := range instances {
@@ -205,26 +351,66 @@ func (s *Server) SetInstanceState(id, state string) {
 }
 
 // PendLifecycleAction puts the instance in Terminating:Wait on the group's hook, as Auto
-// Scaling does when it starts terminating an instance. It panics on an unknown group:
-// that is a mistake in the test's setup.
+// Scaling does when it starts terminating an instance (scale-in, instance refresh,
+// Capacity Rebalancing). The action's heartbeat timeout starts now; it is completable
+// after the lifecycle propagation delay (SetLifecyclePropagationDelay). A hook the group
+// lacks is added with the defaults. It panics on an unknown group: that is a mistake in
+// the test's setup.
 func (s *Server) PendLifecycleAction(asg, hook, instance string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.lock()()
 	g, ok := s.groups[asg]
 	if !ok {
 		panic("awstest: PendLifecycleAction on unknown Auto Scaling group " + asg)
 	}
-	if !slices.Contains(g.hooks, hook) {
-		g.hooks = append(g.hooks, hook)
+	h := g.hookNamed(hook)
+	if h == nil {
+		h = newHook(hook)
+		g.hooks = append(g.hooks, h)
 	}
-	g.pending[instance] = &lifecycleAction{hook: hook, token: newRequestID()}
+	now := s.nowLocked()
+	g.pending[instance] = &lifecycleAction{
+		hook: h, token: newRequestID(),
+		visibleAt: now.Add(s.propagation),
+		deadline:  now.Add(h.heartbeatTimeout),
+		endAt:     now.Add(h.globalTimeout()),
+	}
+	delete(g.results, instance)
+	delete(g.timedOut, instance)
+}
+
+// SetLifecycleHook adds the termination hook to the group, or changes it: its
+// HeartbeatTimeout (AWS takes 30 s to 7200 s; the double any positive duration) and its
+// DefaultResult (CONTINUE or ABANDON), applied when an action runs out of heartbeats. It
+// panics on an unknown group.
+func (s *Server) SetLifecycleHook(asg, hook string, heartbeatTimeout time.Duration, defaultResult string) {
+	defer s.lock()()
+	g, ok := s.groups[asg]
+	if !ok {
+		panic("awstest: SetLifecycleHook on unknown Auto Scaling group " + asg)
+	}
+	h := g.hookNamed(hook)
+	if h == nil {
+		h = newHook(hook)
+		g.hooks = append(g.hooks, h)
+	}
+	h.heartbeatTimeout, h.defaultResult = heartbeatTimeout, defaultResult
+}
+
+// SetLifecyclePropagationDelay sets how long after an action starts pending (the group
+// already shows Terminating:Wait) CompleteLifecycleAction and
+// RecordLifecycleActionHeartbeat still answer "No active Lifecycle Action found", as
+// Auto Scaling does for a few seconds. Zero by default.
+func (s *Server) SetLifecyclePropagationDelay(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.propagation = d
 }
 
 // LifecycleResult is the result (CONTINUE or ABANDON) the instance's lifecycle action
-// was completed with, and whether one was completed at all.
+// was completed with, or its hook's DefaultResult when it ran out of heartbeats, and
+// whether it ended at all.
 func (s *Server) LifecycleResult(asg, instance string) (string, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.lock()()
 	g, ok := s.groups[asg]
 	if !ok {
 		return "", false
@@ -233,11 +419,71 @@ func (s *Server) LifecycleResult(asg, instance string) (string, bool) {
 	return r, ok
 }
 
+// LifecycleTimedOut reports whether the instance's lifecycle action ended because no
+// heartbeat (or completion) came within the hook's heartbeat timeout, or because the
+// global timeout passed.
+func (s *Server) LifecycleTimedOut(asg, instance string) bool {
+	defer s.lock()()
+	g, ok := s.groups[asg]
+	return ok && g.timedOut[instance]
+}
+
+// GroupInstances is every instance of the group with its lifecycle state (Pending,
+// InService, Detaching, Terminating:Wait, Terminating:Proceed), as
+// DescribeAutoScalingGroups shows it; nil for an unknown group.
+func (s *Server) GroupInstances(asg string) map[string]string {
+	defer s.lock()()
+	g, ok := s.groups[asg]
+	if !ok {
+		return nil
+	}
+	out := make(map[string]string, len(g.instances))
+	for _, id := range g.instances {
+		out[id] = g.lifecycleState(id)
+	}
+	return out
+}
+
+// DesiredCapacity is the group's desired capacity, -1 for an unknown group.
+func (s *Server) DesiredCapacity(asg string) int {
+	defer s.lock()()
+	g, ok := s.groups[asg]
+	if !ok {
+		return -1
+	}
+	return g.desired
+}
+
+// SetLaunchDelay sets how long a replacement launched by the group (after
+// DetachInstances without decrementing the desired capacity) stays Pending before it is
+// InService, running and registered in the group's target groups. Zero by default.
+func (s *Server) SetLaunchDelay(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.launchDelay = d
+}
+
+// SetDetachLag sets how long after DetachInstances answers the group deregisters the
+// detached instance from its target groups. Auto Scaling does it asynchronously, so it
+// can land after the instance registered itself again. Zero (at once) by default.
+func (s *Server) SetDetachLag(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.detachLag = d
+}
+
+// OnLaunch sets a callback that runs, in its own goroutine, when an instance the group
+// launched is InService and running: where simulate boots that instance's agent.
+func (s *Server) OnLaunch(f func(instanceID string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onLaunch = f
+}
+
 // TargetState is the health state of the instance on the target group at DefaultPort,
 // as DescribeTargetHealth would show it: unused when it is not registered.
 func (s *Server) TargetState(arn, id string) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.lock()()
 	tg, ok := s.targetGroups[arn]
 	if !ok {
 		return ""
@@ -363,7 +609,7 @@ func (s *Server) entryLocked(tg *targetGroup, k targetKey) *targetEntry {
 	if !ok {
 		return nil
 	}
-	if e.state == StateDraining && !s.now().Before(e.drainingEnd) {
+	if e.state == StateDraining && !s.nowLocked().Before(e.drainingEnd) {
 		delete(tg.targets, k)
 		return nil
 	}
@@ -444,8 +690,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 // answer applies injected faults, then the action.
 func (s *Server) answer(req request) (any, *apiError) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.lock()()
 	if s.denied[req.action] {
 		return nil, deniedError(req)
 	}
