@@ -423,3 +423,27 @@ func TestConfigArgsRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// With --listen-delay nothing listens for a while, as while the JVM starts; a stop
+// meanwhile ends Main cleanly without touching the home.
+func TestMainListenDelay(t *testing.T) {
+	home := t.TempDir()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan int, 1)
+	var stdout, stderr strings.Builder
+	go func() {
+		done <- Main(ctx, []string{"--listen", "127.0.0.1:0", "--home", home, "--listen-delay", "1h"}, &stdout, &stderr)
+	}()
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("Main() = %d: %s", code, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Main did not return while waiting to listen")
+	}
+	if _, err := ReadHomeState(home); err == nil || strings.Contains(stdout.String(), "listening") {
+		t.Errorf("the home was opened or the double listened before its delay: %q", stdout.String())
+	}
+}
