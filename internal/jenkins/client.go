@@ -162,7 +162,10 @@ func notReadyErr(err error) bool {
 
 // QuietDown puts Jenkins in quiet-down with reason as the message shown on every
 // page: no new build starts, running ones go on. It then reads GET /api/json and
-// fails unless Jenkins says it is quieting down. Calling it again is harmless.
+// fails unless Jenkins says it is quieting down. It blocks for two requests (three
+// with a crumb), bounded by ctx. Calling it again is harmless. Errors: no answer,
+// rejected credentials, a missing Overall/Manage (named), or a state that did not
+// change.
 func (c *Client) QuietDown(ctx context.Context, reason string) error {
 	form := url.Values{"message": {reason}}
 	if err := c.post(ctx, "/quietDown", form); err != nil {
@@ -178,8 +181,10 @@ func (c *Client) QuietDown(ctx context.Context, reason string) error {
 	return nil
 }
 
-// CancelQuietDown takes Jenkins out of quiet-down (after a drill, or when the
-// instance turns out to stay) and confirms it through GET /api/json.
+// CancelQuietDown takes Jenkins out of quiet-down (after a drill, when the instance
+// turns out to stay, or when an adopted Jenkins was left quiet by an earlier plan):
+// POST /cancelQuietDown (302), then it confirms through GET /api/json. It blocks for
+// two requests, bounded by ctx, and is idempotent. Errors as QuietDown's.
 func (c *Client) CancelQuietDown(ctx context.Context) error {
 	if err := c.post(ctx, "/cancelQuietDown", nil); err != nil {
 		return fmt.Errorf("cancel quiet down: %w", err)
