@@ -473,3 +473,45 @@ func TestV1KeepsTheOldMethodSet(t *testing.T) {
 		t.Fatalf("V1.Probe() = %v", err)
 	}
 }
+
+// BenchmarkRunningBuilds measures one look of the drain against the double on
+// loopback: with freestyle builds only (one request), with a Pipeline running (the
+// queue read too) and with a parked Pipeline (the state read as well).
+func BenchmarkRunningBuilds(b *testing.B) {
+	for _, bc := range []struct {
+		name   string
+		mutate func(*jenkinstest.Config)
+		reqs   int
+	}{
+		{name: "freestyle", mutate: func(c *jenkinstest.Config) { c.Boot = []jenkinstest.Boot{{Job: "freestyle"}} }, reqs: 1},
+		{name: "pipeline", mutate: func(c *jenkinstest.Config) { c.Boot = []jenkinstest.Boot{{Job: "freestyle"}, {Job: "pipeline"}} }, reqs: 2},
+		{name: "parked", mutate: parkConfig, reqs: 3},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			cfg := jenkinstest.Config{
+				Users: map[string]jenkinstest.User{"agent": {Token: token, Manage: true}},
+				Jobs:  map[string]jenkinstest.Job{"freestyle": {}, "pipeline": {Pipeline: true}},
+			}
+			bc.mutate(&cfg)
+			s, url, err := jenkinstest.Start(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			c, err := jenkins.New(jenkins.Options{URL: url, User: "agent", Token: token})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for s.Queued() == 0 && bc.name == "parked" {
+				time.Sleep(time.Millisecond)
+			}
+			before := len(s.Requests())
+			for b.Loop() {
+				if _, err := c.RunningBuilds(b.Context()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(len(s.Requests())-before)/float64(b.N), "requests/op")
+		})
+	}
+}
