@@ -454,7 +454,7 @@ func checkAWS(t *testing.T, aws *awstest.Server) {
 }
 
 // waitRunning waits until Jenkins lists n running builds.
-func waitRunning(t *testing.T, jc *jenkins.Client, n int, timeout time.Duration) []string {
+func waitRunning(t *testing.T, jc *jenkins.Client, n int, timeout time.Duration) []jenkins.Build {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {

@@ -134,7 +134,7 @@ func TestStatusDrillAndMetricsAgainstARunningAgent(t *testing.T) {
 					Endpoint: aws.URL(), Credentials: aws.Credentials(), Logger: log})
 			},
 			Runtime: &opRuntime{},
-			Jenkins: jc,
+			Jenkins: jenkins.V1{Client: jc}, // until the agent takes Ready and []jenkins.Build
 			Metrics: m,
 		},
 		Logger:        log,

@@ -69,7 +69,7 @@ func wire(cfg config.Config, token config.Secret, m *metrics.Metrics, ep endpoin
 		Metadata: md,
 		Watcher:  watcher,
 		Runtime:  rt,
-		Jenkins:  jc,
+		Jenkins:  jenkins.V1{Client: jc}, // until the agent takes Ready and []jenkins.Build
 		NewMounter: func(id instance.Identity) (agent.Mounter, error) {
 			return newMounter(cfg, id, log)
 		},

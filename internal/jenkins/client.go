@@ -1,6 +1,7 @@
 // Package jenkins is the agent's client of the Jenkins controller's HTTP API: it
-// tells when Jenkins answers, puts it in quiet-down, and lists the builds that still
-// run (regular and Pipeline one-off executors).
+// tells when Jenkins answers, puts it in quiet-down and takes it out, lists the builds
+// that still run (regular and one-off executors, Pipelines parked by quiet-down), and
+// queues again on the successor the builds a stop aborted.
 package jenkins
 
 import (
@@ -23,11 +24,6 @@ import (
 // listens (connection refused), or the connection was dropped (reset, EOF), as
 // happens while the container starts. Keep probing.
 var ErrNotReady = errors.New("jenkins is not ready")
-
-// computerTree asks for exactly the executors and what they run; without it the
-// executors come back as empty objects and only busyExecutors, which ignores
-// Pipeline runs, would tell anything.
-const computerTree = "computer[displayName,offline,executors[idle,currentExecutable[url]],oneOffExecutors[currentExecutable[url]]]"
 
 // maxBody bounds what the client reads from one answer; the JSON it asks for is small.
 const maxBody = 8 << 20
@@ -120,6 +116,8 @@ func (c *Client) Version() string {
 // returns nil when Jenkins answers 200, an error wrapping ErrNotReady while it is not
 // up yet, and another error when the URL does not lead to a Jenkins controller or the
 // context ends.
+//
+// Deprecated: use Ready, which tells loading (503) from silence.
 func (c *Client) Probe(ctx context.Context) error {
 	resp, err := c.do(ctx, http.MethodGet, "/login", nil, authNone, nil)
 	if err != nil {
@@ -164,7 +162,10 @@ func notReadyErr(err error) bool {
 
 // QuietDown puts Jenkins in quiet-down with reason as the message shown on every
 // page: no new build starts, running ones go on. It then reads GET /api/json and
-// fails unless Jenkins says it is quieting down. Calling it again is harmless.
+// fails unless Jenkins says it is quieting down. It blocks for two requests (three
+// with a crumb), bounded by ctx. Calling it again is harmless. Errors: no answer,
+// rejected credentials, a missing Overall/Manage (named), or a state that did not
+// change.
 func (c *Client) QuietDown(ctx context.Context, reason string) error {
 	form := url.Values{"message": {reason}}
 	if err := c.post(ctx, "/quietDown", form); err != nil {
@@ -180,8 +181,10 @@ func (c *Client) QuietDown(ctx context.Context, reason string) error {
 	return nil
 }
 
-// CancelQuietDown takes Jenkins out of quiet-down (after a drill, or when the
-// instance turns out to stay) and confirms it through GET /api/json.
+// CancelQuietDown takes Jenkins out of quiet-down (after a drill, when the instance
+// turns out to stay, or when an adopted Jenkins was left quiet by an earlier plan):
+// POST /cancelQuietDown (302), then it confirms through GET /api/json. It blocks for
+// two requests, bounded by ctx, and is idempotent. Errors as QuietDown's.
 func (c *Client) CancelQuietDown(ctx context.Context) error {
 	if err := c.post(ctx, "/cancelQuietDown", nil); err != nil {
 		return fmt.Errorf("cancel quiet down: %w", err)
@@ -194,16 +197,6 @@ func (c *Client) CancelQuietDown(ctx context.Context) error {
 		return errors.New("cancel quiet down: jenkins accepted POST /cancelQuietDown but still says quietingDown=true")
 	}
 	return nil
-}
-
-// RunningBuilds lists the URLs of the builds that run now, on regular executors and
-// on the one-off executors of Pipeline runs.
-func (c *Client) RunningBuilds(ctx context.Context) ([]string, error) {
-	body, err := c.getJSON(ctx, "/computer/api/json", url.Values{"tree": {computerTree}})
-	if err != nil {
-		return nil, fmt.Errorf("running builds: %w", err)
-	}
-	return ParseComputers(body)
 }
 
 // WhoAmI tells as whom Jenkins sees the agent's credentials: wrong credentials are
@@ -221,7 +214,8 @@ func (c *Client) WhoAmI(ctx context.Context) (name string, anonymous bool, err e
 }
 
 func (c *Client) status(ctx context.Context) (status, error) {
-	body, err := c.getJSON(ctx, "/api/json", nil)
+	// Without a tree the root lists every job, which is large on a big controller.
+	body, err := c.getJSON(ctx, "/api/json", url.Values{"tree": {statusTree}})
 	if err != nil {
 		return status{}, err
 	}
@@ -409,6 +403,8 @@ func (c *Client) statusError(resp *http.Response, method, path string, mode auth
 			return fmt.Errorf("%s %s: %w (No valid crumb was included in the request)", method, path, errCrumb)
 		}
 		return fmt.Errorf("%s %s: jenkins answered %s: check the permissions of user %s", method, path, resp.Status, who)
+	case http.StatusNotFound:
+		return fmt.Errorf("%s %s: %w", method, path, errNotFound)
 	default:
 		return fmt.Errorf("%s %s: jenkins answered %s", method, path, resp.Status)
 	}
@@ -423,6 +419,10 @@ func permissionName(id string) string {
 		return "Overall/Administer"
 	case "hudson.model.Hudson.Read":
 		return "Overall/Read"
+	case "hudson.model.Item.Build":
+		return "Job/Build"
+	case "hudson.model.Item.Read":
+		return "Job/Read"
 	}
 	return id
 }

@@ -323,18 +323,33 @@ func TestRunningBuildsRegularAndPipeline(t *testing.T) {
 		want = append(want, u)
 	}
 	c := newClient(t, jenkins.Options{URL: url, User: "agent", Token: token})
-	got, err := c.RunningBuilds(ctx)
+	builds, err := c.RunningBuilds(ctx)
 	if err != nil {
 		t.Fatalf("RunningBuilds() = %v", err)
 	}
+	got := buildURLs(builds)
 	slices.Sort(got)
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("RunningBuilds() = %q, want %q", got, want)
 	}
-	if !slices.Contains(got, url+"/job/pipeline/2/") {
-		t.Errorf("RunningBuilds() = %q lacks the second Pipeline run", got)
+	wantBuilds := map[string]jenkins.Build{
+		url + "/job/freestyle/1/": {URL: url + "/job/freestyle/1/", Job: "freestyle", Number: 1},
+		url + "/job/pipeline/2/":  {URL: url + "/job/pipeline/2/", Job: "pipeline", Number: 2, Pipeline: true},
 	}
+	for _, b := range builds {
+		if w, ok := wantBuilds[b.URL]; ok && b != w {
+			t.Errorf("build %+v, want %+v", b, w)
+		}
+	}
+}
+
+func buildURLs(builds []jenkins.Build) []string {
+	var urls []string
+	for _, b := range builds {
+		urls = append(urls, b.URL)
+	}
+	return urls
 }
 
 func TestRunningBuildsFinish(t *testing.T) {
@@ -350,7 +365,7 @@ func TestRunningBuildsFinish(t *testing.T) {
 		builds, err = c.RunningBuilds(ctx)
 	}
 	if err != nil || len(builds) != 0 {
-		t.Fatalf("RunningBuilds() = %q, %v; want none once the build ended", builds, err)
+		t.Fatalf("RunningBuilds() = %+v, %v; want none once the build ended", builds, err)
 	}
 }
 
@@ -365,13 +380,13 @@ func TestQuietDownHoldsNewBuilds(t *testing.T) {
 		t.Fatal(err)
 	}
 	if builds, err := c.RunningBuilds(ctx); err != nil || len(builds) != 0 || s.Queued() != 1 {
-		t.Fatalf("in quiet-down: running %q (%v), queued %d; want none running, 1 queued", builds, err, s.Queued())
+		t.Fatalf("in quiet-down: running %+v (%v), queued %d; want none running, 1 queued", builds, err, s.Queued())
 	}
 	if err := c.CancelQuietDown(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if builds, err := c.RunningBuilds(ctx); err != nil || len(builds) != 1 {
-		t.Fatalf("after cancel: running %q (%v), want the queued build", builds, err)
+		t.Fatalf("after cancel: running %+v (%v), want the queued build", builds, err)
 	}
 }
 

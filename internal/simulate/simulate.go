@@ -372,7 +372,7 @@ func (s *sim) launch(ctx context.Context, name, instanceID, home string) (*host,
 			})
 		},
 		Runtime: driven,
-		Jenkins: jc,
+		Jenkins: jenkins.V1{Client: jc}, // until the agent takes Ready and []jenkins.Build
 		Metrics: in.metrics,
 	}
 	a, err := agent.New(agent.Options{

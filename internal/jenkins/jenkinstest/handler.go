@@ -48,15 +48,21 @@ func (w *statusRecorder) Write(b []byte) (int, error) {
 }
 
 // Handler answers like a Jenkins controller. The checks run in Jenkins' order:
-// loading (503 on every path), authentication (401), crumb on POST (403), the
-// method (405), then permission (403 naming it).
+// injected faults first, loading (503 on every path), authentication (401), crumb on
+// POST (403), the method (405), then permission (403 naming it).
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		arrived := time.Now()
+		var form string
+		if r.Method == http.MethodPost {
+			// Read the body once here, so the record has it and handlers see it parsed.
+			_ = r.ParseForm()
+			form = r.PostForm.Encode()
+		}
 		rec := &statusRecorder{ResponseWriter: w}
 		who := s.serve1(rec, r)
 		s.mu.Lock()
-		s.requests = append(s.requests, RequestRecord{Method: r.Method, Path: r.URL.Path, Time: arrived, Status: rec.status, User: who})
+		s.requests = append(s.requests, RequestRecord{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Form: form, Time: arrived, Status: rec.status, User: who})
 		s.mu.Unlock()
 		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "user", who)
 	})
@@ -64,6 +70,10 @@ func (s *Server) Handler() http.Handler {
 
 // serve1 answers one request and returns the authenticated user name.
 func (s *Server) serve1(w http.ResponseWriter, r *http.Request) string {
+	if f, ok := s.takeFault(r.URL.Path); ok {
+		s.answerFault(w, r, f)
+		return ""
+	}
 	s.mu.Lock()
 	loading := time.Now().Before(s.readyAt)
 	s.mu.Unlock()
@@ -106,6 +116,10 @@ func (s *Server) serve1(w http.ResponseWriter, r *http.Request) string {
 		if s.permitted(w, c, PermissionRead) {
 			s.computers(w, r)
 		}
+	case path == "/queue/api/json":
+		if s.permitted(w, c, PermissionRead) {
+			s.queueAPI(w, r)
+		}
 	case path == "/quietDown":
 		if requirePOST(w, r) && s.permitted(w, c, PermissionManage) {
 			s.quietDown(w, r)
@@ -119,24 +133,8 @@ func (s *Server) serve1(w http.ResponseWriter, r *http.Request) string {
 			s.log.Info("quiet-down cancelled", "user", c.name())
 			http.Redirect(w, r, s.root(r), http.StatusFound)
 		}
-	case strings.HasPrefix(path, "/job/") && strings.HasSuffix(path, "/build"):
-		job := strings.TrimSuffix(strings.TrimPrefix(path, "/job/"), "/build")
-		if _, exists := s.cfg.Jobs[job]; !exists || strings.Contains(job, "/") {
-			httpError(w, http.StatusNotFound, "Not Found")
-			break
-		}
-		if requirePOST(w, r) && s.permitted(w, c, PermissionBuild) {
-			s.mu.Lock()
-			_, id, err := s.schedule(job, time.Now())
-			s.mu.Unlock()
-			if err != nil {
-				httpError(w, http.StatusNotFound, err.Error())
-				break
-			}
-			// Jenkins answers with the queue item, also when the build started at once.
-			w.Header().Set("Location", s.root(r)+"queue/item/"+strconv.Itoa(id)+"/")
-			w.WriteHeader(http.StatusCreated)
-		}
+	case strings.HasPrefix(path, "/job/"):
+		s.jobRequest(w, r, c)
 	default:
 		httpError(w, http.StatusNotFound, "Not Found")
 	}
@@ -191,7 +189,7 @@ func (s *Server) permitted(w http.ResponseWriter, c caller, perm string) bool {
 	case PermissionRead:
 		ok = c.user != "" || s.cfg.AllowAnonymousRead
 	case PermissionBuild:
-		ok = c.user != ""
+		ok = c.user != "" && !s.cfg.Users[c.user].ReadOnly
 	case PermissionManage:
 		ok = c.user != "" && s.cfg.Users[c.user].Manage
 	}
@@ -304,9 +302,22 @@ func (s *Server) issueCrumb(w http.ResponseWriter, r *http.Request, c caller) {
 	})
 }
 
+// Java classes of the executables, as Jenkins reports them in _class.
+const (
+	classFreeStyleBuild = "hudson.model.FreeStyleBuild"
+	classWorkflowRun    = "org.jenkinsci.plugins.workflow.job.WorkflowRun"
+	// A Pipeline's node block on a regular executor.
+	classPlaceholderExecutable = "org.jenkinsci.plugins.workflow.support.steps.ExecutorStepExecution$PlaceholderTask$PlaceholderExecutable"
+	// A Pipeline's node block waiting in the queue.
+	classPlaceholderTask = "org.jenkinsci.plugins.workflow.support.steps.ExecutorStepExecution$PlaceholderTask"
+)
+
 // computers answers GET /computer/api/json. With a tree parameter it gives what the
 // agent's tree asks for; without one, the depth-0 shape in which executors are empty
-// objects and only busyExecutors (which ignores one-off executors) counts.
+// objects and only busyExecutors (which ignores one-off executors) counts. A
+// freestyle build sits on a regular executor; a Pipeline run on a one-off executor,
+// and its node block on a regular executor too, under the same URL. An executor busy
+// with a build the user may not read shows no executable, and is not idle.
 func (s *Server) computers(w http.ResponseWriter, r *http.Request) {
 	root := s.root(r)
 	s.mu.Lock()
@@ -316,7 +327,8 @@ func (s *Server) computers(w http.ResponseWriter, r *http.Request) {
 	for _, b := range s.running {
 		if b.slot >= 0 {
 			slots[b.slot] = b
-		} else {
+		}
+		if b.pipeline {
 			oneOff = append(oneOff, b)
 		}
 	}
@@ -354,23 +366,26 @@ func (s *Server) computers(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
-	executable := func(b *build) any {
-		if b == nil {
+	executable := func(b *build, oneOff bool) any {
+		if b == nil || s.cfg.Jobs[b.job].Unreadable {
 			return nil
 		}
-		class := "hudson.model.FreeStyleBuild"
-		if b.pipeline {
-			class = "org.jenkinsci.plugins.workflow.job.WorkflowRun"
+		class := classFreeStyleBuild
+		switch {
+		case b.pipeline && oneOff:
+			class = classWorkflowRun
+		case b.pipeline:
+			class = classPlaceholderExecutable
 		}
 		return map[string]any{"_class": class, "url": root + b.path()}
 	}
 	executors := []map[string]any{}
 	for _, b := range slots {
-		executors = append(executors, map[string]any{"_class": "hudson.model.Executor", "currentExecutable": executable(b), "idle": b == nil})
+		executors = append(executors, map[string]any{"_class": "hudson.model.Executor", "currentExecutable": executable(b, false), "idle": b == nil})
 	}
 	oneOffs := []map[string]any{}
 	for _, b := range oneOff {
-		oneOffs = append(oneOffs, map[string]any{"_class": "hudson.model.OneOffExecutor", "currentExecutable": executable(b)})
+		oneOffs = append(oneOffs, map[string]any{"_class": "hudson.model.OneOffExecutor", "currentExecutable": executable(b, true), "idle": false})
 	}
 	writeJSON(w, map[string]any{
 		"_class": "hudson.model.ComputerSet",
@@ -389,6 +404,9 @@ func (s *Server) computers(w http.ResponseWriter, r *http.Request) {
 func (s *Server) quietDown(w http.ResponseWriter, r *http.Request) {
 	message := r.FormValue("message") // query or form, like Stapler parameters
 	s.mu.Lock()
+	// The builds move on up to now under the old state: a node block reached before
+	// the quiet-down got its executor.
+	s.advance(time.Now())
 	s.quieting, s.reason = true, message
 	s.mu.Unlock()
 	s.log.Info("quiet-down", "reason", message)

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -19,6 +22,9 @@ const (
 	StateFile = "jenkins-double.json"
 	// PipelinesFile holds the Pipelines saved on stop, resumed on the next start.
 	PipelinesFile = "jenkins-double-pipelines.json"
+	// BuildsFile holds the next build number of each job and the past builds (their
+	// parameters, causes and result), as Jenkins keeps them in the jobs' directories.
+	BuildsFile = "jenkins-double-builds.json"
 )
 
 // HomeState is the content of StateFile.
@@ -39,6 +45,27 @@ type SavedPipeline struct {
 	Number int    `json:"number"`
 	// Remaining is what was left of its run; 0 runs until the next stop.
 	Remaining time.Duration `json:"remaining"`
+	// NodeIn is the running time left until it enters its node block; 0: none ahead.
+	NodeIn time.Duration `json:"nodeIn,omitempty"`
+	// InNode is true when it was inside its node block (on an executor, or parked in
+	// the queue): it resumes by asking the queue for an executor again.
+	InNode bool         `json:"inNode,omitempty"`
+	Params []ParamValue `json:"params,omitempty"`
+	Causes []Cause      `json:"causes,omitempty"`
+}
+
+// savedBuilds is the content of BuildsFile.
+type savedBuilds struct {
+	Next   map[string]int `json:"next"`
+	Builds []savedBuild   `json:"builds"`
+}
+
+type savedBuild struct {
+	Job    string       `json:"job"`
+	Number int          `json:"number"`
+	Result string       `json:"result"`
+	Params []ParamValue `json:"params,omitempty"`
+	Causes []Cause      `json:"causes,omitempty"`
 }
 
 // ReadHomeState reads the StateFile of a home.
@@ -70,7 +97,8 @@ func ReadSavedPipelines(home string) ([]SavedPipeline, error) {
 	return saved, nil
 }
 
-// openHome resumes the saved Pipelines and marks the home as this instance's.
+// openHome resumes the saved Pipelines and the build history, and marks the home as
+// this instance's.
 func (s *Server) openHome() error {
 	home := s.cfg.Home
 	if home == "" {
@@ -83,16 +111,36 @@ func (s *Server) openHome() error {
 	if err != nil {
 		return err
 	}
+	var past savedBuilds
+	if b, err := os.ReadFile(filepath.Join(home, BuildsFile)); err == nil {
+		if err := json.Unmarshal(b, &past); err != nil {
+			return fmt.Errorf("jenkins double home: %s: %w", BuildsFile, err)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("jenkins double home: %w", err)
+	}
 	now := time.Now()
 	s.mu.Lock()
-	for _, p := range saved {
-		b := &build{job: p.Job, number: p.Number, pipeline: true, started: now, duration: p.Remaining, slot: -1}
-		s.running = append(s.running, b)
-		s.resumed = append(s.resumed, s.controlRoot()+b.path())
-		if p.Number > s.nextNumber[p.Job] {
-			s.nextNumber[p.Job] = p.Number
-		}
+	for job, n := range past.Next {
+		s.nextNumber[job] = max(s.nextNumber[job], n)
 	}
+	for _, p := range past.Builds {
+		b := &build{job: p.Job, number: p.Number, pipeline: s.cfg.Jobs[p.Job].Pipeline, slot: -1, params: p.Params, causes: p.Causes, result: p.Result}
+		s.history[b.path()] = b
+	}
+	for _, p := range saved {
+		b := &build{job: p.Job, number: p.Number, pipeline: true, started: now, duration: p.Remaining, slot: -1,
+			params: p.Params, causes: p.Causes, nodeAfter: p.NodeIn, inNode: p.InNode}
+		s.running = append(s.running, b)
+		if b.inNode {
+			b.parkedSince = now
+			s.nextQueueID++
+			s.queue = append(s.queue, &queueItem{id: s.nextQueueID, job: b.job, since: now, node: b})
+		}
+		s.resumed = append(s.resumed, s.controlRoot()+b.path())
+		s.nextNumber[p.Job] = max(s.nextNumber[p.Job], p.Number)
+	}
+	s.advance(now)
 	st := HomeState{Instance: s.instance, PID: os.Getpid(), URL: s.rootURL, Started: now, Resumed: s.resumed}
 	s.mu.Unlock()
 	for _, u := range st.Resumed {
@@ -104,13 +152,13 @@ func (s *Server) openHome() error {
 	return writeJSONFile(filepath.Join(home, StateFile), st)
 }
 
-// saveHome records the stop: the Pipelines to resume and what was aborted.
-func (s *Server) saveHome(aborted, saved []*build) error {
+// saveHome records the stop at now: the Pipelines to resume, what was aborted, the
+// build numbers and history.
+func (s *Server) saveHome(now time.Time, aborted, saved []*build) error {
 	home := s.cfg.Home
 	if home == "" {
 		return nil
 	}
-	now := time.Now()
 	st, err := ReadHomeState(home)
 	if err != nil || st.Instance != s.instance {
 		// Another instance took the home over, or it was never opened: say who stopped.
@@ -121,19 +169,36 @@ func (s *Server) saveHome(aborted, saved []*build) error {
 	pipelines := []SavedPipeline{}
 	s.mu.Lock()
 	root := s.controlRoot()
+	past := savedBuilds{Next: maps.Clone(s.nextNumber), Builds: []savedBuild{}}
+	for _, b := range s.history {
+		past.Builds = append(past.Builds, savedBuild{Job: b.job, Number: b.number, Result: b.result, Params: b.params, Causes: b.causes})
+	}
 	s.mu.Unlock()
+	slices.SortFunc(past.Builds, func(a, b savedBuild) int {
+		if c := strings.Compare(a.Job, b.Job); c != 0 {
+			return c
+		}
+		return a.Number - b.Number
+	})
 	for _, b := range aborted {
 		st.Aborted = append(st.Aborted, root+b.path())
 	}
 	for _, b := range saved {
 		st.Saved = append(st.Saved, root+b.path())
-		var remaining time.Duration
+		act := b.active(now)
+		p := SavedPipeline{Job: b.job, Number: b.number, InNode: b.inNode, Params: b.params, Causes: b.causes}
 		if b.duration > 0 {
-			remaining = max(b.started.Add(b.duration).Sub(now), time.Millisecond)
+			p.Remaining = max(b.duration-act, time.Millisecond)
 		}
-		pipelines = append(pipelines, SavedPipeline{Job: b.job, Number: b.number, Remaining: remaining})
+		if b.nodeAfter > 0 && !b.inNode {
+			p.NodeIn = max(b.nodeAfter-act, time.Nanosecond)
+		}
+		pipelines = append(pipelines, p)
 	}
 	if err := writeJSONFile(filepath.Join(home, PipelinesFile), pipelines); err != nil {
+		return err
+	}
+	if err := writeJSONFile(filepath.Join(home, BuildsFile), past); err != nil {
 		return err
 	}
 	return writeJSONFile(filepath.Join(home, StateFile), st)

@@ -1,9 +1,12 @@
 // Package jenkinstest is a stand-in for a Jenkins controller, for tests and for the
-// simulator: it answers the few HTTP endpoints the agent uses the way Jenkins 2.5xx
-// does (503 while loading, the order authentication → crumb → permission, the 302 of
-// quietDown, Pipeline runs on one-off executors), runs fake builds that end after a
-// set time, and on stop aborts freestyle builds and saves Pipelines into its home,
-// like Jenkins on SIGTERM. It can run inside a test (Start, NewServer) or alone as a
+// simulator: it answers the HTTP endpoints the agent uses the way Jenkins 2.5xx does
+// (503 while loading, the order authentication → crumb → permission, the 302 of
+// quietDown, Pipeline runs on one-off executors and their `node` blocks on regular
+// ones, the queue with the placeholder tasks of Pipelines parked by quiet-down, build
+// parameters and causes, build and buildWithParameters), runs fake builds that end
+// after a set time, and on stop aborts freestyle builds and saves Pipelines into its
+// home, like Jenkins on SIGTERM. Faults (500, 401, garbage, a hanging answer) can be
+// injected per path. It runs inside a test (Start, NewServer) or alone as a
 // container's PID 1 (Main).
 package jenkinstest
 
@@ -18,8 +21,9 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -34,6 +38,12 @@ const (
 	PermissionBuild  = "hudson.model.Item.Build"
 )
 
+// Build results, as Jenkins reports them in a build's result field.
+const (
+	ResultSuccess = "SUCCESS"
+	ResultAborted = "ABORTED"
+)
+
 // User is one account of the double's security realm.
 type User struct {
 	// Token is the user's API token: Basic auth with it needs no crumb. Empty: none.
@@ -41,8 +51,28 @@ type User struct {
 	// Password works for Basic auth too, but POSTs made with it need a crumb.
 	Password string
 	// Manage grants Overall/Manage, which quietDown and cancelQuietDown need. Every
-	// known user has Overall/Read and may start builds.
+	// known user has Overall/Read and Job/Read.
 	Manage bool
+	// ReadOnly withholds Job/Build: build and buildWithParameters answer 403.
+	ReadOnly bool
+}
+
+// ParamKind is the type of a job parameter.
+type ParamKind string
+
+// Parameter kinds. Jenkins exports the value of string and boolean parameters in a
+// build's API, but not that of a password parameter.
+const (
+	ParamString   ParamKind = ""
+	ParamBoolean  ParamKind = "boolean"
+	ParamPassword ParamKind = "password"
+)
+
+// Param is one parameter definition of a job.
+type Param struct {
+	Name    string
+	Default string // "true" or "false" for a boolean parameter
+	Kind    ParamKind
 }
 
 // Job is one job the double can build.
@@ -50,26 +80,60 @@ type Job struct {
 	// Pipeline runs sit on one-off (flyweight) executors and are saved on stop;
 	// other builds need one of the regular executors and are aborted on stop.
 	Pipeline bool
-	// Duration is how long a build runs; zero runs until the controller stops.
+	// Duration is how long a build runs; zero runs until the controller stops. The
+	// time a Pipeline's node block waits in the queue does not count.
 	Duration time.Duration
+	// NodeAfter makes a Pipeline enter a `node` block after this much running time:
+	// from then on it also needs a regular executor. Until it gets one (none free,
+	// or quiet-down: then it waits for the end of quiet-down) its placeholder task
+	// waits in the queue and the run makes no progress. Zero: no node block.
+	NodeAfter time.Duration
+	// Params are the job's parameter definitions; none means not parameterized.
+	Params []Param
+	// Disabled jobs answer 409 to build requests, and report buildable=false.
+	Disabled bool
+	// Unreadable hides the job from every user, as a user without Job/Read sees it:
+	// its builds show as busy executors without an executable, and its URLs are 404.
+	Unreadable bool
+}
+
+// Boot is a build the double schedules when it starts, before it applies
+// Config.QuietingDown.
+type Boot struct {
+	Job    string
+	Params map[string]string // by parameter name; missing ones take the default
 }
 
 // Config sets up a Server.
 type Config struct {
-	// StartupDelay is how long every path answers 503, as while Jenkins loads.
+	// StartupDelay is how long every path answers 503, as while Jenkins starts.
 	StartupDelay time.Duration
+	// SlowHome adds to StartupDelay the time Jenkins spends loading a large
+	// JENKINS_HOME from a throttled EFS: minutes of 503 that mean "loading", not "dead".
+	SlowHome time.Duration
+	// ListenDelay is how long Main waits before it listens: connections are refused
+	// meanwhile, as while the JVM starts. Start ignores it.
+	ListenDelay time.Duration
 	// Users is the security realm, by user name.
 	Users map[string]User
 	// AllowAnonymousRead grants Overall/Read to anonymous requests.
 	AllowAnonymousRead bool
-	// Jobs are the jobs that exist, by name.
+	// Jobs are the jobs that exist, by full name ("folder/job" for a job in a folder).
 	Jobs map[string]Job
 	// Executors is the number of regular executors of the built-in node; 0 means 2.
 	Executors int
 	// Home is the JENKINS_HOME directory; empty means none. Start and Main write a
 	// pid file and a state file there, resume the Pipelines a previous stop saved,
-	// and save running Pipelines on stop.
+	// keep build numbers and history, and save running Pipelines on stop.
 	Home string
+	// Boot lists builds scheduled at start, in order.
+	Boot []Boot
+	// QuietingDown starts the double in quiet-down (after the Boot builds started),
+	// as a controller left in quiet-down by an earlier plan, with QuietDownReason.
+	QuietingDown    bool
+	QuietDownReason string
+	// Faults are injected from the start; see Server.InjectFault.
+	Faults []Fault
 	// Logger gets a line per request and per build; nil discards.
 	Logger *slog.Logger
 }
@@ -78,28 +142,52 @@ type Config struct {
 type RequestRecord struct {
 	Method string
 	Path   string
+	Query  string    // raw query
+	Form   string    // the url-encoded form of a POST body, if any
 	Time   time.Time // when it arrived
 	Status int       // what the double answered
 	User   string    // authenticated user, "" for anonymous or rejected credentials
 }
 
-// build is one running build.
-type build struct {
-	job      string
-	number   int
-	pipeline bool
-	started  time.Time
-	duration time.Duration // 0: until the controller stops
-	slot     int           // regular executor index; -1 on a one-off executor
-	queueID  int           // the queue item it came from; 0 when resumed
+// Cause is why a build started, as Jenkins lists it in the build's CauseAction.
+type Cause struct {
+	// Class is the Java class, e.g. hudson.model.Cause$UserIdCause.
+	Class string `json:"class"`
+	// ShortDescription is what Jenkins shows on the build page, e.g. "Started by user admin".
+	ShortDescription string `json:"shortDescription"`
+	// UserID is the user of a UserIdCause, "" for anonymous or another cause.
+	UserID string `json:"userId,omitempty"`
 }
 
-func (b *build) path() string { return "job/" + b.job + "/" + strconv.Itoa(b.number) + "/" }
+// ParamValue is one parameter of a build.
+type ParamValue struct {
+	Name  string    `json:"name"`
+	Value string    `json:"value"`
+	Kind  ParamKind `json:"kind,omitempty"`
+}
 
-// queueItem is a build waiting for an executor or for the end of quiet-down.
-type queueItem struct {
-	id  int
-	job string
+// BuildRecord is a build as a test sees it.
+type BuildRecord struct {
+	URL      string
+	Job      string
+	Number   int
+	Pipeline bool
+	Params   []ParamValue
+	Causes   []Cause
+	Result   string // "" while it runs
+	// Parked is true while the Pipeline's node block waits in the queue.
+	Parked bool
+}
+
+// QueueRecord is a queue item as a test sees it.
+type QueueRecord struct {
+	ID     int
+	Job    string
+	Params []ParamValue
+	Causes []Cause
+	// Placeholder names the Pipeline run (its URL) whose node block waits; "" for
+	// an item that is a build of Job.
+	Placeholder string
 }
 
 // session holds the crumb issued with its cookie: a crumb is valid only with the
@@ -125,7 +213,10 @@ type Server struct {
 	nextNumber  map[string]int
 	nextQueueID int
 	running     []*build
-	queue       []queueItem
+	queue       []*queueItem
+	history     map[string]*build // finished and aborted builds, by path
+	aborted     []string          // URLs of the builds the stop aborted
+	faults      []*Fault
 	sessions    map[string]*session
 	requests    []RequestRecord
 	resumed     []string
@@ -133,12 +224,13 @@ type Server struct {
 
 	httpServer   *http.Server
 	serveDone    chan struct{}
+	tickDone     chan struct{}
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
 
 // NewServer returns a double that answers through Handler. It neither listens nor
-// touches Config.Home: Start and Main do.
+// touches Config.Home, nor schedules the Boot builds: Start and Main do.
 func NewServer(cfg Config) *Server {
 	log := cfg.Logger
 	if log == nil {
@@ -148,9 +240,13 @@ func NewServer(cfg Config) *Server {
 	if executors <= 0 {
 		executors = 2
 	}
-	// The double reads these maps without its lock: keep its own copies.
+	// The double reads these without its lock: keep its own copies.
 	cfg.Users = maps.Clone(cfg.Users)
 	cfg.Jobs = maps.Clone(cfg.Jobs)
+	for name, j := range cfg.Jobs {
+		j.Params = slices.Clone(j.Params)
+		cfg.Jobs[name] = j
+	}
 	id := randomHex(8)
 	s := &Server{
 		cfg:        cfg,
@@ -158,16 +254,21 @@ func NewServer(cfg Config) *Server {
 		executors:  executors,
 		instance:   id,
 		cookieName: "JSESSIONID." + id[:8],
-		readyAt:    time.Now().Add(cfg.StartupDelay),
+		readyAt:    time.Now().Add(cfg.StartupDelay + cfg.SlowHome),
 		nextNumber: map[string]int{},
+		history:    map[string]*build{},
 		sessions:   map[string]*session{},
 		stopping:   make(chan struct{}),
+	}
+	for _, f := range cfg.Faults {
+		s.InjectFault(f)
 	}
 	return s
 }
 
-// Start creates a double with its home prepared, listening on a random loopback
-// port, and returns it with its URL (no trailing slash).
+// Start creates a double with its home prepared and its Boot builds scheduled,
+// listening on a random loopback port, and returns it with its URL (no trailing
+// slash).
 func Start(cfg Config) (*Server, string, error) {
 	s := NewServer(cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -176,7 +277,7 @@ func Start(cfg Config) (*Server, string, error) {
 	}
 	url := "http://" + ln.Addr().String()
 	s.SetRootURL(url + "/")
-	if err := s.openHome(); err != nil {
+	if err := s.open(); err != nil {
 		_ = ln.Close()
 		return nil, "", err
 	}
@@ -184,14 +285,52 @@ func Start(cfg Config) (*Server, string, error) {
 	return s, url, nil
 }
 
-// serve answers on ln until Shutdown.
+// open resumes the home and schedules the Boot builds, then applies quiet-down.
+func (s *Server) open() error {
+	if err := s.openHome(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// One instant for the whole boot, so a Pipeline's node block cannot be reached
+	// between its start and the quiet-down that parks it.
+	now := time.Now()
+	for _, b := range s.cfg.Boot {
+		if _, _, _, err := s.schedule(b.Job, b.Params, []Cause{timerCause()}, now); err != nil {
+			return err
+		}
+	}
+	if s.cfg.QuietingDown {
+		s.quieting, s.reason = true, s.cfg.QuietDownReason
+	}
+	return nil
+}
+
+// serve answers on ln until Shutdown, and moves the builds on every 10 ms so that
+// they end and take executors near the time they should.
 func (s *Server) serve(ln net.Listener) {
 	s.httpServer = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	s.serveDone = make(chan struct{})
+	s.tickDone = make(chan struct{})
 	go func() {
 		defer close(s.serveDone)
 		if err := s.httpServer.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("serve", "err", err)
+		}
+	}()
+	go func() {
+		defer close(s.tickDone)
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stopping:
+				return
+			case <-t.C:
+				s.mu.Lock()
+				s.advance(time.Now())
+				s.mu.Unlock()
+			}
 		}
 	}()
 }
@@ -207,8 +346,8 @@ func (s *Server) Close() {
 
 // Shutdown stops the double the way Jenkins stops on SIGTERM: it stops accepting
 // connections first, then aborts the freestyle builds and saves the running Pipelines
-// into the home (they resume when a double starts on the same home). Later calls
-// return the first call's result.
+// into the home (they resume when a double starts on the same home). Requests that
+// hang by a fault end. Later calls return the first call's result.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
 		close(s.stopping)
@@ -219,23 +358,28 @@ func (s *Server) Shutdown(ctx context.Context) error {
 				errs = append(errs, fmt.Errorf("jenkins double: stop serving: %w", err))
 			}
 			<-s.serveDone
+			<-s.tickDone
 		}
 		s.mu.Lock()
-		s.advance(time.Now())
+		now := time.Now()
+		s.advance(now)
 		var aborted, saved []*build
 		for _, b := range s.running {
 			if b.pipeline {
 				saved = append(saved, b)
-			} else {
-				aborted = append(aborted, b)
+				continue
 			}
+			b.result, b.slot = ResultAborted, -1
+			s.history[b.path()] = b
+			s.aborted = append(s.aborted, s.controlRoot()+b.path())
+			aborted = append(aborted, b)
 		}
 		s.running = nil
 		s.mu.Unlock()
 		for _, b := range aborted {
 			s.log.Info("build aborted by shutdown", "build", b.path())
 		}
-		if err := s.saveHome(aborted, saved); err != nil {
+		if err := s.saveHome(now, aborted, saved); err != nil {
 			errs = append(errs, err)
 		}
 		s.shutdownErr = errors.Join(errs...)
@@ -259,13 +403,19 @@ func (s *Server) SetStartupDelay(d time.Duration) {
 	s.readyAt = time.Now().Add(d)
 }
 
-// StartBuild schedules a build of job as POST /job/NAME/build would. It returns the
-// build's URL when it started at once, or the queue item's URL when it waits (no free
-// executor, or quiet-down).
+// StartBuild schedules a build of job as POST /job/NAME/build would, with the
+// default parameters. It returns the build's URL when it started at once, or the
+// queue item's URL when it waits (no free executor, or quiet-down).
 func (s *Server) StartBuild(job string) (string, error) {
+	return s.StartBuildWithParameters(job, nil)
+}
+
+// StartBuildWithParameters is StartBuild with parameters by name; missing ones take
+// their default, unknown ones are ignored, as buildWithParameters does.
+func (s *Server) StartBuildWithParameters(job string, params map[string]string) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	path, id, err := s.schedule(job, time.Now())
+	path, id, _, err := s.schedule(job, params, []Cause{timerCause()}, time.Now())
 	if err != nil {
 		return "", err
 	}
@@ -275,7 +425,16 @@ func (s *Server) StartBuild(job string) (string, error) {
 	return s.controlRoot() + path, nil
 }
 
-// RunningBuilds lists the URLs of the builds running now, oldest first.
+// QuietDown puts the double in quiet-down as POST /quietDown would.
+func (s *Server) QuietDown(reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.advance(time.Now())
+	s.quieting, s.reason = true, reason
+}
+
+// RunningBuilds lists the URLs of the builds running now (parked Pipelines
+// included), oldest first.
 func (s *Server) RunningBuilds() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -287,12 +446,68 @@ func (s *Server) RunningBuilds() []string {
 	return urls
 }
 
-// Queued is the number of builds waiting in the queue.
+// Build returns the running or past build of job with number n.
+func (s *Server) Build(job string, n int) (BuildRecord, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.advance(time.Now())
+	b := s.findBuild(job, n)
+	if b == nil {
+		return BuildRecord{}, false
+	}
+	return s.record(b), true
+}
+
+// Builds returns every build the double knows (history and running), by job then number.
+func (s *Server) Builds() []BuildRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.advance(time.Now())
+	var out []BuildRecord
+	for _, b := range s.history {
+		out = append(out, s.record(b))
+	}
+	for _, b := range s.running {
+		out = append(out, s.record(b))
+	}
+	slices.SortFunc(out, func(a, b BuildRecord) int {
+		if c := strings.Compare(a.Job, b.Job); c != 0 {
+			return c
+		}
+		return a.Number - b.Number
+	})
+	return out
+}
+
+// Queue returns the items waiting in the queue, oldest first.
+func (s *Server) Queue() []QueueRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.advance(time.Now())
+	out := make([]QueueRecord, 0, len(s.queue))
+	for _, q := range s.queue {
+		r := QueueRecord{ID: q.id, Job: q.job, Params: slices.Clone(q.params), Causes: slices.Clone(q.causes)}
+		if q.node != nil {
+			r.Placeholder = s.controlRoot() + q.node.path()
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// Queued is the number of items waiting in the queue.
 func (s *Server) Queued() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.advance(time.Now())
 	return len(s.queue)
+}
+
+// Aborted lists the URLs of the builds that the stop aborted.
+func (s *Server) Aborted() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.aborted)
 }
 
 // QuietingDown tells whether the double is in quiet-down.
@@ -326,7 +541,7 @@ func (s *Server) Requests() []RequestRecord {
 // Instance is a random id of this double, written into its home's state file.
 func (s *Server) Instance() string { return s.instance }
 
-// controlRoot is the root URL for answers given outside a request.
+// controlRoot is the root URL for answers given outside a request. Callers hold mu.
 func (s *Server) controlRoot() string {
 	if s.rootURL != "" {
 		return s.rootURL
@@ -334,76 +549,23 @@ func (s *Server) controlRoot() string {
 	return "http://localhost/"
 }
 
-// schedule queues a build of job and lets advance start it if it can. It returns the
-// path of the build when it started, "" when it waits, and the queue item's id.
-// Callers hold mu.
-func (s *Server) schedule(job string, now time.Time) (buildPath string, queueID int, err error) {
-	if _, ok := s.cfg.Jobs[job]; !ok {
-		return "", 0, fmt.Errorf("jenkins double: no job %q", job)
+func (s *Server) record(b *build) BuildRecord {
+	return BuildRecord{
+		URL: s.controlRoot() + b.path(), Job: b.job, Number: b.number, Pipeline: b.pipeline,
+		Params: slices.Clone(b.params), Causes: slices.Clone(b.causes), Result: b.result,
+		Parked: !b.parkedSince.IsZero(),
 	}
-	s.nextQueueID++
-	id := s.nextQueueID
-	s.queue = append(s.queue, queueItem{id: id, job: job})
-	s.advance(now)
-	for _, q := range s.queue {
-		if q.id == id {
-			return "", id, nil
-		}
-	}
-	for _, b := range s.running {
-		if b.queueID == id {
-			return b.path(), id, nil
-		}
-	}
-	return "", id, nil
 }
 
-// advance ends the builds whose time is up and starts queued builds that can run:
-// none in quiet-down, Pipelines at once, others on a free regular executor. Builds
-// are evaluated lazily, on each look, so the double needs no timers. Callers hold mu.
-func (s *Server) advance(now time.Time) {
-	kept := s.running[:0]
-	for _, b := range s.running {
-		if b.duration > 0 && !now.Before(b.started.Add(b.duration)) {
-			s.log.Info("build finished", "build", b.path())
-			continue
-		}
-		kept = append(kept, b)
+func timerCause() Cause {
+	return Cause{Class: "hudson.triggers.TimerTrigger$TimerTriggerCause", ShortDescription: "Started by timer"}
+}
+
+func userCause(user string) Cause {
+	if user == "" {
+		return Cause{Class: "hudson.model.Cause$UserIdCause", ShortDescription: "Started by anonymous user"}
 	}
-	s.running = kept
-	if s.quieting {
-		return
-	}
-	busy := map[int]bool{}
-	for _, b := range s.running {
-		if b.slot >= 0 {
-			busy[b.slot] = true
-		}
-	}
-	waiting := s.queue[:0]
-	for _, q := range s.queue {
-		job := s.cfg.Jobs[q.job]
-		slot := -1
-		if !job.Pipeline {
-			for i := 0; i < s.executors; i++ {
-				if !busy[i] {
-					slot = i
-					break
-				}
-			}
-			if slot < 0 {
-				waiting = append(waiting, q)
-				continue
-			}
-			busy[slot] = true
-		}
-		s.nextNumber[q.job]++
-		b := &build{job: q.job, number: s.nextNumber[q.job], pipeline: job.Pipeline, started: now, duration: job.Duration, slot: slot, queueID: q.id}
-		s.running = append(s.running, b)
-		s.log.Info("build started", "build", b.path(), "pipeline", b.pipeline)
-	}
-	s.queue = waiting
-	sort.SliceStable(s.running, func(i, j int) bool { return s.running[i].started.Before(s.running[j].started) })
+	return Cause{Class: "hudson.model.Cause$UserIdCause", ShortDescription: "Started by user " + user, UserID: user}
 }
 
 func randomHex(n int) string {

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -298,7 +299,7 @@ func TestParseJobFlag(t *testing.T) {
 	}
 	for _, tt := range tests {
 		name, job, err := parseJobFlag(tt.in)
-		if (err != nil) != tt.wantErr || name != tt.name || job != tt.job {
+		if (err != nil) != tt.wantErr || name != tt.name || !reflect.DeepEqual(job, tt.job) {
 			t.Errorf("parseJobFlag(%q) = %q %+v %v", tt.in, name, job, err)
 		}
 	}
@@ -385,6 +386,13 @@ func TestMainBadFlags(t *testing.T) {
 		{"--token", "t"},
 		{"--start-build", "missing"},
 		{"extra"},
+		{"--fault", "computer=500"},
+		{"--job-param", "missing:A=1"},
+		{"--job", "free=1s", "--job-param", "free:A:list=1"},
+		{"--job", "free=1s", "--job-node", "free=1s"},
+		{"--job", "p=pipeline:1s", "--job-node", "p=0s"},
+		{"--viewer", "nobody"},
+		{"--job-disabled", "missing"},
 	} {
 		var out, errOut testenv.Buffer
 		if code := Main(t.Context(), append([]string{"--home", ""}, args...), &out, &errOut); code != 2 {
