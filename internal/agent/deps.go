@@ -147,8 +147,12 @@ type Targets interface {
 	// Heartbeat extends the pending termination lifecycle action. Idempotent; a no-op
 	// without a lifecycle hook.
 	Heartbeat(ctx context.Context, instanceID string) error
+	// An error wrapping instance.ErrNoLifecycleAction means the group no longer waits.
 	// HeartbeatInterval is how often Heartbeat must be sent; it never blocks.
 	HeartbeatInterval() time.Duration
+	// LifecycleWaitLimit is the longest the group waits however many heartbeats come
+	// (0 while unknown); it never blocks.
+	LifecycleWaitLimit() time.Duration
 	// CompleteLifecycle completes the termination lifecycle action with CONTINUE,
 	// retrying while the group has not caught up. Idempotent; a no-op without a hook or
 	// once the instance has left the group.

@@ -2,10 +2,12 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
@@ -119,7 +121,13 @@ func (p *planRun) heartbeat(ctx context.Context) {
 	p.lastHeartbeat = a.now()
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := h.targets.Heartbeat(cctx, h.id.InstanceID); err != nil {
+	err := h.targets.Heartbeat(cctx, h.id.InstanceID)
+	if errors.Is(err, instance.ErrNoLifecycleAction) {
+		a.deps.Metrics.LifecycleHeartbeat("none")
+		a.hurry("the Auto Scaling group no longer waits for the lifecycle action: handing over now")
+		return
+	}
+	if err != nil {
 		a.deps.Metrics.LifecycleHeartbeat("error")
 		a.log.Warn("lifecycle heartbeat failed; the group may end the instance before builds are done", "err", err)
 		return

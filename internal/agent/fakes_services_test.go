@@ -151,7 +151,8 @@ func (t *fakeTargets) Heartbeat(context.Context, string) error {
 	return nil
 }
 
-func (t *fakeTargets) HeartbeatInterval() time.Duration { return 200 * time.Millisecond }
+func (t *fakeTargets) HeartbeatInterval() time.Duration  { return 200 * time.Millisecond }
+func (t *fakeTargets) LifecycleWaitLimit() time.Duration { return 0 }
 
 func (t *fakeTargets) CompleteLifecycle(context.Context, string) error {
 	t.j.add("lifecycle-complete")

@@ -74,7 +74,13 @@ func (a *Agent) endingFor(ctx context.Context, n instance.Notice) (ending, bool)
 	case instance.KindASGTerminated:
 		// The group terminates the instance itself (scale-in, instance refresh, Capacity
 		// Rebalancing): builds may run up to asg_max_drain, with lifecycle heartbeats.
-		return ending{notice: n, deadline: n.Seen.Add(in.ASGMaxDrain.D()), heartbeat: true}, true
+		drain := in.ASGMaxDrain.D()
+		if h := a.host.Load(); h != nil {
+			if limit := h.targets.LifecycleWaitLimit(); limit > 0 && limit < drain {
+				drain = limit
+			}
+		}
+		return ending{notice: n, deadline: n.Seen.Add(drain), heartbeat: true}, true
 	case instance.KindRebalance:
 		if in.OnRebalance != config.PolicyDrain {
 			a.log.Warn("rebalance recommendation recorded; on_rebalance is notify")

@@ -4,7 +4,10 @@
 // imports only the standard library, so every adapter can use it.
 package instance
 
-import "time"
+import (
+	"errors"
+	"time"
+)
 
 // Identity is what IMDS says about this instance.
 type Identity struct {
@@ -57,3 +60,8 @@ type Notice struct {
 	InstanceType     string
 	AvailabilityZone string
 }
+
+// ErrNoLifecycleAction means the Auto Scaling group has no termination lifecycle action
+// pending for the instance and none is coming (it timed out, was completed, or the
+// instance left the group): the group no longer waits for it.
+var ErrNoLifecycleAction = errors.New("no lifecycle action is pending for the instance")

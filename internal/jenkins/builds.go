@@ -1,6 +1,8 @@
 package jenkins
 
 import (
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
+
 	"context"
 	"errors"
 	"fmt"
@@ -8,25 +10,12 @@ import (
 	"slices"
 )
 
-// Build is a build that occupies an executor.
-type Build struct {
-	// URL is the build's URL as Jenkins gives it (its root URL + job/NAME/NUMBER/).
-	// It is "" for a busy executor whose build the agent's user may not read (no
-	// Job/Read): such a build still counts.
-	URL string
-	// Job is the job's full name, folders separated by /, e.g. "team/deploy".
-	Job string
-	// Number is the build number; 0 when URL is "".
-	Number int
-	// Pipeline is true for a Pipeline run (WorkflowRun, or its node block's
-	// PlaceholderExecutable): Jenkins saves it at shutdown and resumes it on the next
-	// start of the same JENKINS_HOME. Any other build is aborted by a stop.
-	Pipeline bool
-	// Parked is true for a Pipeline run whose node block waits in the queue while
-	// Jenkins is quieting down: it cannot finish before the quiet-down ends, so a
-	// drain need not wait for it; it resumes on the successor.
-	Parked bool
-}
+// Build is one running build (status.Build): its URL, job, number, whether it is a
+// Pipeline (saved at shutdown and resumed on the next start of the same JENKINS_HOME)
+// and whether it is Parked (a Pipeline whose node block waits in the queue while Jenkins
+// quiets down: it cannot finish before the quiet-down ends). URL is "" for a busy
+// executor whose build the agent's user may not read; such a build still counts.
+type Build = status.Build
 
 // computerTree asks for exactly the executors and what they run; without it the
 // executors come back as empty objects and only busyExecutors, which ignores

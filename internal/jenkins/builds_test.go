@@ -459,20 +459,6 @@ func TestRequeueLogsCauseAndDroppedParameters(t *testing.T) {
 	}
 }
 
-func TestV1KeepsTheOldMethodSet(t *testing.T) {
-	_, url := startDouble(t, func(c *jenkinstest.Config) {
-		c.Jobs["secret"] = jenkinstest.Job{Unreadable: true}
-		c.Boot = []jenkinstest.Boot{{Job: "freestyle"}, {Job: "secret"}}
-	})
-	v := jenkins.V1{Client: agentClient(t, url)}
-	got, err := v.RunningBuilds(testContext(t))
-	if err != nil || !slices.Equal(got, []string{url + "/job/freestyle/1/", "(unreadable build)"}) {
-		t.Fatalf("V1.RunningBuilds() = %q, %v", got, err)
-	}
-	if err := v.Probe(testContext(t)); err != nil {
-		t.Fatalf("V1.Probe() = %v", err)
-	}
-}
 
 // BenchmarkRunningBuilds measures one look of the drain against the double on
 // loopback: with freestyle builds only (one request), with a Pipeline running (the

@@ -10,20 +10,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
-
-// ErrNotReady means Jenkins does not answer yet: it is loading (503), or nothing
-// listens (connection refused), or the connection was dropped (reset, EOF), as
-// happens while the container starts. Keep probing.
-var ErrNotReady = errors.New("jenkins is not ready")
 
 // maxBody bounds what the client reads from one answer; the JSON it asks for is small.
 const maxBody = 8 << 20
@@ -105,59 +98,11 @@ func New(opts Options) (*Client, error) {
 	}, nil
 }
 
-// Version is the X-Jenkins header of the last successful Probe, or "".
+// Version is the X-Jenkins header of the last successful Ready, or "".
 func (c *Client) Version() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.version
-}
-
-// Probe asks GET /login, which Jenkins serves to anyone once it has loaded. It
-// returns nil when Jenkins answers 200, an error wrapping ErrNotReady while it is not
-// up yet, and another error when the URL does not lead to a Jenkins controller or the
-// context ends.
-//
-// Deprecated: use Ready, which tells loading (503) from silence.
-func (c *Client) Probe(ctx context.Context) error {
-	resp, err := c.do(ctx, http.MethodGet, "/login", nil, authNone, nil)
-	if err != nil {
-		if ctx.Err() == nil && notReadyErr(err) {
-			return fmt.Errorf("probe jenkins: %w: %w", ErrNotReady, err)
-		}
-		return fmt.Errorf("probe jenkins: %w", err)
-	}
-	discardBody(resp)
-	switch {
-	case resp.StatusCode == http.StatusServiceUnavailable:
-		return fmt.Errorf("probe jenkins: GET /login answered %s: %w", resp.Status, ErrNotReady)
-	case resp.StatusCode == http.StatusOK && resp.Header.Get("X-Jenkins") != "":
-		c.mu.Lock()
-		c.version = resp.Header.Get("X-Jenkins")
-		c.mu.Unlock()
-		return nil
-	case resp.StatusCode == http.StatusOK:
-		return fmt.Errorf("probe jenkins: GET /login answered 200 without an X-Jenkins header: jenkins.url %s does not point at a Jenkins controller", c.base)
-	case resp.StatusCode == http.StatusNotFound:
-		return fmt.Errorf("probe jenkins: GET /login answered 404: jenkins.url %s does not point at a Jenkins controller (check host, port and any --prefix path)", c.base)
-	default:
-		return fmt.Errorf("probe jenkins: GET /login answered %s: check that jenkins.url %s points at the Jenkins controller", resp.Status, c.base)
-	}
-}
-
-// notReadyErr tells the transport failures of a Jenkins that is still starting:
-// nothing listens yet, or a port proxy (docker-proxy) accepts and drops the
-// connection. net/http reports a dropped fresh connection with unexported errors,
-// hence the text match. A name that does not resolve is not among them: that is a
-// wrong jenkins.url, not a slow start.
-func notReadyErr(err error) bool {
-	var netErr net.Error
-	msg := err.Error()
-	return errors.Is(err, syscall.ECONNREFUSED) ||
-		errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		(errors.As(err, &netErr) && netErr.Timeout()) ||
-		strings.Contains(msg, "server closed idle connection") ||
-		strings.Contains(msg, "transport connection broken")
 }
 
 // QuietDown puts Jenkins in quiet-down with reason as the message shown on every
@@ -213,11 +158,11 @@ func (c *Client) WhoAmI(ctx context.Context) (name string, anonymous bool, err e
 	return *w.Name, w.Anonymous, nil
 }
 
-func (c *Client) status(ctx context.Context) (status, error) {
+func (c *Client) status(ctx context.Context) (overview, error) {
 	// Without a tree the root lists every job, which is large on a big controller.
 	body, err := c.getJSON(ctx, "/api/json", url.Values{"tree": {statusTree}})
 	if err != nil {
-		return status{}, err
+		return overview{}, err
 	}
 	return parseStatus(body)
 }

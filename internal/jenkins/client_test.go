@@ -2,9 +2,7 @@ package jenkins_test
 
 import (
 	"context"
-	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -85,95 +83,6 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		if _, err := jenkins.New(opts); err == nil {
 			t.Errorf("New(%+v) succeeded, want an error", opts)
 		}
-	}
-}
-
-func TestProbeWhileStartingThenReady(t *testing.T) {
-	ctx := testContext(t)
-	s, url := startDouble(t, func(c *jenkinstest.Config) { c.StartupDelay = time.Hour })
-	c := newClient(t, jenkins.Options{URL: url, User: "agent", Token: token})
-
-	if err := c.Probe(ctx); !errors.Is(err, jenkins.ErrNotReady) {
-		t.Fatalf("Probe() while starting = %v, want ErrNotReady", err)
-	}
-	if c.Version() != "" {
-		t.Errorf("Version() = %q before a successful probe", c.Version())
-	}
-	s.SetStartupDelay(0)
-	if err := c.Probe(ctx); err != nil {
-		t.Fatalf("Probe() when ready = %v", err)
-	}
-	if c.Version() != jenkinstest.Version {
-		t.Errorf("Version() = %q, want %q", c.Version(), jenkinstest.Version)
-	}
-}
-
-func TestProbeRefusedIsNotReady(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := "http://" + ln.Addr().String()
-	ln.Close()
-	c := newClient(t, jenkins.Options{URL: url})
-	if err := c.Probe(testContext(t)); !errors.Is(err, jenkins.ErrNotReady) {
-		t.Fatalf("Probe() on a closed port = %v, want ErrNotReady", err)
-	}
-}
-
-// A port that accepts and drops connections is what docker-proxy shows while the
-// container's Jenkins is not listening yet.
-func TestProbeDroppedConnectionIsNotReady(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conn.Close()
-		}
-	}()
-	c := newClient(t, jenkins.Options{URL: "http://" + ln.Addr().String()})
-	if err := c.Probe(testContext(t)); !errors.Is(err, jenkins.ErrNotReady) {
-		t.Fatalf("Probe() on a dropping port = %v, want ErrNotReady", err)
-	}
-}
-
-func TestProbeNotJenkins(t *testing.T) {
-	tests := []struct {
-		name    string
-		handler http.HandlerFunc
-		want    string
-	}{
-		{name: "404", handler: http.NotFound, want: "does not point at a Jenkins controller"},
-		{name: "200 without X-Jenkins", handler: func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("<html>nginx</html>")) }, want: "without an X-Jenkins header"},
-		{name: "500", handler: func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) }, want: "500"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			srv := httptest.NewServer(tt.handler)
-			defer srv.Close()
-			c := newClient(t, jenkins.Options{URL: srv.URL})
-			err := c.Probe(testContext(t))
-			if err == nil || errors.Is(err, jenkins.ErrNotReady) || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("Probe() = %v, want a final error containing %q", err, tt.want)
-			}
-		})
-	}
-}
-
-func TestProbeEndedContextIsNotNotReady(t *testing.T) {
-	_, url := startDouble(t, nil)
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel()
-	err := newClient(t, jenkins.Options{URL: url}).Probe(ctx)
-	if err == nil || errors.Is(err, jenkins.ErrNotReady) || !errors.Is(err, context.Canceled) {
-		t.Fatalf("Probe() with an ended context = %v, want context.Canceled and not ErrNotReady", err)
 	}
 }
 
@@ -430,8 +339,8 @@ func TestURLPrefixKept(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	c := newClient(t, jenkins.Options{URL: srv.URL + "/jenkins/", User: "agent", Token: token})
-	if err := c.Probe(testContext(t)); err != nil {
-		t.Fatalf("Probe() through /jenkins = %v", err)
+	if ready, err := c.Ready(testContext(t)); err != nil || !ready {
+		t.Fatalf("Ready() through /jenkins = %v, %v", ready, err)
 	}
 }
 

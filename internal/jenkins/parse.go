@@ -294,8 +294,8 @@ func parseJob(body []byte) (buildable bool, params []string, err error) {
 	return *j.Buildable, params, nil
 }
 
-// status is the part of GET /api/json that the agent reads.
-type status struct {
+// overview is the part of GET /api/json that the agent reads.
+type overview struct {
 	QuietingDown    *bool   `json:"quietingDown"`
 	QuietDownReason *string `json:"quietDownReason"` // null when not quieting down
 	Mode            string  `json:"mode"`
@@ -305,13 +305,13 @@ type status struct {
 
 // parseStatus reads GET /api/json; quietingDown must be there, since the agent
 // decides on it.
-func parseStatus(body []byte) (status, error) {
-	var s status
+func parseStatus(body []byte) (overview, error) {
+	var s overview
 	if err := decodeStrict(body, &s); err != nil {
-		return status{}, fmt.Errorf("parse api/json: %w", err)
+		return overview{}, fmt.Errorf("parse api/json: %w", err)
 	}
 	if s.QuietingDown == nil {
-		return status{}, errors.New("parse api/json: no quietingDown field in the answer")
+		return overview{}, errors.New("parse api/json: no quietingDown field in the answer")
 	}
 	return s, nil
 }

@@ -1,6 +1,8 @@
 package targets
 
 import (
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
+
 	"context"
 	"errors"
 	"fmt"
@@ -40,7 +42,7 @@ const maxLifecycleWait = 48 * time.Hour
 // pending for the instance and none is coming (the instance is not in Terminating:Wait,
 // or no longer in the group, as after a detach): the group does not wait for this
 // instance, so heartbeats cannot hold its termination back.
-var ErrNoLifecycleAction = errors.New("no lifecycle action is pending for the instance")
+var ErrNoLifecycleAction = instance.ErrNoLifecycleAction
 
 // CompleteLifecycle tells Auto Scaling to go on terminating the instance (CONTINUE) on
 // the configured termination hook. Without a hook it does nothing. Auto Scaling shows
