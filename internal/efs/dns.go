@@ -15,7 +15,26 @@ const (
 	// DNSModeRegional names the file system for the whole Region: {fs}.efs.{region}.{suffix};
 	// Route 53 answers with the mount target of the caller's zone.
 	DNSModeRegional = "regional"
+	// DNSModeMountTargetIP mounts by the IP address of this zone's mount target, looked
+	// up through the EFS API (DescribeMountTargets) at mount time: for VPCs without the
+	// Amazon DNS server, where no EFS name resolves. Its DNSName is the zone's name,
+	// which verification still accepts as a source.
+	DNSModeMountTargetIP = "mount-target-ip"
 )
+
+// CheckDNSSetting reports whether s is a value the efs.dns setting accepts:
+// DNSModeAZ, DNSModeRegional, DNSModeMountTargetIP, or a DNS hostname as
+// ValidateHostname accepts it (lowercase, as the mount helper and mountinfo spell it).
+func CheckDNSSetting(s string) error {
+	switch s {
+	case DNSModeAZ, DNSModeRegional, DNSModeMountTargetIP:
+		return nil
+	}
+	if err := ValidateHostname(s); err != nil {
+		return fmt.Errorf("%w (use %s, %s, %s or a lowercase DNS name)", err, DNSModeAZ, DNSModeRegional, DNSModeMountTargetIP)
+	}
+	return nil
+}
 
 var (
 	fileSystemIDPattern = regexp.MustCompile(`^fs-([0-9a-f]{8}|[0-9a-f]{17})$`)
@@ -26,14 +45,18 @@ var (
 )
 
 // DNSName returns the name to mount the file system by. mode is DNSModeAZ,
-// DNSModeRegional, or an explicit DNS name (a CNAME of the operator's), which is
-// returned as is once it is known to be a hostname. az is needed only for DNSModeAZ.
+// DNSModeRegional, DNSModeMountTargetIP (which names the zone's mount target like
+// DNSModeAZ; the mount itself goes by IP), or an explicit DNS name (a CNAME of the
+// operator's), which is returned as is once it is known to be a hostname. az is needed
+// only for DNSModeAZ and DNSModeMountTargetIP.
 func DNSName(mode, fileSystemID, az, region string) (string, error) {
 	switch mode {
 	case DNSModeAZ, DNSModeRegional:
+	case DNSModeMountTargetIP:
+		mode = DNSModeAZ
 	default:
-		if err := ValidateHostname(mode); err != nil {
-			return "", fmt.Errorf("efs dns name: %w (use %q, %q or a DNS name)", err, DNSModeAZ, DNSModeRegional)
+		if err := CheckDNSSetting(mode); err != nil {
+			return "", fmt.Errorf("efs dns name: %w", err)
 		}
 		return mode, nil
 	}
@@ -78,6 +101,22 @@ func ValidateHostname(name string) error {
 		}
 	}
 	return nil
+}
+
+// efsNameZone tells whether name is an EFS DNS name of fileSystemID
+// ({fs}.efs.{region}.{suffix} or {az}.{fs}.efs.{region}.{suffix}) and, for the
+// zone-specific form, which zone it names.
+func efsNameZone(name, fileSystemID string) (zone string, ok bool) {
+	labels := strings.Split(strings.ToLower(strings.TrimSuffix(name, ".")), ".")
+	for i := 0; i < 2 && i+3 < len(labels); i++ {
+		if labels[i] == fileSystemID && labels[i+1] == "efs" {
+			if i == 1 {
+				zone = labels[0]
+			}
+			return zone, true
+		}
+	}
+	return "", false
 }
 
 // dnsSuffix maps a region to its partition's DNS suffix. The isolated partitions are
