@@ -23,15 +23,20 @@ const (
 )
 
 // CheckDNSSetting reports whether s is a value the efs.dns setting accepts:
-// DNSModeAZ, DNSModeRegional, DNSModeMountTargetIP, or a DNS hostname as
-// ValidateHostname accepts it (lowercase, as the mount helper and mountinfo spell it).
+// DNSModeAZ, DNSModeRegional, DNSModeMountTargetIP, or a DNS hostname of at least two
+// labels as ValidateHostname accepts it (lowercase, as the mount helper and mountinfo
+// spell it). A single label is refused: it is more likely a mistyped mode than a name.
 func CheckDNSSetting(s string) error {
 	switch s {
 	case DNSModeAZ, DNSModeRegional, DNSModeMountTargetIP:
 		return nil
 	}
+	modes := fmt.Sprintf("use %s, %s, %s or a lowercase DNS name such as jenkins-efs.example.com", DNSModeAZ, DNSModeRegional, DNSModeMountTargetIP)
 	if err := ValidateHostname(s); err != nil {
-		return fmt.Errorf("%w (use %s, %s, %s or a lowercase DNS name)", err, DNSModeAZ, DNSModeRegional, DNSModeMountTargetIP)
+		return fmt.Errorf("%w (%s)", err, modes)
+	}
+	if !strings.Contains(s, ".") {
+		return fmt.Errorf("%q is neither a mode nor a DNS name with a domain (%s)", s, modes)
 	}
 	return nil
 }
