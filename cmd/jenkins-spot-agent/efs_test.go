@@ -191,27 +191,31 @@ func TestPreflightMountTargetIP(t *testing.T) {
 	}
 }
 
-// TestPreflightEFSUtilsFallback: with mount type efs a zone name that does not resolve
-// passes when the mount target can be found, since amazon-efs-utils mounts its IP.
+// TestPreflightEFSUtilsFallback: with mount type efs and a zone name that does not
+// resolve, the row fails but names the mount target found through the EFS API, and
+// the setting that makes the agent mount it.
 func TestPreflightEFSUtilsFallback(t *testing.T) {
 	w := pfNewWorld(t)
 	srv := pfMountTargets(t)
 	mt := srv.AddMountTarget(pfFileSystem, efs.MountTarget{AvailabilityZone: pfAZ, IP: "10.0.2.23"})
-	// A .onion zone name never resolves and never reaches a DNS server (RFC 7686).
-	text := strings.Replace(secRead(t, w.pfConfig(t, "az", pfTrue(t), "")), "  mount_timeout: 20s\n", "  mount_timeout: 20s\n  mount_type: efs\n", 1)
+	// A zone's EFS name, under .onion so that it fails offline (RFC 7686) and no query
+	// leaves the machine; the helper would be given the file system id for it.
+	onion := pfAZ + "." + pfFileSystem + ".efs." + pfRegion + ".onion"
+	text := strings.Replace(secRead(t, w.pfConfig(t, onion, pfTrue(t), "")), "  mount_timeout: 20s\n", "  mount_timeout: 20s\n  mount_type: efs\n", 1)
 	cfgPath := filepath.Join(w.dir, "efs.yaml")
 	pfWrite(t, cfgPath, text)
 	_, out, _ := pfRun(t, "preflight", "--config", cfgPath)
 	rows, _ := pfTable(t, out)
 	r := pfFind(t, rows, "efs dns name")
-	if r.result != "pass" || !strings.Contains(r.detail, "falls back to mount target "+mt.ID+" 10.0.2.23") {
-		t.Errorf("dns row %+v, want a pass through the fallback", r)
+	if r.result != "FAIL" || !strings.Contains(r.detail, "mount target "+mt.ID+" 10.0.2.23 exists in "+pfAZ) ||
+		!strings.Contains(r.fix, "efs.dns: mount-target-ip") || !strings.Contains(r.fix, "ec2:DescribeAvailabilityZones") {
+		t.Errorf("dns row %+v, want FAIL naming the mount target and the ways out", r)
 	}
 	srv.Deny(true)
 	_, out, _ = pfRun(t, "preflight", "--config", cfgPath)
 	rows, _ = pfTable(t, out)
-	if r := pfFind(t, rows, "efs dns name"); r.result != "FAIL" || !strings.Contains(r.detail, "fallback fails too") {
-		t.Errorf("dns row without the fallback %+v, want FAIL", r)
+	if r := pfFind(t, rows, "efs dns name"); r.result != "FAIL" || !strings.Contains(r.detail, "no mount target to fall back to") {
+		t.Errorf("dns row when the lookup is denied %+v, want FAIL", r)
 	}
 }
 
@@ -249,12 +253,11 @@ func fuseSquashed(t *testing.T, path, source string) (backing string) {
 // root access row fails with the fix.
 func TestPreflightRootSquash(t *testing.T) {
 	w := pfNewWorld(t)
-	azName := pfAZ + "." + pfFileSystem + ".efs." + pfRegion + ".amazonaws.com"
-	backing := fuseSquashed(t, filepath.Join(w.dir, "home"), azName+":/")
+	backing := fuseSquashed(t, filepath.Join(w.dir, "home"), pfUnresolvable+":/")
 	if err := os.WriteFile(filepath.Join(backing, efs.MarkerFile), []byte(pfFileSystem+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	text := strings.Replace(secRead(t, w.pfConfig(t, "az", pfTrue(t), "")), "  mount_timeout: 20s\n", "  mount_timeout: 20s\n  expect_fstypes: [fuse.efstest]\n", 1)
+	text := strings.Replace(secRead(t, w.pfConfig(t, pfUnresolvable, pfTrue(t), "")), "  mount_timeout: 20s\n", "  mount_timeout: 20s\n  expect_fstypes: [fuse.efstest]\n", 1)
 	cfgPath := filepath.Join(w.dir, "squash.yaml")
 	pfWrite(t, cfgPath, text)
 	_, out, _ := pfRun(t, "preflight", "--config", cfgPath)

@@ -193,8 +193,8 @@ func mountHelper(cfg config.Config) (string, error) {
 
 // efsServerRow checks what the mount goes by: the EFS DNS name, or for efs.dns
 // mount-target-ip this zone's mount target through DescribeMountTargets. With mount
-// type efs a name that does not resolve is no failure when the mount target can be
-// found: amazon-efs-utils falls back to its IP.
+// type efs and a name that does not resolve, it looks the mount target up to say
+// which way out there is.
 func efsServerRow(ctx context.Context, cfg config.Config, id instance.Identity, e *env) check {
 	fs, az := cfg.EFS.FileSystemID, id.AvailabilityZone
 	mountTargetFix := func(err error) string {
@@ -239,13 +239,18 @@ func efsServerRow(ctx context.Context, cfg config.Config, id instance.Identity, 
 	if err == nil {
 		return check{Name: "efs dns name", OK: true, Detail: name + " → " + strings.Join(addrs, ",")}
 	}
-	if cfg.EFS.MountType == efs.TypeEFS && cfg.EFS.DNS != name {
-		// Given the id, amazon-efs-utils looks the mount target up itself.
+	if _, byID := efs.FileSystemName(name, fs); cfg.EFS.MountType == efs.TypeEFS && byID {
+		// Given the id, amazon-efs-utils may look the mount target up itself, but only
+		// with botocore installed and ec2:DescribeAvailabilityZones granted, which
+		// nothing here can prove; the agent's own lookup needs neither.
 		t, lerr := lookup()
 		if lerr == nil {
-			return check{Name: "efs dns name", OK: true, Detail: fmt.Sprintf("%s does not resolve (%v); amazon-efs-utils falls back to mount target %s %s (needs botocore on the instance)", name, err, t.ID, t.IP)}
+			return check{Name: "efs dns name",
+				Detail: fmt.Sprintf("%s does not resolve (%v); mount target %s %s exists in %s", name, err, t.ID, t.IP, az),
+				Fix: fmt.Sprintf("set efs.dns: mount-target-ip, so that the agent mounts %s itself; or rely on amazon-efs-utils' own fallback (botocore on the instance, ec2:DescribeAvailabilityZones for the role); or %s",
+					t.IP, dnsFix)}
 		}
-		err = fmt.Errorf("%w; the mount target IP fallback fails too: %w", err, lerr)
+		err = fmt.Errorf("%w; no mount target to fall back to either: %w", err, lerr)
 	}
 	return check{Name: "efs dns name", Detail: err.Error(), Fix: dnsFix}
 }

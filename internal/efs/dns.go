@@ -108,10 +108,11 @@ func ValidateHostname(name string) error {
 	return nil
 }
 
-// efsNameZone tells whether name is an EFS DNS name of fileSystemID
+// FileSystemName tells whether name is an EFS DNS name of fileSystemID
 // ({fs}.efs.{region}.{suffix} or {az}.{fs}.efs.{region}.{suffix}) and, for the
-// zone-specific form, which zone it names.
-func efsNameZone(name, fileSystemID string) (zone string, ok bool) {
+// zone-specific form, which zone it names. Mount type efs gives amazon-efs-utils the
+// file system id (and az=zone) instead of such a name.
+func FileSystemName(name, fileSystemID string) (zone string, ok bool) {
 	labels := strings.Split(strings.ToLower(strings.TrimSuffix(name, ".")), ".")
 	for i := 0; i < 2 && i+3 < len(labels); i++ {
 		if labels[i] == fileSystemID && labels[i+1] == "efs" {

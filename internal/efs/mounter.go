@@ -386,7 +386,7 @@ func (m *Mounter) helperArgs(ip string) (source, options string) {
 		return m.opts.DNSName + ":/", m.opts.MountOptions
 	}
 	source = m.opts.DNSName + ":/"
-	if zone, ok := efsNameZone(m.opts.DNSName, m.opts.FileSystemID); ok {
+	if zone, ok := FileSystemName(m.opts.DNSName, m.opts.FileSystemID); ok {
 		// Given the id, amazon-efs-utils builds the name itself and, when it does not
 		// resolve, falls back to the mount target's IP; given a name it does not.
 		source = m.opts.FileSystemID + ":/"

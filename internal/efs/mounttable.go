@@ -119,7 +119,7 @@ func classifySource(source string, exp expectation) sourceKind {
 	if strings.EqualFold(host, exp.dnsName) {
 		return sourceName
 	}
-	if _, ok := efsNameZone(host, exp.fileSystemID); ok {
+	if _, ok := FileSystemName(host, exp.fileSystemID); ok {
 		return sourceName
 	}
 	return sourceForeign
