@@ -254,15 +254,27 @@ func fuseSquashed(t *testing.T, path, source string) (backing string) {
 func TestPreflightRootSquash(t *testing.T) {
 	w := pfNewWorld(t)
 	backing := fuseSquashed(t, filepath.Join(w.dir, "home"), pfUnresolvable+":/")
-	if err := os.WriteFile(filepath.Join(backing, efs.MarkerFile), []byte(pfFileSystem+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	text := strings.Replace(secRead(t, w.pfConfig(t, pfUnresolvable, pfTrue(t), "")), "  mount_timeout: 20s\n", "  mount_timeout: 20s\n  expect_fstypes: [fuse.efstest]\n", 1)
 	cfgPath := filepath.Join(w.dir, "squash.yaml")
 	pfWrite(t, cfgPath, text)
+
+	// Mounted by hand and never verified by the agent: preflight writes no marker and
+	// leaves the check to run.
 	_, out, _ := pfRun(t, "preflight", "--config", cfgPath)
-	t.Logf("stdout:\n%s", out)
 	rows, _ := pfTable(t, out)
+	if r := pfFind(t, rows, "efs root access"); r.result != "pass" || !strings.Contains(r.detail, "never been verified") {
+		t.Errorf("root access row before the first verification %+v", r)
+	}
+	if _, err := os.Lstat(filepath.Join(backing, efs.MarkerFile)); err == nil {
+		t.Fatal("preflight wrote a marker")
+	}
+
+	if err := os.WriteFile(filepath.Join(backing, efs.MarkerFile), []byte(pfFileSystem+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, out, _ = pfRun(t, "preflight", "--config", cfgPath)
+	t.Logf("stdout:\n%s", out)
+	rows, _ = pfTable(t, out)
 	r := pfFind(t, rows, "efs root access")
 	if r.result != "FAIL" || !strings.Contains(r.detail, "operation not permitted") ||
 		!strings.Contains(r.fix, "elasticfilesystem:ClientRootAccess") || !strings.Contains(r.fix, "1000:1000") {

@@ -272,6 +272,8 @@ func efsRootAccessRow(ctx context.Context, cfg config.Config, id instance.Identi
 		row.OK, row.Detail = true, fmt.Sprintf("root may give files on %s to %d:%d", m.MountPoint(), cfg.Jenkins.UID, cfg.Jenkins.GID)
 	case errors.Is(err, efs.ErrNotMounted):
 		row.OK, row.Detail = true, m.MountPoint()+" is not mounted yet: run checks it when it mounts the file system"
+	case errors.Is(err, efs.ErrNoMarker):
+		row.OK, row.Detail = true, m.MountPoint()+" is mounted but has never been verified by the agent (no marker yet): run checks it when it verifies the mount"
 	case errors.Is(err, efs.ErrRootSquashed):
 		row.Detail, row.Fix = err.Error(), efs.RootSquashFix(cfg.Jenkins.UID, cfg.Jenkins.GID)
 	default:

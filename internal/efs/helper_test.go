@@ -356,6 +356,9 @@ func TestMountRefusesFilesOnTheBareMountPoint(t *testing.T) {
 	mustMkdir(t, filepath.Join(mp, "jobs"))
 	err := m.Mount(t.Context())
 	wantErr(t, err, "nothing is mounted at "+mp, "config.xml, jobs", "no marker", "old-jenkins", "docker rm -f old-jenkins", "mv "+mp+" "+mp+".local")
+	if !errors.Is(err, ErrLocalFiles) {
+		t.Errorf("Mount = %v, want ErrLocalFiles", err)
+	}
 	if n := calls(); n != 0 {
 		t.Errorf("mount program called %d times over local files", n)
 	}

@@ -169,6 +169,10 @@ func localEntries(ctx context.Context, dir string, max int) ([]string, error) {
 	})
 }
 
+// ErrLocalFiles is wrapped by Mount's refusal to mount over a bare mount point that
+// holds files but no marker.
+var ErrLocalFiles = errors.New("the bare mount point holds files")
+
 // checkLocalMountPoint refuses to mount over a local directory that holds files but no
 // marker: something wrote into the bare mount point, most likely a Jenkins container
 // left by an old compose file (restart: always) that dockerd started at boot. Mounting
@@ -200,7 +204,7 @@ func (m *Mounter) checkLocalMountPoint(ctx context.Context) error {
 			who = "containers that bind-mount it or publish a Jenkins port: " + strings.Join(occ, ", ") + "; remove them with `docker rm -f " + strings.Join(occ, " ") + "`"
 		}
 	}
-	return fmt.Errorf("efs mount: nothing is mounted at %s, but it holds files of its own (%s) and no marker %s: something wrote into the bare local directory; "+
+	return fmt.Errorf("efs mount: nothing is mounted at %s, but it holds files of its own (%s) and no marker %s: %w, something wrote into the bare local directory; "+
 		"%s (and the compose file that starts it), move the files away (mv %s %s.local && mkdir %s), then start the agent again; the agent does not mount over them",
-		mp, strings.Join(names, ", "), MarkerFile, who, mp, mp, mp)
+		mp, strings.Join(names, ", "), MarkerFile, ErrLocalFiles, who, mp, mp, mp)
 }

@@ -22,8 +22,12 @@ const MarkerFile = ".jenkins-spot-agent-efs"
 // much larger is not a marker and must not be read into memory whole.
 const markerMaxSize = 256
 
+// ErrNoMarker is wrapped by a read-only verification (Mounter.CheckRootAccess) of a
+// file system the agent has never verified: it has no marker yet.
+var ErrNoMarker = errors.New("no marker yet")
+
 // errNoMarker marks a home without a marker.
-var errNoMarker = errors.New("no marker")
+var errNoMarker = ErrNoMarker
 
 // EnsureMarker checks the marker at the root of dir. Absent, it is written (the first
 // verification of a fresh file system) and created is true. Naming fileSystemID, it

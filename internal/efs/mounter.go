@@ -707,7 +707,7 @@ func (m *Mounter) verify(ctx context.Context, mode trust) (*mountinfo.Info, erro
 				"unmount it (umount %s) and let the agent mount it, or, if you know it is %s, write the marker: echo %s > %s",
 				mp, entry.Source, MarkerFile, mp, m.opts.FileSystemID, m.opts.FileSystemID, filepath.Join(mp, MarkerFile))
 		case errors.Is(err, errNoMarker):
-			return entry, fmt.Errorf("efs verify: %s has no marker %s yet; the agent writes it when it mounts a fresh file system", mp, MarkerFile)
+			return entry, fmt.Errorf("efs verify: %s has %w %s; the agent writes it when it mounts a fresh file system", mp, ErrNoMarker, MarkerFile)
 		case err != nil:
 			return entry, fmt.Errorf("efs verify: %w", m.squashHint(err))
 		}
