@@ -21,6 +21,7 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs/efstest"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs/efstest/fakenfs"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
@@ -319,5 +320,14 @@ func TestUppercaseEFSNameIsAConfigurationError(t *testing.T) {
 	code, _, errOut := pfRun(t, "run", "--config", path)
 	if code != exitConfig || !strings.Contains(errOut, "efs.dns") {
 		t.Fatalf("exit %d, want %d naming efs.dns; stderr:\n%s", code, exitConfig, errOut)
+	}
+}
+
+// TestRootAccessProbeLivesInTheLeaseDirectory: the probe is made in the agent's own
+// directory on the home, the lease's, which a fresh home may hold without counting
+// as used.
+func TestRootAccessProbeLivesInTheLeaseDirectory(t *testing.T) {
+	if efs.AgentDir != lease.DirName {
+		t.Fatalf("efs.AgentDir %q, lease.DirName %q: the probe must stay in the agent's own directory", efs.AgentDir, lease.DirName)
 	}
 }
