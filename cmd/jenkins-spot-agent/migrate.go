@@ -61,7 +61,7 @@ func (c *migrateCommand) run(ctx context.Context, e *env) error {
 		if err != nil {
 			return fmt.Errorf("migrate: %w (or pass --to DIR to copy into a plain directory)", err)
 		}
-		m, err := newMounter(cfg, id, e.log)
+		m, err := newMounter(cfg, id, e.log, nil)
 		if err != nil {
 			return err
 		}
@@ -80,6 +80,13 @@ func (c *migrateCommand) run(ctx context.Context, e *env) error {
 	}
 	if holder == "" {
 		holder, _ = os.Hostname()
+	}
+	// Copying keeps owners: on a home where root is squashed every chown, and the lease
+	// itself, would fail with a bare EPERM. Only root can give files away at all.
+	if os.Geteuid() == 0 {
+		if err := efs.CheckRootAccess(ctx, home, cfg.Jenkins.UID, cfg.Jenkins.GID); err != nil {
+			return fmt.Errorf("migrate: nothing copied: %w", err)
+		}
 	}
 	// A holder id of its own: the local agent's lease (the instance id) is never adopted,
 	// so a running Jenkins on this instance blocks the copy.

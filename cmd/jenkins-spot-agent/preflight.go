@@ -15,6 +15,7 @@ import (
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/config"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets"
 )
 
@@ -123,25 +124,11 @@ func preflight(ctx context.Context, cfg config.Config, ep endpoints, e *env) []c
 	}
 	cancel()
 
-	name, err := efs.DNSName(cfg.EFS.DNS, cfg.EFS.FileSystemID, id.AvailabilityZone, id.Region)
-	if err == nil {
-		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		var addrs []string
-		addrs, err = net.DefaultResolver.LookupHost(dctx, name)
-		cancel()
-		if err == nil && len(addrs) == 0 {
-			// An empty answer mounts nothing either: the mounter waits on it too.
-			err = fmt.Errorf("lookup %s: no addresses", name)
-		}
-		if err == nil {
-			name = name + " → " + strings.Join(addrs, ",")
-		}
-	}
-	add("efs dns name", err, name,
-		fmt.Sprintf("create a mount target for %s in %s and enable DNS hostnames in the VPC (new mount targets take up to 90 s)", cfg.EFS.FileSystemID, id.AvailabilityZone))
-
-	add("mount helper", mountHelper(cfg), cfg.EFS.MountProgram+" -t "+cfg.EFS.MountType,
-		"install nfs-common (Debian/Ubuntu) or nfs-utils (Amazon Linux); amazon-efs-utils for mount_type efs")
+	rows = append(rows, efsServerRow(ctx, cfg, id, e))
+	helperDetail, helperErr := mountHelper(cfg)
+	add("mount helper", helperErr, helperDetail,
+		"install nfs-common (Debian/Ubuntu) or nfs-utils (Amazon Linux); amazon-efs-utils for mount_type efs; systemd-run (systemd) for efs.mount_scope")
+	rows = append(rows, efsRootAccessRow(ctx, cfg, id, e))
 
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	dockerErr := w.runtime.Ping(dctx)
@@ -157,6 +144,7 @@ func preflight(ctx context.Context, cfg config.Config, ep endpoints, e *env) []c
 			detail = cfg.Jenkins.Image + " absent; pulled at boot (pull: " + cfg.Jenkins.Pull + ")"
 		}
 		add("jenkins image", err, detail, "docker pull the image, or set jenkins.pull to if-missing")
+		rows = append(rows, occupantsRow(dctx, cfg, w))
 	}
 	cancel()
 
@@ -176,19 +164,146 @@ func preflight(ctx context.Context, cfg config.Config, ep endpoints, e *env) []c
 	return rows
 }
 
-// mountHelper checks that the mount program, and the kernel-side helper for the type, exist.
-func mountHelper(cfg config.Config) error {
+// mountHelper checks that the mount program, the kernel-side helper for the type, and
+// systemd-run when the mount runs in a scope, exist. It returns what it checked.
+func mountHelper(cfg config.Config) (string, error) {
+	detail := cfg.EFS.MountProgram + " -t " + cfg.EFS.MountType
 	if _, err := exec.LookPath(cfg.EFS.MountProgram); err != nil {
-		return fmt.Errorf("%s not found", cfg.EFS.MountProgram)
+		return detail, fmt.Errorf("%s not found", cfg.EFS.MountProgram)
 	}
-	if cfg.EFS.MountProgram != "mount" {
-		return nil
+	if cfg.EFS.MountProgram == "mount" {
+		helper := "/sbin/mount." + cfg.EFS.MountType
+		if _, err := os.Stat(helper); err != nil {
+			return detail, fmt.Errorf("%s not found", helper)
+		}
 	}
-	helper := "/sbin/mount." + cfg.EFS.MountType
-	if _, err := os.Stat(helper); err != nil {
-		return fmt.Errorf("%s not found", helper)
+	scoped := cfg.EFS.MountScope == efs.ScopeSystemdRun
+	if cfg.EFS.MountScope == efs.ScopeAuto && cfg.EFS.MountType == efs.TypeEFS {
+		fi, err := os.Stat("/run/systemd/system")
+		scoped = err == nil && fi.IsDir()
 	}
-	return nil
+	if scoped {
+		detail = "systemd-run --scope " + detail
+		if _, err := exec.LookPath("systemd-run"); err != nil {
+			return detail, errors.New("systemd-run not found: amazon-efs-utils' tunnel would run in the agent's cgroup, and a restart of the agent would kill it under a running Jenkins")
+		}
+	}
+	return detail, nil
+}
+
+// efsServerRow checks what the mount goes by: the EFS DNS name, or for efs.dns
+// mount-target-ip this zone's mount target through DescribeMountTargets. With mount
+// type efs and a name that does not resolve, it looks the mount target up to say
+// which way out there is.
+func efsServerRow(ctx context.Context, cfg config.Config, id instance.Identity, e *env) check {
+	fs, az := cfg.EFS.FileSystemID, id.AvailabilityZone
+	mountTargetFix := func(err error) string {
+		switch {
+		case errors.Is(err, efs.ErrAccessDenied):
+			return "add elasticfilesystem:DescribeMountTargets on the file system to the instance role (packaging/iam-policy.json)"
+		case errors.Is(err, efs.ErrFileSystemNotFound):
+			return "check efs.file_system_id: no such file system in " + id.Region
+		default:
+			return fmt.Sprintf("create a mount target for %s in %s, or wait until it is available", fs, az)
+		}
+	}
+	lookup := func() (efs.MountTarget, error) {
+		c, err := efs.NewMountTargetClient(efs.MountTargetClientOptions{Region: id.Region, Logger: e.log})
+		if err != nil {
+			return efs.MountTarget{}, err
+		}
+		lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		return c.MountTarget(lctx, fs, az)
+	}
+	if cfg.EFS.DNS == efs.DNSModeMountTargetIP {
+		t, err := lookup()
+		if err != nil {
+			return check{Name: "efs mount target", Detail: err.Error(), Fix: mountTargetFix(err)}
+		}
+		return check{Name: "efs mount target", OK: true, Detail: fmt.Sprintf("%s %s in %s (DescribeMountTargets)", t.ID, t.IP, az)}
+	}
+
+	name, err := efs.DNSName(cfg.EFS.DNS, fs, az, id.Region)
+	dnsFix := fmt.Sprintf("create a mount target for %s in %s and enable DNS hostnames in the VPC (new mount targets take up to 90 s), or set efs.dns: mount-target-ip", fs, az)
+	if err != nil {
+		return check{Name: "efs dns name", Detail: err.Error(), Fix: dnsFix}
+	}
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	addrs, err := net.DefaultResolver.LookupHost(dctx, name)
+	cancel()
+	if err == nil && len(addrs) == 0 {
+		// An empty answer mounts nothing either: the mounter waits on it too.
+		err = fmt.Errorf("lookup %s: no addresses", name)
+	}
+	if err == nil {
+		return check{Name: "efs dns name", OK: true, Detail: name + " → " + strings.Join(addrs, ",")}
+	}
+	if _, byID := efs.FileSystemName(name, fs); cfg.EFS.MountType == efs.TypeEFS && byID {
+		// Given the id, amazon-efs-utils may look the mount target up itself, but only
+		// with botocore installed and ec2:DescribeAvailabilityZones granted, which
+		// nothing here can prove; the agent's own lookup needs neither.
+		t, lerr := lookup()
+		if lerr == nil {
+			return check{Name: "efs dns name",
+				Detail: fmt.Sprintf("%s does not resolve (%v); mount target %s %s exists in %s", name, err, t.ID, t.IP, az),
+				Fix: fmt.Sprintf("set efs.dns: mount-target-ip, so that the agent mounts %s itself; or rely on amazon-efs-utils' own fallback (botocore on the instance, ec2:DescribeAvailabilityZones for the role); or %s",
+					t.IP, dnsFix)}
+		}
+		err = fmt.Errorf("%w; no mount target to fall back to either: %w", err, lerr)
+	}
+	return check{Name: "efs dns name", Detail: err.Error(), Fix: dnsFix}
+}
+
+// efsRootAccessRow proves, on a home that is mounted and verified already, that root
+// may give files to the Jenkins user; a home not mounted yet is checked by run.
+func efsRootAccessRow(ctx context.Context, cfg config.Config, id instance.Identity, e *env) check {
+	row := check{Name: "efs root access"}
+	m, err := newMounter(cfg, id, e.log, nil)
+	if err != nil {
+		row.Detail, row.Fix = err.Error(), "fix the efs section of the configuration"
+		return row
+	}
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	err = m.CheckRootAccess(rctx)
+	switch {
+	case err == nil:
+		row.OK, row.Detail = true, fmt.Sprintf("root may give files on %s to %d:%d", m.MountPoint(), cfg.Jenkins.UID, cfg.Jenkins.GID)
+	case errors.Is(err, efs.ErrNotMounted):
+		row.OK, row.Detail = true, m.MountPoint()+" is not mounted yet: run checks it when it mounts the file system"
+	case errors.Is(err, efs.ErrNoMarker):
+		row.OK, row.Detail = true, m.MountPoint()+" is mounted but has never been verified by the agent (no marker yet): run checks it when it verifies the mount"
+	case errors.Is(err, efs.ErrRootSquashed):
+		row.Detail, row.Fix = err.Error(), efs.RootSquashFix(cfg.Jenkins.UID, cfg.Jenkins.GID)
+	default:
+		row.Detail, row.Fix = err.Error(), "check what is mounted at "+m.MountPoint()+" (the detail says what verification found)"
+	}
+	return row
+}
+
+// occupantsRow fails when another container publishes a Jenkins host port or
+// bind-mounts the home: a Jenkins left by an old compose file (restart: always) comes
+// up on the bare local directory at boot and takes the agent's ports.
+func occupantsRow(ctx context.Context, cfg config.Config, w *wiring) check {
+	row := check{Name: "other containers on the jenkins ports or home"}
+	occ, err := w.runtime.Occupants(ctx)
+	if err != nil {
+		row.Detail, row.Fix = err.Error(), "check that dockerd answers (docker ps -a)"
+		return row
+	}
+	if len(occ) == 0 {
+		row.OK, row.Detail = true, "none besides "+cfg.Jenkins.ContainerName
+		return row
+	}
+	var desc, names []string
+	for _, o := range occ {
+		desc = append(desc, o.String())
+		names = append(names, o.Name)
+	}
+	row.Detail = strings.Join(desc, "; ")
+	row.Fix = "remove them (docker rm -f " + strings.Join(names, " ") + ") and the compose file or unit that starts them: only the agent starts Jenkins, on the verified mount"
+	return row
 }
 
 // writable checks that dir exists (or can be made) and takes a file.

@@ -71,7 +71,7 @@ func wire(cfg config.Config, token config.Secret, m *metrics.Metrics, ep endpoin
 		Runtime:  rt,
 		Jenkins:  jenkins.V1{Client: jc}, // until the agent takes Ready and []jenkins.Build
 		NewMounter: func(id instance.Identity) (agent.Mounter, error) {
-			return newMounter(cfg, id, log)
+			return newMounter(cfg, id, log, occupantNames(rt))
 		},
 		NewLease: func(id instance.Identity, home string) (agent.Lease, error) {
 			opts := lease.Options{Dir: home, HolderID: id.InstanceID, TTL: cfg.Lease.TTL.D(), Logger: log}
@@ -112,22 +112,57 @@ func containerOptions(cfg config.Config, log *slog.Logger) container.Options {
 	}
 }
 
-func newMounter(cfg config.Config, id instance.Identity, log *slog.Logger) (*efs.Mounter, error) {
+// newMounter builds the EFS mounter for this instance. occupants, when not nil, names
+// the containers that may have written into the bare mount point (see
+// container.Runtime.Occupants), for the error that refuses to mount over them.
+func newMounter(cfg config.Config, id instance.Identity, log *slog.Logger, occupants func(context.Context) ([]string, error)) (*efs.Mounter, error) {
 	name, err := efs.DNSName(cfg.EFS.DNS, cfg.EFS.FileSystemID, id.AvailabilityZone, id.Region)
 	if err != nil {
 		return nil, err
 	}
+	var lookup efs.MountTargetLookup
+	if cfg.EFS.DNS == efs.DNSModeMountTargetIP {
+		c, err := efs.NewMountTargetClient(efs.MountTargetClientOptions{Region: id.Region, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		lookup = c
+	}
 	return efs.New(efs.Options{
-		FileSystemID:  cfg.EFS.FileSystemID,
-		MountPoint:    cfg.EFS.MountPoint,
-		DNSName:       name,
-		Type:          cfg.EFS.MountType,
-		MountOptions:  cfg.EFS.MountOptions,
-		Timeout:       cfg.EFS.MountTimeout.D(),
-		Program:       cfg.EFS.MountProgram,
-		ExpectFSTypes: cfg.EFS.ExpectFSTypes,
-		Logger:        log,
+		FileSystemID:     cfg.EFS.FileSystemID,
+		MountPoint:       cfg.EFS.MountPoint,
+		DNSName:          name,
+		AvailabilityZone: id.AvailabilityZone,
+		MountTargets:     lookup,
+		AccessPoint:      cfg.EFS.AccessPoint,
+		Type:             cfg.EFS.MountType,
+		MountOptions:     cfg.EFS.MountOptions,
+		Timeout:          cfg.EFS.MountTimeout.D(),
+		Program:          cfg.EFS.MountProgram,
+		Scope:            cfg.EFS.MountScope,
+		ExpectFSTypes:    cfg.EFS.ExpectFSTypes,
+		OwnerUID:         cfg.Jenkins.UID,
+		OwnerGID:         cfg.Jenkins.GID,
+		Occupants:        occupants,
+		Logger:           log,
 	})
+}
+
+// occupantNames lists the names of the containers that clash with Jenkins.
+func occupantNames(rt *container.Runtime) func(context.Context) ([]string, error) {
+	return func(ctx context.Context) ([]string, error) {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		occ, err := rt.Occupants(ctx)
+		if err != nil {
+			return nil, err
+		}
+		names := make([]string, 0, len(occ))
+		for _, o := range occ {
+			names = append(names, o.Name)
+		}
+		return names, nil
+	}
 }
 
 func newTargets(ctx context.Context, cfg config.Config, id instance.Identity, ep endpoints, log *slog.Logger) (*targets.Client, error) {

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs"
 )
 
 // DefaultPath is where the agent looks for its configuration when --config is not given.
@@ -81,6 +83,10 @@ type EFS struct {
 	MountTimeout  Duration `yaml:"mount_timeout"`
 	MountProgram  string   `yaml:"mount_program"`
 	ExpectFSTypes []string `yaml:"expect_fstypes"`
+	// AccessPoint is an EFS access point id (fsap-...), mount_type efs only.
+	AccessPoint string `yaml:"access_point"`
+	// MountScope is how the mount program runs: auto, systemd-run or none.
+	MountScope string `yaml:"mount_scope"`
 }
 
 // Jenkins describes the controller container and how the agent reaches it.
@@ -174,10 +180,11 @@ func Default() Config {
 			MountPoint:    "/jenkins_home",
 			DNS:           "az",
 			MountType:     "nfs4",
-			MountOptions:  "nfsvers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noresvport",
+			MountOptions:  efs.DefaultMountOptions,
 			MountTimeout:  Duration(5 * time.Minute),
 			MountProgram:  "mount",
 			ExpectFSTypes: []string{"nfs4"},
+			MountScope:    efs.ScopeAuto,
 		},
 		Jenkins: Jenkins{
 			Image:           "jenkins/jenkins:lts-jdk21",
@@ -274,12 +281,11 @@ func yamlProblems(err error) []string {
 }
 
 var (
-	fsIDPattern    = regexp.MustCompile(`^fs-([0-9a-f]{8}|[0-9a-f]{17})$`)
-	tgARNPattern   = regexp.MustCompile(`^arn:aws(-cn|-us-gov|-iso|-iso-b)?:elasticloadbalancing:[a-z0-9-]+:\d{12}:targetgroup/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}$`)
-	containerName  = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
-	hostnameLabels = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	portSpec       = regexp.MustCompile(`^(([0-9.]+|\[[0-9a-fA-F:]+\]):)?(\d{1,5}:)?\d{1,5}(/(tcp|udp|sctp))?$`)
-	envName        = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	fsIDPattern   = regexp.MustCompile(`^fs-([0-9a-f]{8}|[0-9a-f]{17})$`)
+	tgARNPattern  = regexp.MustCompile(`^arn:aws(-cn|-us-gov|-iso|-iso-b)?:elasticloadbalancing:[a-z0-9-]+:\d{12}:targetgroup/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}$`)
+	containerName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+	portSpec      = regexp.MustCompile(`^(([0-9.]+|\[[0-9a-fA-F:]+\]):)?(\d{1,5}:)?\d{1,5}(/(tcp|udp|sctp))?$`)
+	envName       = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
 
 // Validate checks every value and returns an *InvalidError listing each problem with its key.
@@ -294,15 +300,21 @@ func (c *Config) Validate() error {
 	if c.EFS.MountPoint == "/" {
 		p.add("efs.mount_point", "must not be /")
 	}
-	switch dns := c.EFS.DNS; {
-	case dns == "az", dns == "regional":
-	case !hostnameLabels.MatchString(strings.ToLower(dns)):
-		p.add("efs.dns", "%q is neither az, regional nor a DNS name", dns)
+	if err := efs.CheckDNSSetting(c.EFS.DNS); err != nil {
+		p.add("efs.dns", "%v", err)
 	}
-	p.oneOf("efs.mount_type", c.EFS.MountType, "nfs4", "efs")
-	if strings.ContainsAny(c.EFS.MountOptions, " \t\n") {
-		p.add("efs.mount_options", "must be one comma-separated word without spaces")
+	p.oneOf("efs.mount_type", c.EFS.MountType, efs.TypeNFS4, efs.TypeEFS)
+	if err := efs.CheckMountOptions(c.EFS.MountType, c.EFS.MountOptions); err != nil {
+		p.add("efs.mount_options", "%v", err)
 	}
+	if ap := c.EFS.AccessPoint; ap != "" {
+		if err := efs.CheckAccessPoint(ap); err != nil {
+			p.add("efs.access_point", "%v", err)
+		} else if c.EFS.MountType != efs.TypeEFS {
+			p.add("efs.access_point", "needs mount_type efs: only amazon-efs-utils mounts through an access point (accesspoint=, with tls and iam)")
+		}
+	}
+	p.oneOf("efs.mount_scope", c.EFS.MountScope, efs.ScopeAuto, efs.ScopeSystemdRun, efs.ScopeNone)
 	p.positive("efs.mount_timeout", c.EFS.MountTimeout)
 	if c.EFS.MountProgram == "" {
 		p.add("efs.mount_program", "must not be empty")

@@ -32,6 +32,9 @@ func TestFullFileParses(t *testing.T) {
   mount_timeout: 90s
   mount_program: /usr/local/bin/m
   expect_fstypes: [nfs4, tmpfs]
+  mount_options: tls,iam,nosuid,nodev
+  access_point: fsap-0123456789abcdef0
+  mount_scope: systemd-run
 jenkins:
   image: example/jenkins:1
   pull: never
@@ -59,6 +62,9 @@ metrics:
 	cfg, err := Parse("c.yaml", []byte(doc))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cfg.EFS.AccessPoint != "fsap-0123456789abcdef0" || cfg.EFS.MountScope != "systemd-run" {
+		t.Fatalf("efs keys parsed wrongly: %+v", cfg.EFS)
 	}
 	if cfg.EFS.DNS != "regional" || cfg.Jenkins.Env["JAVA_OPTS"] != "-Xmx2g" || cfg.TargetGroups[0].Port != 8080 ||
 		cfg.Interruption.OnRebalance != "drain" || cfg.Lease.TTL.D() != 45*time.Second || cfg.DiscoverTargetGroups {
@@ -91,6 +97,15 @@ func TestInvalidConfigNamesTheKey(t *testing.T) {
 		{"on_stop_signal", minimal + "interruption:\n  on_stop_signal: ignore\n", "interruption.on_stop_signal"},
 		{"listen", minimal + "metrics:\n  listen_address: 9877\n", "metrics.listen_address"},
 		{"dns", minimal + "  dns: \"not a name\"\n", "efs.dns"},
+		// Caught here, not at mount time: the helper and mountinfo spell names lowercase.
+		{"dns in capitals", minimal + "  dns: EFS.Example.com\n", "efs.dns: \"EFS.Example.com\" is not a DNS hostname"},
+		{"dns single label", minimal + "  dns: zone\n", "efs.dns"},
+		{"access point with nfs4", minimal + "  access_point: fsap-0123456789abcdef0\n", "efs.access_point: needs mount_type efs"},
+		{"malformed access point", minimal + "  mount_type: efs\n  access_point: fsap-1\n", "efs.access_point"},
+		{"mount scope", minimal + "  mount_scope: cgroup\n", "efs.mount_scope"},
+		{"option the agent sets", minimal + "  mount_type: efs\n  mount_options: tls,az=us-east-1a\n", "efs.mount_options: mount option az is set by the agent"},
+		{"tls with nfs4", minimal + "  mount_options: nfsvers=4.1,tls\n", "efs.mount_options: mount option tls needs mount type efs"},
+		{"spaces in options", minimal + "  mount_options: \"hard, nosuid\"\n", "efs.mount_options"},
 		{"poll", minimal + "interruption:\n  poll_interval: 0s\n", "interruption.poll_interval"},
 	}
 	for _, tc := range cases {
@@ -106,6 +121,23 @@ func TestInvalidConfigNamesTheKey(t *testing.T) {
 				t.Fatalf("error %q does not name %q and the file", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestEFSSettingsAccepted(t *testing.T) {
+	for _, doc := range []string{
+		minimal + "  dns: mount-target-ip\n",
+		minimal + "  dns: mount-target-ip\n  mount_type: efs\n",
+		minimal + "  dns: jenkins-efs.corp.example\n",
+		minimal + "  mount_type: efs\n  mount_options: tls\n  access_point: fsap-0123456789abcdef0\n  mount_scope: none\n",
+	} {
+		if _, err := Parse("c.yaml", []byte(doc)); err != nil {
+			t.Errorf("Parse(%q): %v", doc, err)
+		}
+	}
+	d := Default()
+	if !strings.HasSuffix(d.EFS.MountOptions, ",nosuid,nodev") || d.EFS.MountScope != "auto" || d.EFS.AccessPoint != "" {
+		t.Errorf("efs defaults: %+v", d.EFS)
 	}
 }
 

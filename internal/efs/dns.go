@@ -15,7 +15,31 @@ const (
 	// DNSModeRegional names the file system for the whole Region: {fs}.efs.{region}.{suffix};
 	// Route 53 answers with the mount target of the caller's zone.
 	DNSModeRegional = "regional"
+	// DNSModeMountTargetIP mounts by the IP address of this zone's mount target, looked
+	// up through the EFS API (DescribeMountTargets) at mount time: for VPCs without the
+	// Amazon DNS server, where no EFS name resolves. Its DNSName is the zone's name,
+	// which verification still accepts as a source.
+	DNSModeMountTargetIP = "mount-target-ip"
 )
+
+// CheckDNSSetting reports whether s is a value the efs.dns setting accepts:
+// DNSModeAZ, DNSModeRegional, DNSModeMountTargetIP, or a DNS hostname of at least two
+// labels as ValidateHostname accepts it (lowercase, as the mount helper and mountinfo
+// spell it). A single label is refused: it is more likely a mistyped mode than a name.
+func CheckDNSSetting(s string) error {
+	switch s {
+	case DNSModeAZ, DNSModeRegional, DNSModeMountTargetIP:
+		return nil
+	}
+	modes := fmt.Sprintf("use %s, %s, %s or a lowercase DNS name such as jenkins-efs.example.com", DNSModeAZ, DNSModeRegional, DNSModeMountTargetIP)
+	if err := ValidateHostname(s); err != nil {
+		return fmt.Errorf("%w (%s)", err, modes)
+	}
+	if !strings.Contains(s, ".") {
+		return fmt.Errorf("%q is neither a mode nor a DNS name with a domain (%s)", s, modes)
+	}
+	return nil
+}
 
 var (
 	fileSystemIDPattern = regexp.MustCompile(`^fs-([0-9a-f]{8}|[0-9a-f]{17})$`)
@@ -26,14 +50,18 @@ var (
 )
 
 // DNSName returns the name to mount the file system by. mode is DNSModeAZ,
-// DNSModeRegional, or an explicit DNS name (a CNAME of the operator's), which is
-// returned as is once it is known to be a hostname. az is needed only for DNSModeAZ.
+// DNSModeRegional, DNSModeMountTargetIP (which names the zone's mount target like
+// DNSModeAZ; the mount itself goes by IP), or an explicit DNS name (a CNAME of the
+// operator's), which is returned as is once it is known to be a hostname. az is needed
+// only for DNSModeAZ and DNSModeMountTargetIP.
 func DNSName(mode, fileSystemID, az, region string) (string, error) {
 	switch mode {
 	case DNSModeAZ, DNSModeRegional:
+	case DNSModeMountTargetIP:
+		mode = DNSModeAZ
 	default:
-		if err := ValidateHostname(mode); err != nil {
-			return "", fmt.Errorf("efs dns name: %w (use %q, %q or a DNS name)", err, DNSModeAZ, DNSModeRegional)
+		if err := CheckDNSSetting(mode); err != nil {
+			return "", fmt.Errorf("efs dns name: %w", err)
 		}
 		return mode, nil
 	}
@@ -78,6 +106,23 @@ func ValidateHostname(name string) error {
 		}
 	}
 	return nil
+}
+
+// FileSystemName tells whether name is an EFS DNS name of fileSystemID
+// ({fs}.efs.{region}.{suffix} or {az}.{fs}.efs.{region}.{suffix}) and, for the
+// zone-specific form, which zone it names. Mount type efs gives amazon-efs-utils the
+// file system id (and az=zone) instead of such a name.
+func FileSystemName(name, fileSystemID string) (zone string, ok bool) {
+	labels := strings.Split(strings.ToLower(strings.TrimSuffix(name, ".")), ".")
+	for i := 0; i < 2 && i+3 < len(labels); i++ {
+		if labels[i] == fileSystemID && labels[i+1] == "efs" {
+			if i == 1 {
+				zone = labels[0]
+			}
+			return zone, true
+		}
+	}
+	return "", false
 }
 
 // dnsSuffix maps a region to its partition's DNS suffix. The isolated partitions are

@@ -24,6 +24,9 @@ func TestDNSName(t *testing.T) {
 		// An explicit name is used as is, whatever the other arguments say.
 		{mode: "jenkins-home.internal.example.com", fs: "", az: "", region: "", want: "jenkins-home.internal.example.com"},
 		{mode: "10.0.1.25", want: "10.0.1.25"},
+		// mount-target-ip mounts by IP; its name is the zone's, which verification accepts.
+		{mode: "mount-target-ip", fs: fs, az: "us-east-1a", region: "us-east-1", want: "us-east-1a.fs-0123456789abcdef0.efs.us-east-1.amazonaws.com"},
+		{mode: "efs", fs: fs, region: "us-east-1", wantErr: "neither a mode nor a DNS name with a domain"},
 
 		{mode: "az", fs: fs, az: "us-east-1", region: "us-east-1", wantErr: "availability zone"},
 		{mode: "az", fs: fs, az: "", region: "us-east-1", wantErr: "availability zone"},
@@ -56,6 +59,23 @@ func TestDNSName(t *testing.T) {
 		}
 		if err != nil || got != tt.want {
 			t.Errorf("DNSName(%q, %q, %q, %q) = %q, %v; want %q", tt.mode, tt.fs, tt.az, tt.region, got, err, tt.want)
+		}
+	}
+}
+
+func TestCheckDNSSetting(t *testing.T) {
+	for s, want := range map[string]string{
+		"az": "", "regional": "", "mount-target-ip": "", "jenkins-efs.corp.example": "", "10.0.1.25": "",
+		"EFS.Example.com":  "is not a DNS hostname",
+		"Az":               "is not a DNS hostname",
+		"zone":             "neither a mode nor a DNS name with a domain",
+		"mount_target_ip":  "is not a DNS hostname",
+		"efs.example.com:": "is not a DNS hostname",
+		"":                 "empty DNS name",
+	} {
+		err := CheckDNSSetting(s)
+		if (want == "") != (err == nil) || (err != nil && (!strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "mount-target-ip"))) {
+			t.Errorf("CheckDNSSetting(%q) = %v, want %q and the accepted modes", s, err, want)
 		}
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 const testFS = "fs-0123456789abcdef0"
@@ -31,7 +33,33 @@ func TestEnsureMarker(t *testing.T) {
 		{
 			name:    "marker is a directory",
 			setup:   func(t *testing.T, dir string) { mustMkdir(t, filepath.Join(dir, MarkerFile)) },
-			wantErr: []string{"read marker"},
+			wantErr: []string{"is a directory, not a regular file", "rm -r "},
+		},
+		{
+			// Even a link to a good marker is refused: the agent never follows links there.
+			name: "marker is a symbolic link to a good marker",
+			setup: func(t *testing.T, dir string) {
+				good := filepath.Join(t.TempDir(), "good")
+				writeFile(filepath.Base(good), testFS+"\n")(t, filepath.Dir(good))
+				mustSymlink(t, good, filepath.Join(dir, MarkerFile))
+			},
+			wantErr: []string{"is a symbolic link, not a regular file", "neither follows nor opens"},
+		},
+		{
+			name:    "marker is a dangling symbolic link",
+			setup:   func(t *testing.T, dir string) { mustSymlink(t, "/nonexistent/marker", filepath.Join(dir, MarkerFile)) },
+			wantErr: []string{"is a symbolic link"},
+		},
+		{
+			// A FIFO would block an open for reading until a writer comes: it is refused
+			// without being opened.
+			name: "marker is a FIFO",
+			setup: func(t *testing.T, dir string) {
+				if err := unix.Mkfifo(filepath.Join(dir, MarkerFile), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantErr: []string{"is a FIFO, not a regular file"},
 		},
 	}
 	for _, tt := range tests {
@@ -40,8 +68,8 @@ func TestEnsureMarker(t *testing.T) {
 			if tt.setup != nil {
 				tt.setup(t, dir)
 			}
-			before, _ := os.ReadFile(filepath.Join(dir, MarkerFile))
-			created, err := EnsureMarker(dir, testFS)
+			before := readIfRegular(t, filepath.Join(dir, MarkerFile))
+			created, err := EnsureMarker(t.Context(), dir, testFS)
 			if len(tt.wantErr) > 0 {
 				if err == nil {
 					t.Fatalf("EnsureMarker passed, want error with %q", tt.wantErr)
@@ -52,7 +80,7 @@ func TestEnsureMarker(t *testing.T) {
 					}
 				}
 				// A failed check must leave what it found alone.
-				after, _ := os.ReadFile(filepath.Join(dir, MarkerFile))
+				after := readIfRegular(t, filepath.Join(dir, MarkerFile))
 				if string(after) != string(before) {
 					t.Errorf("marker changed from %q to %q", before, after)
 				}
@@ -81,15 +109,40 @@ func TestEnsureMarkerReadOnlyDirectory(t *testing.T) {
 	if err := os.Chmod(dir, 0o555); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := EnsureMarker(dir, testFS); err == nil || !strings.Contains(err.Error(), "write marker") {
+	if _, err := EnsureMarker(t.Context(), dir, testFS); err == nil || !strings.Contains(err.Error(), "write marker") {
 		t.Fatalf("EnsureMarker in read-only dir = %v, want write marker error", err)
 	}
 }
 
 func TestEnsureMarkerMissingDirectory(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "absent")
-	if _, err := EnsureMarker(dir, testFS); err == nil || !strings.Contains(err.Error(), "write marker") {
+	if _, err := EnsureMarker(t.Context(), dir, testFS); err == nil || !strings.Contains(err.Error(), "write marker") {
 		t.Fatalf("EnsureMarker in missing dir = %v, want write marker error", err)
+	}
+}
+
+// TestMarkerErrorsKeepSecretsOut points the marker at a file only root may read, as
+// the Jenkins user (who owns the home) could: nothing of its content may reach the
+// error, which ends up in logs and the status. A regular file of garbage is quoted
+// by a short prefix only.
+func TestMarkerErrorsKeepSecretsOut(t *testing.T) {
+	const secret = "root:$6$s3cr3t-hash-that-must-not-leak$"
+	secretFile := filepath.Join(t.TempDir(), "shadow")
+	writeFile(filepath.Base(secretFile), secret+"\n")(t, filepath.Dir(secretFile))
+
+	dir := t.TempDir()
+	mustSymlink(t, secretFile, filepath.Join(dir, MarkerFile))
+	_, err := EnsureMarker(t.Context(), dir, testFS)
+	if err == nil || strings.Contains(err.Error(), "s3cr3t") || strings.Contains(err.Error(), "root:") {
+		t.Fatalf("EnsureMarker through a link to a secret = %v, want a refusal without the content", err)
+	}
+
+	long := strings.Repeat("A", 40) + "TAIL-THAT-MUST-NOT-SHOW"
+	dir2 := t.TempDir()
+	writeFile(MarkerFile, long+"\n")(t, dir2)
+	_, err = EnsureMarker(t.Context(), dir2, testFS)
+	if err == nil || strings.Contains(err.Error(), "TAIL") || !strings.Contains(err.Error(), `"AAAA`) {
+		t.Fatalf("EnsureMarker on a long garbage marker = %v, want a short quoted prefix only", err)
 	}
 }
 
@@ -116,6 +169,31 @@ func writeFile(name, content string) func(t *testing.T, dir string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+func mustSymlink(t *testing.T, target, link string) {
+	t.Helper()
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readIfRegular reads path if it is a regular file: tests compare what a failed check
+// left, without opening FIFOs or following links.
+func readIfRegular(t *testing.T, path string) string {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return "<" + err.Error() + ">"
+	}
+	if !fi.Mode().IsRegular() {
+		return "<" + fi.Mode().String() + ">"
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 func mustMkdir(t *testing.T, dir string) {

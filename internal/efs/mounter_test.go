@@ -137,15 +137,19 @@ func TestNewValidates(t *testing.T) {
 	}
 	if m.opts.Type != TypeNFS4 || m.opts.MountOptions != DefaultMountOptions || m.opts.Program != "mount" ||
 		m.opts.UnmountProgram != "umount" || m.opts.Timeout != DefaultTimeout || m.opts.MountInfoPath != "/proc/self/mountinfo" ||
-		len(m.opts.ExpectFSTypes) != 1 || m.opts.ExpectFSTypes[0] != "nfs4" || m.exp.localProxy {
+		len(m.opts.ExpectFSTypes) != 1 || m.opts.ExpectFSTypes[0] != "nfs4" || m.opts.Scope != "" || m.scoped ||
+		m.opts.SystemdRun != "systemd-run" || m.opts.SystemdDir != "/run/systemd/system" {
 		t.Errorf("defaults not filled: %+v", m.opts)
+	}
+	if !strings.Contains(DefaultMountOptions, ",nosuid,nodev") {
+		t.Errorf("DefaultMountOptions %q lacks nosuid,nodev", DefaultMountOptions)
 	}
 	e, err := New(Options{FileSystemID: testFS, MountPoint: "/jenkins_home", DNSName: testAZName, Type: TypeEFS})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.opts.MountOptions != "" || !e.exp.localProxy {
-		t.Errorf("type efs: options %q, localProxy %v; want none and true", e.opts.MountOptions, e.exp.localProxy)
+	if e.opts.MountOptions != DefaultEFSMountOptions || e.Source() != testFS+":/" {
+		t.Errorf("type efs: options %q, source %q; want %q and the file system id", e.opts.MountOptions, e.Source(), DefaultEFSMountOptions)
 	}
 }
 
@@ -182,7 +186,12 @@ func TestVerify(t *testing.T) {
 	}{
 		{name: "fresh file system", line: tmpfsLine(testAZName + ":/"), opts: Options{ExpectFSTypes: tmpfs}},
 		{name: "own marker", line: tmpfsLine(testAZName + ":/"), opts: Options{ExpectFSTypes: tmpfs}, marker: testFS + "\n"},
-		{name: "efs type through the TLS proxy", line: tmpfsLine("127.0.0.1:/"), opts: Options{ExpectFSTypes: tmpfs, Type: TypeEFS}},
+		{
+			// An address names no file system: only NFS, which statfs confirms, and a
+			// marker can make up for it (namespace_test.go has the accepted cases).
+			name: "tunnel address on a type statfs cannot confirm", line: tmpfsLine("127.0.0.1:/"), opts: Options{ExpectFSTypes: tmpfs, Type: TypeEFS},
+			marker: testFS + "\n", wantErr: []string{`"127.0.0.1:/"`, "statfs cannot confirm", "umount"},
+		},
 		{
 			name: "foreign marker", line: tmpfsLine(testAZName + ":/"), opts: Options{ExpectFSTypes: tmpfs}, marker: "fs-12345678\n",
 			wantErr: []string{"fs-12345678", testFS, "another file system's data"},
@@ -190,7 +199,7 @@ func TestVerify(t *testing.T) {
 		{name: "not mounted", opts: Options{ExpectFSTypes: tmpfs}, wantErr: []string{"nothing is mounted", "plain directory"}},
 		{name: "wrong type", line: tmpfsLine(testAZName + ":/"), wantErr: []string{"tmpfs", "expected type nfs4"}},
 		{name: "wrong source", line: tmpfsLine("fs-12345678.efs.us-east-1.amazonaws.com:/"), opts: Options{ExpectFSTypes: tmpfs}, wantErr: []string{"fs-12345678", "expected " + testAZName}},
-		{name: "TLS proxy source refused for nfs4", line: tmpfsLine("127.0.0.1:/"), opts: Options{ExpectFSTypes: tmpfs}, wantErr: []string{"127.0.0.1"}},
+		{name: "mount target address on a type statfs cannot confirm", line: tmpfsLine("10.0.1.23:/"), opts: Options{ExpectFSTypes: tmpfs}, wantErr: []string{"10.0.1.23", "statfs cannot confirm"}},
 		{
 			// mountinfo says nfs4 but the directory is on the local disk: statfs catches it.
 			name:    "statfs disagrees",
@@ -426,7 +435,7 @@ func TestClassifyMountFailure(t *testing.T) {
 		{"", errors.New(`exec: "mount": executable file not found in $PATH`), false, "efs.mount_program"},
 	}
 	for _, tt := range tests {
-		err := classifyMountFailure(tt.output, tt.err)
+		err := (&Mounter{}).classifyMountFailure("mount", tt.output, tt.err)
 		if tt.transient != (err == nil) {
 			t.Errorf("classify(%q) = %v, transient want %v", tt.output, err, tt.transient)
 		}

@@ -1,16 +1,14 @@
 package efs
 
 import (
+	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
 	"github.com/moby/sys/mountinfo"
 )
-
-// localProxyHost is the source host amazon-efs-utils leaves in mountinfo: with TLS it
-// mounts through its stunnel proxy on loopback, so the kernel never sees the EFS name.
-const localProxyHost = "127.0.0.1"
 
 // expectation is what verification accepts at the mount point.
 type expectation struct {
@@ -18,14 +16,34 @@ type expectation struct {
 	fsTypes      []string
 	fileSystemID string
 	dnsName      string
-	// localProxy accepts 127.0.0.1:/ as the source; only right for mount type efs,
-	// since for the kernel client such a source is some other NFS server.
-	localProxy bool
 }
+
+// sourceKind is what a mount's source says about the file system behind it.
+type sourceKind int
+
+const (
+	// sourceForeign names something else: another server or another file system.
+	sourceForeign sourceKind = iota
+	// sourceName names the file system: the configured DNS name or another EFS name
+	// of the same file system.
+	sourceName
+	// sourceAddress is an IP address: a mount target's (amazon-efs-utils' fallback,
+	// efs.dns mount-target-ip) or 127.0.0.1, the local TLS tunnel or efs-proxy of
+	// amazon-efs-utils. It says nothing about which file system is behind it; only
+	// the marker can prove that.
+	sourceAddress
+)
+
+// ErrNotMounted is wrapped by verification errors of a mount point where nothing is
+// mounted: a plain directory on the local disk.
+var ErrNotMounted = errors.New("nothing is mounted")
 
 // errNotMounted marks a mount point with no mountinfo entry: Mount treats it as "go
 // ahead and mount", while an entry that fails the checks is a hard error.
 type errNotMounted struct{ mountPoint string }
+
+// Is makes errors.Is(err, ErrNotMounted) true.
+func (e errNotMounted) Is(target error) bool { return target == ErrNotMounted }
 
 func (e errNotMounted) Error() string {
 	return fmt.Sprintf("nothing is mounted at %s: it is a plain directory on the local disk, and Jenkins must not start on it; mount the file system first", e.mountPoint)
@@ -42,7 +60,7 @@ func checkMountTable(infos []*mountinfo.Info, exp expectation) (*mountinfo.Info,
 		return m, fmt.Errorf("%s is a %s file system from %q, expected type %s: something other than EFS is mounted there; unmount it, or fix efs.expect_fstypes",
 			exp.mountPoint, m.FSType, m.Source, strings.Join(exp.fsTypes, " or "))
 	}
-	if !sourceMatches(m.Source, exp) {
+	if classifySource(m.Source, exp) == sourceForeign {
 		return m, fmt.Errorf("%s is mounted from %q, expected %s: another NFS server or file system is mounted there; unmount it and check efs.file_system_id and efs.dns",
 			exp.mountPoint, m.Source, describeSources(exp))
 	}
@@ -79,34 +97,34 @@ func topMount(infos []*mountinfo.Info, mountPoint string) *mountinfo.Info {
 	return nil
 }
 
-// sourceMatches accepts the name the mount was made with, any EFS name of the same
-// file system (the regional or another zone's, as an operator may have mounted by
-// hand), and, for amazon-efs-utils, its local proxy.
-func sourceMatches(source string, exp expectation) bool {
+// classifySource says what source, as mountinfo shows it ("host:/path"), tells about
+// the file system: the name the mount was made with and any EFS name of the same file
+// system (the regional or another zone's, as an operator may have mounted by hand)
+// name it; an IP address (IPv6 in brackets) needs the marker; anything else is foreign.
+func classifySource(source string, exp expectation) sourceKind {
 	host, ok := strings.CutSuffix(source, ":/")
 	if !ok || host == "" {
-		return false
+		return sourceForeign
+	}
+	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		if a, err := netip.ParseAddr(host[1 : len(host)-1]); err == nil && a.Is6() {
+			return sourceAddress
+		}
+		return sourceForeign
+	}
+	if a, err := netip.ParseAddr(host); err == nil && a.Is4() {
+		return sourceAddress
 	}
 	host = strings.TrimSuffix(host, ".")
 	if strings.EqualFold(host, exp.dnsName) {
-		return true
+		return sourceName
 	}
-	if exp.localProxy && host == localProxyHost {
-		return true
+	if _, ok := FileSystemName(host, exp.fileSystemID); ok {
+		return sourceName
 	}
-	labels := strings.Split(strings.ToLower(host), ".")
-	for i := 0; i < 2 && i+3 < len(labels); i++ {
-		if labels[i] == exp.fileSystemID && labels[i+1] == "efs" {
-			return true
-		}
-	}
-	return false
+	return sourceForeign
 }
 
 func describeSources(exp expectation) string {
-	s := fmt.Sprintf("%s:/ (or another EFS name of %s)", exp.dnsName, exp.fileSystemID)
-	if exp.localProxy {
-		s += " or " + localProxyHost + ":/ (amazon-efs-utils TLS proxy)"
-	}
-	return s
+	return fmt.Sprintf("%s:/ (or another EFS name of %s, or a mount target or amazon-efs-utils tunnel address whose marker names it)", exp.dnsName, exp.fileSystemID)
 }

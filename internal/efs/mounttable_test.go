@@ -2,6 +2,7 @@ package efs
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -35,8 +36,6 @@ func parseTable(t testing.TB, text string) []*mountinfo.Info {
 
 func TestCheckMountTable(t *testing.T) {
 	nfs4 := expectation{mountPoint: "/jenkins_home", fsTypes: []string{"nfs4"}, fileSystemID: testFS, dnsName: testAZName}
-	efsType := nfs4
-	efsType.localProxy = true
 	withSpace := nfs4
 	withSpace.mountPoint = "/srv/jenkins home"
 
@@ -53,11 +52,16 @@ func TestCheckMountTable(t *testing.T) {
 		{name: "another zone's name of the same file system", table: nfsLine(100, 27, "/jenkins_home", "us-east-1b."+testRegionalName+":/"), exp: nfs4, wantID: 100},
 		{name: "name in capitals with a trailing dot", table: nfsLine(100, 27, "/jenkins_home", strings.ToUpper(testAZName)+".:/"), exp: nfs4, wantID: 100},
 		{name: "escaped space in mount point", table: nfsLine(100, 27, `/srv/jenkins\040home`, testAZName+":/"), exp: withSpace, wantID: 100},
-		{name: "efs-utils TLS proxy for type efs", table: nfsLine(100, 27, "/jenkins_home", "127.0.0.1:/"), exp: efsType, wantID: 100},
+		// Addresses pass the table check; the marker decides (see TestVerify).
+		{name: "efs-utils tunnel address", table: nfsLine(100, 27, "/jenkins_home", "127.0.0.1:/"), exp: nfs4, wantID: 100},
+		{name: "mount target address", table: nfsLine(100, 27, "/jenkins_home", "10.0.1.23:/"), exp: nfs4, wantID: 100},
+		{name: "mount target IPv6 address", table: nfsLine(100, 27, "/jenkins_home", "[fd00:ec2::23]:/"), exp: nfs4, wantID: 100},
 		{
-			name: "efs-utils TLS proxy refused for nfs4", table: nfsLine(100, 27, "/jenkins_home", "127.0.0.1:/"), exp: nfs4, wantID: 100,
-			wantErr: []string{`"127.0.0.1:/"`, testAZName + ":/", "unmount it"},
+			name: "not an address", table: nfsLine(100, 27, "/jenkins_home", "10.0.1.300:/"), exp: nfs4, wantID: 100,
+			wantErr: []string{`"10.0.1.300:/"`, testAZName + ":/", "unmount it"},
 		},
+		{name: "IPv4 in brackets", table: nfsLine(100, 27, "/jenkins_home", "[10.0.1.23]:/"), exp: nfs4, wantID: 100, wantErr: []string{"is mounted from"}},
+		{name: "address with a path", table: nfsLine(100, 27, "/jenkins_home", "10.0.1.23:/jenkins"), exp: nfs4, wantID: 100, wantErr: []string{"is mounted from"}},
 		{name: "nothing mounted", table: "", exp: nfs4, notMounted: true, wantErr: []string{"nothing is mounted at /jenkins_home", "plain directory"}},
 		{name: "only a sub-directory mounted", table: nfsLine(100, 27, "/jenkins_home/sub", testAZName+":/"), exp: nfs4, notMounted: true, wantErr: []string{"nothing is mounted"}},
 		{
@@ -140,14 +144,15 @@ func asNotMounted(err error, target *errNotMounted) bool {
 func FuzzCheckMountTable(f *testing.F) {
 	f.Add(hostTable+nfsLine(100, 27, "/jenkins_home", testAZName+":/"), "/jenkins_home", false)
 	f.Add(nfsLine(100, 27, "/jenkins_home", "127.0.0.1:/"), "/jenkins_home", true)
+	f.Add(nfsLine(100, 27, "/jenkins_home", "[fd00::1]:/"), "/jenkins_home", true)
 	f.Add("100 27 0:50 / /jenkins_home rw - ext4 /dev/xvdf rw\n"+nfsLine(101, 100, "/jenkins_home", testRegionalName+":/"), "/jenkins_home", false)
 	f.Add(nfsLine(100, 100, "/jenkins_home", testAZName+":/"), "/jenkins_home", false)
-	f.Fuzz(func(t *testing.T, table, mountPoint string, localProxy bool) {
+	f.Fuzz(func(t *testing.T, table, mountPoint string, _ bool) {
 		infos, err := mountinfo.GetMountsFromReader(strings.NewReader(table), nil)
 		if err != nil {
 			return
 		}
-		exp := expectation{mountPoint: mountPoint, fsTypes: []string{"nfs4"}, fileSystemID: testFS, dnsName: testAZName, localProxy: localProxy}
+		exp := expectation{mountPoint: mountPoint, fsTypes: []string{"nfs4"}, fileSystemID: testFS, dnsName: testAZName}
 		got, err := checkMountTable(infos, exp)
 		if got != nil && got.Mountpoint != mountPoint {
 			t.Fatalf("judged an entry at %q, not at %q", got.Mountpoint, mountPoint)
@@ -158,13 +163,36 @@ func FuzzCheckMountTable(f *testing.F) {
 		if got == nil || got.FSType != "nfs4" || !strings.HasSuffix(got.Source, ":/") {
 			t.Fatalf("accepted %+v", got)
 		}
-		if got.Source == "127.0.0.1:/" && !localProxy {
-			t.Fatalf("accepted the local proxy for nfs4")
-		}
-		if !strings.Contains(strings.ToLower(got.Source), testFS) && got.Source != "127.0.0.1:/" {
-			t.Fatalf("accepted source %q that does not name %s", got.Source, testFS)
+		host := strings.Trim(strings.TrimSuffix(got.Source, ":/"), "[]")
+		if _, perr := netip.ParseAddr(host); perr != nil && !strings.Contains(strings.ToLower(got.Source), testFS) {
+			t.Fatalf("accepted source %q that neither names %s nor is an address", got.Source, testFS)
 		}
 	})
+}
+
+func TestClassifySource(t *testing.T) {
+	exp := expectation{fileSystemID: testFS, dnsName: "jenkins-home.corp.example"}
+	for source, want := range map[string]sourceKind{
+		"jenkins-home.corp.example:/":     sourceName,
+		testAZName + ":/":                 sourceName,
+		testRegionalName + ":/":           sourceName,
+		"127.0.0.1:/":                     sourceAddress,
+		"10.0.1.23:/":                     sourceAddress,
+		"[fd00::23]:/":                    sourceAddress,
+		"[::ffff:10.0.1.23]:/":            sourceAddress,
+		"fd00::23:/":                      sourceForeign, // IPv6 without brackets is not how NFS shows it
+		"[10.0.1.23]:/":                   sourceForeign,
+		"10.0.1.23:/sub":                  sourceForeign,
+		"10.0.1.23":                       sourceForeign,
+		testFS + ":/":                     sourceForeign, // amazon-efs-utils never leaves the bare id
+		"fs-12345678.efs.x.amazonaws.com": sourceForeign,
+		"nas.example.com:/":               sourceForeign,
+		":/":                              sourceForeign,
+	} {
+		if got := classifySource(source, exp); got != want {
+			t.Errorf("classifySource(%q) = %d, want %d", source, got, want)
+		}
+	}
 }
 
 func BenchmarkCheckMountTable(b *testing.B) {

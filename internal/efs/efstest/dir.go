@@ -46,7 +46,7 @@ func (d *Dir) Mount(ctx context.Context) error {
 	if err := os.MkdirAll(d.path, 0o755); err != nil {
 		return fmt.Errorf("efs mount: create mount point: %w", err)
 	}
-	if _, err := efs.EnsureMarker(d.path, d.fileSystemID); err != nil {
+	if _, err := efs.EnsureMarker(ctx, d.path, d.fileSystemID); err != nil {
 		return fmt.Errorf("efs mount: %w", err)
 	}
 	d.mounted = true
@@ -65,7 +65,7 @@ func (d *Dir) Verify(ctx context.Context) error {
 	if !d.mounted {
 		return errors.New("efs verify: nothing is mounted at " + d.path + ": call Mount first")
 	}
-	if _, err := efs.EnsureMarker(d.path, d.fileSystemID); err != nil {
+	if _, err := efs.EnsureMarker(ctx, d.path, d.fileSystemID); err != nil {
 		return fmt.Errorf("efs verify: %w", err)
 	}
 	return nil
