@@ -95,6 +95,13 @@ type Jenkins struct {
 	StopGrace       Duration          `yaml:"stop_grace"`
 	UID             int               `yaml:"uid"`
 	GID             int               `yaml:"gid"`
+
+	// APITokenSSMParameter names a Parameter Store SecureString holding the token (a
+	// name, name:version, or ARN); read at start and again when Jenkins refuses it.
+	APITokenSSMParameter string `yaml:"api_token_ssm_parameter"`
+	// APITokenSecretID names a Secrets Manager secret (name or ARN) whose string is
+	// the token; read like APITokenSSMParameter.
+	APITokenSecretID string `yaml:"api_token_secret_id"`
 }
 
 // Lease tunes the single-writer lease on JENKINS_HOME.
@@ -297,6 +304,7 @@ func (c *Config) Validate() error {
 	if j.APITokenFile != "" && !filepath.IsAbs(j.APITokenFile) {
 		p.add("jenkins.api_token_file", "must be an absolute path")
 	}
+	validateTokenSource(&p, j)
 	p.positive("jenkins.ready_timeout", j.ReadyTimeout)
 	p.positive("jenkins.stop_grace", j.StopGrace)
 	if j.UID < 0 || j.GID < 0 {
@@ -348,6 +356,49 @@ func (c *Config) Validate() error {
 	p.absPath("control_socket", c.ControlSocket)
 	p.absPath("state_dir", c.StateDir)
 	return p.err()
+}
+
+// Names of the token in AWS: a Parameter Store name (with an optional :version or
+// :label selector) or parameter ARN, and a Secrets Manager secret name or ARN.
+var (
+	ssmParameterName = regexp.MustCompile(`^(arn:aws(-cn|-us-gov|-iso|-iso-b)?:ssm:[a-z0-9-]+:\d{12}:parameter/[A-Za-z0-9_.\-/]+|/?[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*)(:[A-Za-z0-9_.\-]+)?$`)
+	secretID         = regexp.MustCompile(`^(arn:aws(-cn|-us-gov|-iso|-iso-b)?:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+|[A-Za-z0-9/_+=.@-]+)$`)
+)
+
+// validateTokenSource checks the token keys: at most one source, well-formed names,
+// and a user for whatever token there is.
+func validateTokenSource(p *problems, j Jenkins) {
+	var set []string
+	for _, kv := range [][2]string{
+		{"jenkins.api_token_file", j.APITokenFile},
+		{"jenkins.api_token_ssm_parameter", j.APITokenSSMParameter},
+		{"jenkins.api_token_secret_id", j.APITokenSecretID},
+	} {
+		if kv[1] != "" {
+			set = append(set, kv[0])
+		}
+	}
+	if len(set) > 1 {
+		p.add(set[1], "is set together with %s: set exactly one source of the Jenkins API token", strings.Join(set[:len(set)-1], " and "))
+	}
+	if v := j.APITokenSSMParameter; v != "" {
+		name := v
+		if !strings.HasPrefix(v, "arn:") {
+			name, _, _ = strings.Cut(v, ":")
+		}
+		switch {
+		case len(v) > 2048 || !ssmParameterName.MatchString(v):
+			p.add("jenkins.api_token_ssm_parameter", "%q is not a Parameter Store name (/path/name, optionally :version or :label) or parameter ARN", v)
+		case strings.Contains(name, "/") && !strings.HasPrefix(name, "/") && !strings.HasPrefix(v, "arn:"):
+			p.add("jenkins.api_token_ssm_parameter", "%q is a path without its leading /: write /%s", v, v)
+		}
+	}
+	if v := j.APITokenSecretID; v != "" && (len(v) > 2048 || !secretID.MatchString(v)) {
+		p.add("jenkins.api_token_secret_id", "%q is not a Secrets Manager secret name or ARN", v)
+	}
+	if (j.APITokenSSMParameter != "" || j.APITokenSecretID != "") && j.User == "" {
+		p.add("jenkins.user", "is required with an API token from AWS: the token belongs to a Jenkins user")
+	}
 }
 
 type problems []string
@@ -404,7 +455,13 @@ func (s Secret) Reveal() string { return string(s) }
 
 // JenkinsToken reads the Jenkins API token from jenkins.api_token_file, or else from the
 // systemd credential directory. An empty result means no token is configured.
+//
+// With jenkins.api_token_ssm_parameter or jenkins.api_token_secret_id set, the token
+// comes from AWS (package secrets) and JenkinsToken returns no token and no error.
 func (c *Config) JenkinsToken() (Secret, string, error) {
+	if c.Jenkins.APITokenSSMParameter != "" || c.Jenkins.APITokenSecretID != "" {
+		return "", "", nil
+	}
 	path := c.Jenkins.APITokenFile
 	if path == "" {
 		dir := os.Getenv("CREDENTIALS_DIRECTORY")

@@ -186,3 +186,43 @@ func TestPackagedExampleMatchesDefaults(t *testing.T) {
 		t.Fatalf("example and defaults differ:\nexample  %+v\ndefaults %+v", cfg, want)
 	}
 }
+
+func TestTokenSourceFromAWS(t *testing.T) {
+	good := []string{
+		"jenkins:\n  user: admin\n  api_token_ssm_parameter: /jenkins/api-token\n",
+		"jenkins:\n  user: admin\n  api_token_ssm_parameter: jenkins-api-token\n",
+		"jenkins:\n  user: admin\n  api_token_ssm_parameter: /jenkins/api-token:3\n",
+		"jenkins:\n  user: admin\n  api_token_ssm_parameter: arn:aws:ssm:eu-west-1:123456789012:parameter/jenkins/api-token\n",
+		"jenkins:\n  user: admin\n  api_token_secret_id: jenkins/api-token\n",
+		"jenkins:\n  user: admin\n  api_token_secret_id: arn:aws:secretsmanager:eu-west-1:123456789012:secret:jenkins/api-token-AbCdEf\n",
+	}
+	for _, doc := range good {
+		cfg, err := Parse("site.yaml", []byte(minimal+doc))
+		if err != nil {
+			t.Errorf("%q refused: %v", doc, err)
+			continue
+		}
+		// The file and the credential directory are not read then.
+		t.Setenv("CREDENTIALS_DIRECTORY", t.TempDir())
+		os.WriteFile(filepath.Join(os.Getenv("CREDENTIALS_DIRECTORY"), TokenCredentialName), []byte("from-file"), 0o600)
+		if tok, _, err := cfg.JenkinsToken(); tok != "" || err != nil {
+			t.Errorf("%q: JenkinsToken = %v, %v; want nothing (the token comes from AWS)", doc, tok, err)
+		}
+	}
+	bad := []struct{ doc, want string }{
+		{"jenkins:\n  user: admin\n  api_token_file: /etc/t\n  api_token_ssm_parameter: /jenkins/t\n", "jenkins.api_token_ssm_parameter: is set together with jenkins.api_token_file"},
+		{"jenkins:\n  user: admin\n  api_token_ssm_parameter: /jenkins/t\n  api_token_secret_id: t\n", "jenkins.api_token_secret_id: is set together with jenkins.api_token_ssm_parameter"},
+		{"jenkins:\n  user: admin\n  api_token_file: /etc/t\n  api_token_ssm_parameter: /j/t\n  api_token_secret_id: t\n", "is set together with jenkins.api_token_file and jenkins.api_token_ssm_parameter"},
+		{"jenkins:\n  user: admin\n  api_token_ssm_parameter: jenkins/api-token\n", "without its leading /"},
+		{"jenkins:\n  user: admin\n  api_token_ssm_parameter: \"has space\"\n", "is not a Parameter Store name"},
+		{"jenkins:\n  user: admin\n  api_token_secret_id: \"bad#id\"\n", "jenkins.api_token_secret_id"},
+		{"jenkins:\n  api_token_ssm_parameter: /jenkins/t\n", "jenkins.user: is required with an API token from AWS"},
+		{"jenkins:\n  api_token_secret_id: t\n", "jenkins.user: is required"},
+	}
+	for _, tc := range bad {
+		_, err := Parse("site.yaml", []byte(minimal+tc.doc))
+		if err == nil || !IsInvalid(err) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want an error containing %q", tc.doc, err, tc.want)
+		}
+	}
+}
