@@ -17,6 +17,9 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/notify"
 )
 
+// tokenPrefetchTimeout bounds the retries of the first read of a token kept in AWS.
+const tokenPrefetchTimeout = 5 * time.Minute
+
 // runCommand is the service itself (systemd Type=notify).
 type runCommand struct{}
 
@@ -41,6 +44,16 @@ func (c *runCommand) run(ctx context.Context, e *env) error {
 	}
 	n := notify.New(e.log)
 	w.deps.Notifier = n
+	if w.token != nil {
+		// Read the token now, not in the middle of a shutdown plan.
+		go func() {
+			pctx, cancel := context.WithTimeout(ctx, tokenPrefetchTimeout)
+			defer cancel()
+			if err := w.token.Prefetch(pctx); err != nil {
+				e.log.Error("jenkins api token not read; quiet-down and the build list will try again", "source", w.token.Source().String(), "err", err)
+			}
+		}()
+	}
 	a, err := agent.New(agent.Options{Config: cfg, Deps: w.deps, Logger: e.log})
 	if err != nil {
 		return err
