@@ -75,7 +75,7 @@ example_config() {
 import sys, yaml
 doc = yaml.safe_load(open("packaging/config.example.yaml"))
 want = {"efs", "jenkins", "lease", "target_groups", "discover_target_groups", "lifecycle_hook",
-        "interruption", "metrics", "control_socket", "state_dir"}
+        "interruption", "metrics", "control_socket", "state_dir", "webhook"}
 if set(doc) != want:
     sys.exit("config.example.yaml top-level keys %s, want %s" % (sorted(doc), sorted(want)))
 PY

@@ -65,6 +65,26 @@ type Config struct {
 	Metrics              Metrics       `yaml:"metrics"`
 	ControlSocket        string        `yaml:"control_socket"`
 	StateDir             string        `yaml:"state_dir"`
+	Webhook              Webhook       `yaml:"webhook"`
+}
+
+// WebhookCredentialName is the systemd credential (LoadCredential=) holding the
+// webhook URL, which is a secret (Slack's carries its token).
+const WebhookCredentialName = "webhook-url"
+
+// Webhook configures the optional notifications (a notice, the end of a plan, a
+// handover, a lost lease). It is on when its URL is found: webhook.url_file, or the
+// credential webhook-url.
+type Webhook struct {
+	// URLFile holds the URL; empty means $CREDENTIALS_DIRECTORY/webhook-url, if any.
+	URLFile string `yaml:"url_file"`
+	// Format is slack ({"text": ...}, also Mattermost, Rocket.Chat, Teams workflows)
+	// or json (the event's fields).
+	Format string `yaml:"format"`
+	// Timeout bounds one delivery attempt.
+	Timeout Duration `yaml:"timeout"`
+	// Attempts is how often one notification is tried (1-5).
+	Attempts int `yaml:"attempts"`
 }
 
 // EFS says which file system holds JENKINS_HOME and how to mount it.
@@ -168,6 +188,7 @@ func Default() Config {
 		Metrics:       Metrics{ListenAddress: ":9877"},
 		ControlSocket: "/run/jenkins-spot-agent/control.sock",
 		StateDir:      "/var/lib/jenkins-spot-agent",
+		Webhook:       Webhook{Format: "slack", Timeout: Duration(5 * time.Second), Attempts: 3},
 	}
 }
 
@@ -355,6 +376,7 @@ func (c *Config) Validate() error {
 	}
 	p.absPath("control_socket", c.ControlSocket)
 	p.absPath("state_dir", c.StateDir)
+	validateWebhook(&p, c.Webhook)
 	return p.err()
 }
 
@@ -399,6 +421,51 @@ func validateTokenSource(p *problems, j Jenkins) {
 	if (j.APITokenSSMParameter != "" || j.APITokenSecretID != "") && j.User == "" {
 		p.add("jenkins.user", "is required with an API token from AWS: the token belongs to a Jenkins user")
 	}
+}
+
+func validateWebhook(p *problems, w Webhook) {
+	if w.URLFile != "" && !filepath.IsAbs(w.URLFile) {
+		p.add("webhook.url_file", "must be an absolute path")
+	}
+	p.oneOf("webhook.format", w.Format, "slack", "json")
+	p.positive("webhook.timeout", w.Timeout)
+	if w.Timeout.D() > 30*time.Second {
+		p.add("webhook.timeout", "%s is too long for one attempt: notifications must not outlive the two-minute warning (5s is usual)", w.Timeout.D())
+	}
+	if w.Attempts < 1 || w.Attempts > 5 {
+		p.add("webhook.attempts", "%d is not between 1 and 5", w.Attempts)
+	}
+}
+
+// WebhookURL reads the webhook URL from webhook.url_file, or else from the systemd
+// credential webhook-url. An empty result means no webhook. The URL is a Secret: it
+// never prints itself.
+func (c *Config) WebhookURL() (Secret, string, error) {
+	return readSecret(c.Webhook.URLFile, WebhookCredentialName, "webhook url", "webhook.url_file")
+}
+
+// readSecret reads a secret from path, or from the systemd credential name when path
+// is empty; nothing found is no error.
+func readSecret(path, credential, what, key string) (Secret, string, error) {
+	if path == "" {
+		dir := os.Getenv("CREDENTIALS_DIRECTORY")
+		if dir == "" {
+			return "", "", nil
+		}
+		path = filepath.Join(dir, credential)
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return "", "", nil
+		}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", path, fmt.Errorf("%s: %w (check %s or LoadCredential=%s)", what, err, key, credential)
+	}
+	v := strings.TrimSpace(string(data))
+	if v == "" {
+		return "", path, fmt.Errorf("%s: %s is empty", what, path)
+	}
+	return Secret(v), path, nil
 }
 
 type problems []string

@@ -226,3 +226,41 @@ func TestTokenSourceFromAWS(t *testing.T) {
 		}
 	}
 }
+
+func TestWebhook(t *testing.T) {
+	cfg, err := Parse("c", []byte(minimal+"webhook:\n  format: json\n  timeout: 2s\n  attempts: 2\n"))
+	if err != nil || cfg.Webhook.Format != "json" || cfg.Webhook.Timeout.D() != 2*time.Second || cfg.Webhook.Attempts != 2 {
+		t.Fatalf("parsed %+v, %v", cfg.Webhook, err)
+	}
+	for doc, want := range map[string]string{
+		"webhook:\n  format: teams\n":          "webhook.format",
+		"webhook:\n  timeout: 1m\n":            "webhook.timeout: 1m0s is too long",
+		"webhook:\n  attempts: 0\n":            "webhook.attempts",
+		"webhook:\n  url_file: relative\n":     "webhook.url_file: must be an absolute path",
+		"webhook:\n  url: https://x.invalid\n": "field url is not a known key",
+	} {
+		if _, err := Parse("c", []byte(minimal+doc)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", doc, err, want)
+		}
+	}
+
+	dir := t.TempDir()
+	t.Setenv("CREDENTIALS_DIRECTORY", "")
+	if u, _, err := cfg.WebhookURL(); u != "" || err != nil {
+		t.Fatalf("no webhook configured: %v %v", u, err)
+	}
+	const url = "https://hooks.example.invalid/services/T0/B0/secret-part"
+	os.WriteFile(filepath.Join(dir, WebhookCredentialName), []byte(url+"\n"), 0o600)
+	t.Setenv("CREDENTIALS_DIRECTORY", dir)
+	u, path, err := cfg.WebhookURL()
+	if err != nil || u.Reveal() != url || path != filepath.Join(dir, WebhookCredentialName) {
+		t.Fatalf("from the credential: %v %q %v", u, path, err)
+	}
+	if strings.Contains(fmt.Sprint(u), "secret-part") {
+		t.Fatal("the URL prints itself")
+	}
+	cfg.Webhook.URLFile = filepath.Join(dir, "missing")
+	if _, _, err := cfg.WebhookURL(); err == nil || !strings.Contains(err.Error(), "webhook.url_file") {
+		t.Fatalf("missing file: %v", err)
+	}
+}
