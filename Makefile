@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all build simulate simulate-failover test unit lint check-packaging bench bench-footprint package clean
+.PHONY: all build simulate simulate-failover test unit lint check-packaging bench bench-footprint package clean mixin peers
 
 all: build
 
@@ -44,6 +44,10 @@ bench: build
 ## bench-footprint: CPU and RSS of the watcher over 10 minutes, next to a curl loop
 bench-footprint:
 	$(GO) test ./internal/imds -run TestFootprint -footprint=10m -v -timeout 30m
+
+## mixin: render the monitoring mixin (packaging/mixin) into alerts.yml, rules.yml, dashboards/
+mixin:
+	$(GO) run ./packaging/mixin
 
 ## package: .deb and .rpm in dist/
 package: build
