@@ -1,6 +1,8 @@
 // Package secrets reads the Jenkins API token from AWS: a Systems Manager Parameter
 // Store parameter (a SecureString, read with decryption) or a Secrets Manager secret,
-// through the AWS SDK's service clients, so that the token never sits in the
+// with the AWS SDK's configuration, credential chain and SigV4 signer (one JSON 1.1
+// call each; the SDK's service clients would add 1.5 MB of binary and 1.6 MB of heap
+// for it), so that the token never sits in the
 // launch template, the user data or a file on the instance.
 //
 // A Source reads the current value each time it is asked; Token caches it for the
@@ -18,7 +20,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/arn"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/smithy-go"
 
@@ -98,11 +99,7 @@ func newBase(ctx context.Context, name string, opts Options) (base, error) {
 	if opts.CallTimeout < 0 {
 		return base{}, fmt.Errorf("secrets: call timeout %s is negative", opts.CallTimeout)
 	}
-	loadOpts := []func(*awsconfig.LoadOptions) error{
-		awsconfig.WithRetryer(func() aws.Retryer {
-			return retry.NewStandard(func(o *retry.StandardOptions) { o.MaxBackoff = 2 * time.Second })
-		}),
-	}
+	var loadOpts []func(*awsconfig.LoadOptions) error
 	if opts.Credentials != nil {
 		loadOpts = append(loadOpts, awsconfig.WithCredentialsProvider(opts.Credentials))
 	}

@@ -5,21 +5,19 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/arn"
-	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/config"
 )
 
 // SecretsManagerSecret reads the current version (AWSCURRENT) of a Secrets Manager
-// secret with GetSecretValue. The token must be the secret's SecretString, as plain
+// secret with GetSecretValue (AWS JSON 1.1, SigV4). The token must be the secret's SecretString, as plain
 // text. IAM: secretsmanager:GetSecretValue on the secret's ARN, and kms:Decrypt on its
 // key when that is a customer managed key (not for aws/secretsmanager).
 type SecretsManagerSecret struct {
 	base
 	id     string
-	client *secretsmanager.Client
+	client *awsJSON
 }
 
 var _ Source = (*SecretsManagerSecret)(nil)
@@ -35,11 +33,7 @@ func NewSecretsManagerSecret(ctx context.Context, id string, opts Options) (*Sec
 		return nil, err
 	}
 	s := &SecretsManagerSecret{base: b, id: id}
-	s.client = secretsmanager.NewFromConfig(b.cfg, func(o *secretsmanager.Options) {
-		if opts.Endpoint != "" {
-			o.BaseEndpoint = aws.String(opts.Endpoint)
-		}
-	})
+	s.client = newAWSJSON("secretsmanager", "SECRETS_MANAGER", "secretsmanager", opts.Endpoint, b.cfg)
 	return s, nil
 }
 
@@ -54,15 +48,20 @@ func (s *SecretsManagerSecret) Read(ctx context.Context) (config.Secret, error) 
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", s, err)
 	}
-	out, err := s.client.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(s.id)},
-		func(o *secretsmanager.Options) { o.Region = region })
-	if err != nil {
+	var out struct {
+		SecretString *string
+		SecretBinary *string // base64
+	}
+	if err := s.client.call(ctx, region, "GetSecretValue", map[string]string{"SecretId": s.id}, &out); err != nil {
 		return "", s.explain(err, region)
 	}
-	if out.SecretString == nil && len(out.SecretBinary) > 0 {
-		return "", fmt.Errorf("%s: %w: it is a binary secret; store the API token as the secret string", s, ErrUnusable)
+	if out.SecretString == nil {
+		if out.SecretBinary != nil {
+			return "", fmt.Errorf("%s: %w: it is a binary secret; store the API token as the secret string", s, ErrUnusable)
+		}
+		return "", fmt.Errorf("%s: %w: %w", s, ErrUnusable, errNoValue)
 	}
-	return usable(s.String(), aws.ToString(out.SecretString))
+	return usable(s.String(), *out.SecretString)
 }
 
 // resourceARN is the secret's ARN as an IAM policy names it: Secrets Manager adds six

@@ -6,22 +6,19 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/arn"
-	"github.com/aws/aws-sdk-go-v2/service/ssm"
-	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/config"
 )
 
-// SSMParameter reads a Systems Manager Parameter Store parameter with GetParameter,
-// WithDecryption set (a SecureString comes back decrypted; KMS decrypts it with the
+// SSMParameter reads a Systems Manager Parameter Store parameter with GetParameter
+// (AWS JSON 1.1, SigV4), WithDecryption set (a SecureString comes back decrypted; KMS decrypts it with the
 // parameter's key on the role's behalf). IAM: ssm:GetParameter on the parameter's ARN,
 // and kms:Decrypt on its key when that is a customer managed key (not for aws/ssm).
 type SSMParameter struct {
 	base
 	name   string
-	client *ssm.Client
+	client *awsJSON
 }
 
 var _ Source = (*SSMParameter)(nil)
@@ -38,11 +35,7 @@ func NewSSMParameter(ctx context.Context, name string, opts Options) (*SSMParame
 		return nil, err
 	}
 	p := &SSMParameter{base: b, name: name}
-	p.client = ssm.NewFromConfig(b.cfg, func(o *ssm.Options) {
-		if opts.Endpoint != "" {
-			o.BaseEndpoint = aws.String(opts.Endpoint)
-		}
-	})
+	p.client = newAWSJSON("ssm", "SSM", "AmazonSSM", opts.Endpoint, b.cfg)
 	return p, nil
 }
 
@@ -58,25 +51,28 @@ func (p *SSMParameter) Read(ctx context.Context) (config.Secret, error) {
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", p, err)
 	}
-	out, err := p.client.GetParameter(ctx, &ssm.GetParameterInput{
-		Name:           aws.String(p.name),
-		WithDecryption: aws.Bool(true),
-	}, func(o *ssm.Options) { o.Region = region })
-	if err != nil {
+	var out struct {
+		Parameter *struct {
+			Type  string
+			Value *string
+		}
+	}
+	in := map[string]any{"Name": p.name, "WithDecryption": true}
+	if err := p.client.call(ctx, region, "GetParameter", in, &out); err != nil {
 		return "", p.explain(err, region)
 	}
-	if out.Parameter == nil {
-		return "", fmt.Errorf("%s: %w: the answer holds no parameter", p, ErrUnusable)
+	if out.Parameter == nil || out.Parameter.Value == nil {
+		return "", fmt.Errorf("%s: %w: %w", p, ErrUnusable, errNoValue)
 	}
 	switch out.Parameter.Type {
-	case ssmtypes.ParameterTypeSecureString:
-	case ssmtypes.ParameterTypeString:
+	case "SecureString":
+	case "String":
 		p.log.Warn("the Jenkins API token is a String parameter, stored unencrypted; recreate it as a SecureString",
 			"parameter", p.name)
 	default:
 		return "", fmt.Errorf("%s: %w: it is a %s; store the token in a SecureString", p, ErrUnusable, out.Parameter.Type)
 	}
-	return usable(p.String(), aws.ToString(out.Parameter.Value))
+	return usable(p.String(), *out.Parameter.Value)
 }
 
 // resourceARN is the parameter's ARN as an IAM policy names it; the account is a
