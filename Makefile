@@ -54,6 +54,10 @@ bench-size:
 bench-footprint:
 	$(GO) test ./internal/imds -run TestFootprint -footprint=10m -v -timeout 30m
 
+## peers: install and start the real peers of the tests (Docker, promtool, lintian...), as CI does
+peers:
+	.ci/peers
+
 ## mixin: render the monitoring mixin (packaging/mixin) into alerts.yml, rules.yml, dashboards/
 mixin:
 	$(GO) run ./packaging/mixin

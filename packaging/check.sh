@@ -145,10 +145,11 @@ monitoring() {
 
 # The packages carry the rendered mixin.
 package_contents() {
-	local debs=(dist/jenkins-spot-agent_*.deb) f rc=0
+	local debs=(dist/jenkins-spot-agent_*.deb) f rc=0 listing
 	command -v dpkg-deb >/dev/null 2>&1 || { echo "SKIP: dpkg-deb not installed"; return 0; }
+	listing=$(dpkg-deb -c "${debs[0]}") || return 1
 	for f in alerts.yml rules.yml grafana-dashboard.json; do
-		dpkg-deb -c "${debs[0]}" | grep -q "/usr/share/doc/jenkins-spot-agent/examples/$f\$" || { echo "the .deb lacks examples/$f"; rc=1; }
+		grep -q "/usr/share/doc/jenkins-spot-agent/examples/$f\$" <<<"$listing" || { echo "the .deb lacks examples/$f"; rc=1; }
 	done
 	return $rc
 }
