@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all build simulate simulate-failover test unit lint check-packaging bench bench-footprint package clean
+.PHONY: all build simulate simulate-failover test unit lint check-packaging bench bench-size bench-footprint package clean mixin peers
 
 all: build
 
@@ -40,10 +40,27 @@ bench: build
 	JENKINS_SPOT_AGENT_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 \
 	  ./internal/agent ./internal/imds ./internal/lease ./internal/container ./internal/targets ./internal/jenkins ./internal/simulate ./cmd/jenkins-spot-agent
 	@ls -l $(BIN) | awk '{print "binary size: " $$5 " bytes"}'
+	@# RSS of a real `run` serving against the emulators (the end-to-end test; needs root and Docker).
+	@out=$$(JENKINS_SPOT_AGENT_BIN=$(CURDIR)/$(BIN) $(GO) test ./cmd/jenkins-spot-agent -run '^TestRunEndToEnd$$' -count=1 -v 2>&1) || { echo "$$out" | tail -40; exit 1; }; \
+	  echo "$$out" | grep -E 'agent footprint|--- SKIP|e2e_test.go:[0-9]+: .*needs' | sed 's/^ *//'
+
+## bench-size: the 30 largest symbols of the binary (what takes the space)
+bench-size:
+	CGO_ENABLED=0 $(GO) build -trimpath -o dist/jenkins-spot-agent.syms ./cmd/jenkins-spot-agent
+	$(GO) tool nm -size -sort size dist/jenkins-spot-agent.syms | awk '$$3 !~ /[bB]/ && $$2 < 16777216' | head -30
+	@rm -f dist/jenkins-spot-agent.syms
 
 ## bench-footprint: CPU and RSS of the watcher over 10 minutes, next to a curl loop
 bench-footprint:
 	$(GO) test ./internal/imds -run TestFootprint -footprint=10m -v -timeout 30m
+
+## peers: install and start the real peers of the tests (Docker, promtool, lintian...), as CI does
+peers:
+	.ci/peers
+
+## mixin: render the monitoring mixin (packaging/mixin) into alerts.yml, rules.yml, dashboards/
+mixin:
+	$(GO) run ./packaging/mixin
 
 ## package: .deb and .rpm in dist/
 package: build

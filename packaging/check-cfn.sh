@@ -5,7 +5,7 @@
 #     (IMDSv2 with hop limit 1, EC2 health checks, Capacity Rebalancing, the
 #     termination hook, the short deregistration delay, NFS only from the controller),
 #     and that the inline role policy grants exactly packaging/iam-policy.json's actions
-#     (plus ssm:GetParameter for the token);
+#     (the token's parameter or secret and its key included);
 #  3. the launch template's user data, rendered with sample values, passes
 #     packaging/check-user-data.sh (cloud-init schema and the user data rules).
 #
@@ -131,6 +131,18 @@ for name, r in lts.items():
     ud = data.get("UserData")
     ok = isinstance(ud, dict) and isinstance(ud.get("Fn::Base64"), Tag) and ud["Fn::Base64"].tag == "Sub"
     want(ok, "%s: UserData must be Fn::Base64 of !Sub" % name)
+    sub_vars = {}
+    if ok and isinstance(ud["Fn::Base64"].value, list):
+        # !Sub [text, {name: value}]: the variables render with their
+        # Parameter Store branch (the default).
+        text, variables = ud["Fn::Base64"].value
+        ud["Fn::Base64"].value = text
+        for k, v in variables.items():
+            if isinstance(v, Tag) and v.tag == "If":
+                v = v.value[2]
+            if isinstance(v, Tag) and v.tag == "Ref":
+                v = "${%s}" % v.value
+            sub_vars[k] = v
     if ok:
         samples = {
             "AWS::StackName": "jenkins", "AWS::Region": "REGION", "FileSystem": "fs-0123456789abcdef0",
@@ -140,6 +152,8 @@ for name, r in lts.items():
             "PackageSha256": "0" * 64, "ApiTokenParameterName": "/jenkins-spot-agent/jenkins-api-token",
         }
         text = ud["Fn::Base64"].value
+        for k, v in sub_vars.items():
+            text = text.replace("${%s}" % k, v)
         unknown = set(re.findall(r"\$\{([^!}][^}]*)\}", text)) - set(samples)
         want(not unknown, "%s: user data substitutes unknown names %s" % (name, sorted(unknown)))
         rendered = re.sub(r"\$\{([^!}][^}]*)\}", lambda m: samples.get(m.group(1), "X"), text)
@@ -181,12 +195,16 @@ policy = json.load(open(policy_path))
 def actions(statements):
     out = set()
     for st in statements:
+        if isinstance(st, Tag) and st.tag == "If":
+            # Condition-dependent statement: both branches count (one is AWS::NoValue).
+            out |= actions([b for b in st.value[1:] if isinstance(b, dict)])
+            continue
         a = st.get("Action", [])
         out |= {a} if isinstance(a, str) else set(a)
     return out
 
 
-want_actions = actions(policy["Statement"]) | {"ssm:GetParameter"}
+want_actions = actions(policy["Statement"])
 got = set()
 for name, r in of_type("AWS::IAM::Role").items():
     for pol in r["Properties"].get("Policies", []):

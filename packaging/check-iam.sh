@@ -36,7 +36,13 @@ scoped = {
     "elasticfilesystem:ClientWrite": "arn:aws:elasticfilesystem:",
     "elasticfilesystem:ClientRootAccess": "arn:aws:elasticfilesystem:",
     "elasticfilesystem:DescribeMountTargets": "arn:aws:elasticfilesystem:",
+    "ssm:GetParameter": "arn:aws:ssm:",
+    "secretsmanager:GetSecretValue": "arn:aws:secretsmanager:",
+    "kms:Decrypt": "arn:aws:kms:",
 }
+# The token is one parameter or secret: its name may not be a wildcard (Secrets
+# Manager's six random characters aside), and KMS decrypts only on behalf of them.
+exact = {"ssm:GetParameter", "secretsmanager:GetSecretValue"}
 errors = []
 if doc.get("Version") != "2012-10-17":
     errors.append('Version must be "2012-10-17"')
@@ -62,6 +68,12 @@ for st in doc.get("Statement", []):
             for r in resources:
                 if r == "*" or not r.startswith(scoped[a]):
                     errors.append("%s: %s must be scoped to %s... resources, not %s" % (sid, a, scoped[a], r))
+                elif a in exact and "*" in r:
+                    errors.append("%s: %s must name exactly one parameter or secret, not %s" % (sid, a, r))
+            if a == "kms:Decrypt":
+                via = st.get("Condition", {}).get("StringEquals", {}).get("kms:ViaService")
+                if not via:
+                    errors.append("%s: kms:Decrypt needs a kms:ViaService condition (ssm/secretsmanager only)" % sid)
         else:
             errors.append("%s: %s is not an action the agent uses (see docs/iam.md)" % (sid, a))
 missing = (star_only | set(scoped)) - seen

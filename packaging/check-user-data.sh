@@ -1,8 +1,10 @@
 #!/bin/bash
 # Checks packaging/user-data.yaml (or the file given):
 #  - `cloud-init schema` accepts it;
-#  - the properties an operator relies on: the token file is root-only 0600 (written
-#    here, or fetched by the bootstrap under umask 077), the
+#  - the properties an operator relies on: the token is read by the agent from SSM or
+#    Secrets Manager (then no token file, no AWS CLI, the unit's LoadCredential=
+#    cleared), or its file is root-only 0600 (written here, or fetched by the
+#    bootstrap under umask 077); the
 #    bootstrap script parses, installs the package, runs preflight before starting the
 #    agent, talks to IMDS only with a session token, names no region and mounts nothing.
 # Without cloud-init it skips, except under CI=true, where it fails.
@@ -36,7 +38,22 @@ files = {f["path"]: f for f in doc.get("write_files", [])}
 
 token = files.get("/etc/jenkins-spot-agent/jenkins-api-token")
 boot = files.get("/usr/local/sbin/jenkins-spot-agent-bootstrap")
-if not token:
+config = files.get("/etc/jenkins-spot-agent/config.yaml")
+site = yaml.safe_load(config["content"]) if config else {}
+jenkins = (site or {}).get("jenkins") or {}
+from_aws = bool(jenkins.get("api_token_ssm_parameter") or jenkins.get("api_token_secret_id"))
+if from_aws:
+    # The agent reads the token itself: no token file, no AWS CLI, and the unit's
+    # LoadCredential= cleared so that the missing file does not stop it.
+    script = boot["content"] if boot else ""
+    if token:
+        errors.append("writes a token file although the site config reads the token from AWS")
+    if "aws " in script or "awscli" in (doc.get("packages") or []):
+        errors.append("calls the AWS CLI: the agent reads the token itself")
+    dropin = files.get("/etc/systemd/system/jenkins-spot-agent.service.d/token-from-aws.conf")
+    if not dropin or "LoadCredential=\n" not in dropin["content"]:
+        errors.append("does not clear the unit's LoadCredential= (a drop-in with an empty LoadCredential=)")
+elif not token:
     # Fetched at boot instead (SSM): the script must create it root-only.
     script = boot["content"] if boot else ""
     if "/etc/jenkins-spot-agent/jenkins-api-token" not in script or "umask 077" not in script:
@@ -44,11 +61,9 @@ if not token:
 elif str(token.get("permissions")) != "0600" or token.get("owner") != "root:root":
     errors.append("the token file must be owner root:root, permissions '0600'")
 
-config = files.get("/etc/jenkins-spot-agent/config.yaml")
 if not config:
     errors.append("does not write /etc/jenkins-spot-agent/config.yaml")
 else:
-    site = yaml.safe_load(config["content"])
     if not site.get("efs", {}).get("file_system_id"):
         errors.append("site config lacks efs.file_system_id")
 

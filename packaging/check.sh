@@ -75,7 +75,7 @@ example_config() {
 import sys, yaml
 doc = yaml.safe_load(open("packaging/config.example.yaml"))
 want = {"efs", "jenkins", "lease", "target_groups", "discover_target_groups", "lifecycle_hook",
-        "interruption", "metrics", "control_socket", "state_dir"}
+        "interruption", "metrics", "control_socket", "state_dir", "webhook"}
 if set(doc) != want:
     sys.exit("config.example.yaml top-level keys %s, want %s" % (sorted(doc), sorted(want)))
 PY
@@ -123,7 +123,39 @@ rpm_scripts() {
 	return $rc
 }
 
+# The monitoring mixin: the rendered files match packaging/mixin, promtool accepts
+# the rules and passes their unit tests.
+monitoring() {
+	local tmp rc=0
+	tmp=$(mktemp -d "${TMPDIR:-/tmp}/jsa-mixin.XXXXXX")
+	go run ./packaging/mixin -out "$tmp" >/dev/null || { rm -rf "$tmp"; echo "the mixin does not render"; return 1; }
+	for f in alerts.yml rules.yml dashboards/jenkins-spot-agent.json; do
+		cmp -s "$tmp/$f" "packaging/$f" || { echo "packaging/$f is stale: run make mixin"; rc=1; }
+	done
+	rm -rf "$tmp"
+	if ! command -v promtool >/dev/null 2>&1; then
+		if [ "${CI:-}" = true ]; then echo "promtool not installed (apt-get install prometheus); CI=true requires it"; return 1; fi
+		echo "SKIP: promtool not installed (apt-get install prometheus): rules not checked"
+		return $rc
+	fi
+	promtool check rules packaging/alerts.yml packaging/rules.yml || rc=1
+	promtool test rules packaging/alerts_test.yml || rc=1
+	return $rc
+}
+
+# The packages carry the rendered mixin.
+package_contents() {
+	local debs=(dist/jenkins-spot-agent_*.deb) f rc=0 listing
+	command -v dpkg-deb >/dev/null 2>&1 || { echo "SKIP: dpkg-deb not installed"; return 0; }
+	listing=$(dpkg-deb -c "${debs[0]}") || return 1
+	for f in alerts.yml rules.yml grafana-dashboard.json; do
+		grep -q "/usr/share/doc/jenkins-spot-agent/examples/$f\$" <<<"$listing" || { echo "the .deb lacks examples/$f"; rc=1; }
+	done
+	return $rc
+}
+
 run binary binary
+run monitoring monitoring
 run shell-syntax shell_syntax
 run example-config example_config
 run unit packaging/check-unit.sh
@@ -136,6 +168,7 @@ if [ "$JSA_BIN" != "$top/dist/jenkins-spot-agent" ]; then
 elif [ -x dist/jenkins-spot-agent ]; then
 	run packages packaging/build-packages.sh "$version"
 	run deb-install-lintian packaging/check-deb.sh
+	run package-contents package_contents
 	run rpm rpm_package
 	run rpm-scripts rpm_scripts
 else

@@ -279,11 +279,7 @@ state_dir: %q
 	if info.State == nil || !info.State.Running {
 		t.Errorf("container not running while serving: %+v", info.State)
 	}
-	rss, err := vmRSS(agentCmd.Process.Pid)
-	if err != nil {
-		t.Errorf("agent RSS: %v", err)
-	}
-	t.Logf("agent RSS while serving: %s", rss)
+	logFootprint(t, agentCmd.Process.Pid, metricsAddr)
 
 	// The home is unmounted at the end of the plan; a second view of the same tmpfs
 	// keeps it readable for the checks afterwards.

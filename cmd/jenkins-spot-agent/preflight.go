@@ -16,6 +16,7 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/config"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/secrets"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets"
 )
 
@@ -149,6 +150,11 @@ func preflight(ctx context.Context, cfg config.Config, ep endpoints, e *env) []c
 	cancel()
 
 	switch {
+	case w.token != nil:
+		tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		_, err := w.token.Source().Read(tctx)
+		cancel()
+		add("jenkins credentials", err, "token from "+w.token.Source().String(), tokenFix(err))
 	case tokErr != nil:
 		add("jenkins credentials", tokErr, "", "write the API token to jenkins.api_token_file, or LoadCredential=jenkins-api-token in the unit")
 	case token == "" && cfg.Jenkins.User != "":
@@ -162,6 +168,21 @@ func preflight(ctx context.Context, cfg config.Config, ep endpoints, e *env) []c
 	add("state directory", writable(cfg.StateDir), cfg.StateDir, "create it and make it writable by root (StateDirectory= in the unit)")
 	add("control socket directory", writable(filepath.Dir(cfg.ControlSocket)), filepath.Dir(cfg.ControlSocket), "create it (RuntimeDirectory= in the unit)")
 	return rows
+}
+
+// tokenFix says what to change when the token cannot be read from AWS.
+func tokenFix(err error) string {
+	switch {
+	case errors.Is(err, secrets.ErrNotFound):
+		return "create the SecureString parameter or secret in the instance's region, or fix jenkins.api_token_ssm_parameter / api_token_secret_id"
+	case errors.Is(err, secrets.ErrAccessDenied):
+		return "grant ssm:GetParameter or secretsmanager:GetSecretValue on it to the instance role (packaging/iam-policy.json)"
+	case errors.Is(err, secrets.ErrDecrypt):
+		return "grant kms:Decrypt on the customer managed key to the instance role (aws/ssm needs none)"
+	case errors.Is(err, secrets.ErrUnusable):
+		return "store the Jenkins API token alone, as plain text"
+	}
+	return "check the route to the SSM / Secrets Manager endpoint and the instance role"
 }
 
 // mountHelper checks that the mount program, the kernel-side helper for the type, and

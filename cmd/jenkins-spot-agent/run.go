@@ -15,7 +15,11 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/control"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/metrics"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/notify"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/webhook"
 )
+
+// tokenPrefetchTimeout bounds the retries of the first read of a token kept in AWS.
+const tokenPrefetchTimeout = 5 * time.Minute
 
 // runCommand is the service itself (systemd Type=notify).
 type runCommand struct{}
@@ -41,12 +45,58 @@ func (c *runCommand) run(ctx context.Context, e *env) error {
 	}
 	n := notify.New(e.log)
 	w.deps.Notifier = n
-	a, err := agent.New(agent.Options{Config: cfg, Deps: w.deps, Logger: e.log})
+	if w.token != nil {
+		// Read the token now, not in the middle of a shutdown plan.
+		go func() {
+			pctx, cancel := context.WithTimeout(ctx, tokenPrefetchTimeout)
+			defer cancel()
+			if err := w.token.Prefetch(pctx); err != nil {
+				e.log.Error("jenkins api token not read; quiet-down and the build list will try again", "source", w.token.Source().String(), "err", err)
+			}
+		}()
+	}
+	hook, err := newWebhook(cfg, m, e)
+	if err != nil {
+		return err
+	}
+	opts := agent.Options{Config: cfg, Deps: w.deps, Logger: e.log}
+	if hook != nil {
+		opts.OnEvent = hook.Event
+		hctx, hcancel := context.WithCancel(ctx)
+		hdone := make(chan struct{})
+		go func() { _ = hook.Run(hctx); close(hdone) }()
+		// The end of the plan is announced after the agent returns: flush it.
+		defer func() { hcancel(); <-hdone }()
+	}
+	a, err := agent.New(opts)
 	if err != nil {
 		return err
 	}
 	e.log.Info("jenkins-spot-agent starting", "version", v, "commit", rev, "config", e.configPath)
 	return serveAgent(ctx, e, cfg, a, m, n)
+}
+
+// newWebhook builds the webhook notifier when a URL is configured; nil otherwise.
+func newWebhook(cfg config.Config, m *metrics.Metrics, e *env) (*webhook.Notifier, error) {
+	u, _, err := cfg.WebhookURL()
+	if err != nil || u == "" {
+		if err != nil {
+			return nil, &config.InvalidError{Path: e.configPath, Problems: []string{err.Error()}}
+		}
+		return nil, nil
+	}
+	n, err := webhook.New(webhook.Options{
+		URL:      u,
+		Format:   cfg.Webhook.Format,
+		Timeout:  cfg.Webhook.Timeout.D(),
+		Attempts: cfg.Webhook.Attempts,
+		OnResult: m.WebhookNotification,
+		Logger:   e.log,
+	})
+	if err != nil {
+		return nil, &config.InvalidError{Path: e.configPath, Problems: []string{err.Error()}}
+	}
+	return n, nil
 }
 
 // serveAgent runs an agent with its control socket, metrics endpoint, watchdog and

@@ -17,6 +17,7 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/jenkins"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/metrics"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/secrets"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets"
 )
 
@@ -26,6 +27,9 @@ type endpoints struct {
 	IMDS        string
 	AWS         string
 	Credentials aws.CredentialsProvider
+	// Secrets is the base URL of SSM and Secrets Manager (tests); empty keeps the
+	// SDK's resolution, AWS_ENDPOINT_URL_SSM and AWS_ENDPOINT_URL_SECRETS_MANAGER included.
+	Secrets string
 }
 
 // wiring is the set of real adapters built from the configuration.
@@ -34,6 +38,9 @@ type wiring struct {
 	runtime *container.Runtime
 	imds    *imds.Client
 	jenkins *jenkins.Client
+	// token reads the Jenkins API token from SSM or Secrets Manager; nil when it
+	// comes from a file or there is none.
+	token *secrets.Token
 }
 
 // wire builds the real adapters. Only constructors run here: nothing is contacted.
@@ -46,9 +53,11 @@ func wire(cfg config.Config, token config.Secret, m *metrics.Metrics, ep endpoin
 				return
 			}
 			m.IMDSRequest(endpoint, result)
-			if result == "ok" || result == "not_found" {
+			definite := result == "ok" || result == "not_found"
+			if definite {
 				m.IMDSSuccess(time.Now())
 			}
+			m.SetIMDSBlind(!definite)
 		},
 	})
 	watcher := imds.NewWatcher(md, imds.WatchOptions{PollInterval: cfg.Interruption.PollInterval.D(), Logger: log})
@@ -57,7 +66,26 @@ func wire(cfg config.Config, token config.Secret, m *metrics.Metrics, ep endpoin
 	if err != nil {
 		return nil, &config.InvalidError{Problems: []string{"jenkins: " + err.Error()}}
 	}
-	jc, err := jenkins.New(jenkins.Options{URL: cfg.Jenkins.URL, User: cfg.Jenkins.User, Token: token.Reveal(), Logger: log})
+	jopts := jenkins.Options{URL: cfg.Jenkins.URL, User: cfg.Jenkins.User, Token: token.Reveal(), Logger: log}
+	// Building the SDK configuration reads files and the environment, no network.
+	src, err := secrets.FromConfig(context.Background(), cfg.Jenkins, secrets.Options{
+		Endpoint:    ep.Secrets,
+		Credentials: ep.Credentials,
+		RegionFrom: func(ctx context.Context) (string, error) {
+			id, err := md.Identity(ctx)
+			return id.Region, err
+		},
+		Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	var tok *secrets.Token
+	if src != nil {
+		tok = secrets.NewToken(src, log)
+		jopts.TokenSource = tok.Get
+	}
+	jc, err := jenkins.New(jopts)
 	if err != nil {
 		return nil, &config.InvalidError{Problems: []string{"jenkins: " + err.Error()}}
 	}
@@ -94,7 +122,7 @@ func wire(cfg config.Config, token config.Secret, m *metrics.Metrics, ep endpoin
 	if m != nil {
 		deps.Metrics = m
 	}
-	return &wiring{deps: deps, runtime: rt, imds: md, jenkins: jc}, nil
+	return &wiring{deps: deps, runtime: rt, imds: md, jenkins: jc, token: tok}, nil
 }
 
 func containerOptions(cfg config.Config, log *slog.Logger) container.Options {

@@ -71,6 +71,26 @@ type Config struct {
 	Metrics              Metrics       `yaml:"metrics"`
 	ControlSocket        string        `yaml:"control_socket"`
 	StateDir             string        `yaml:"state_dir"`
+	Webhook              Webhook       `yaml:"webhook"`
+}
+
+// WebhookCredentialName is the systemd credential (LoadCredential=) holding the
+// webhook URL, which is a secret (Slack's carries its token).
+const WebhookCredentialName = "webhook-url"
+
+// Webhook configures the optional notifications (a notice, the end of a plan, a
+// handover, a lost lease). It is on when its URL is found: webhook.url_file, or the
+// credential webhook-url.
+type Webhook struct {
+	// URLFile holds the URL; empty means $CREDENTIALS_DIRECTORY/webhook-url, if any.
+	URLFile string `yaml:"url_file"`
+	// Format is slack ({"text": ...}, also Mattermost, Rocket.Chat, Teams workflows)
+	// or json (the event's fields).
+	Format string `yaml:"format"`
+	// Timeout bounds one delivery attempt.
+	Timeout Duration `yaml:"timeout"`
+	// Attempts is how often one notification is tried (1-5).
+	Attempts int `yaml:"attempts"`
 }
 
 // EFS says which file system holds JENKINS_HOME and how to mount it.
@@ -108,6 +128,13 @@ type Jenkins struct {
 	// RequeueAbortedBuilds queues the builds the previous controller's stop aborted
 	// again, with their parameters, once Jenkins answers.
 	RequeueAbortedBuilds bool `yaml:"requeue_aborted_builds"`
+
+	// APITokenSSMParameter names a Parameter Store SecureString holding the token (a
+	// name, name:version, or ARN); read at start and again when Jenkins refuses it.
+	APITokenSSMParameter string `yaml:"api_token_ssm_parameter"`
+	// APITokenSecretID names a Secrets Manager secret (name or ARN) whose string is
+	// the token; read like APITokenSSMParameter.
+	APITokenSecretID string `yaml:"api_token_secret_id"`
 }
 
 // Lease tunes the single-writer lease on JENKINS_HOME.
@@ -214,6 +241,7 @@ func Default() Config {
 		Metrics:       Metrics{ListenAddress: ":9877"},
 		ControlSocket: "/run/jenkins-spot-agent/control.sock",
 		StateDir:      "/var/lib/jenkins-spot-agent",
+		Webhook:       Webhook{Format: "slack", Timeout: Duration(5 * time.Second), Attempts: 3},
 	}
 }
 
@@ -355,6 +383,7 @@ func (c *Config) Validate() error {
 	if j.APITokenFile != "" && !filepath.IsAbs(j.APITokenFile) {
 		p.add("jenkins.api_token_file", "must be an absolute path")
 	}
+	validateTokenSource(&p, j)
 	p.positive("jenkins.ready_timeout", j.ReadyTimeout)
 	p.positive("jenkins.stop_grace", j.StopGrace)
 	if j.UID < 0 || j.GID < 0 {
@@ -411,7 +440,96 @@ func (c *Config) Validate() error {
 	}
 	p.absPath("control_socket", c.ControlSocket)
 	p.absPath("state_dir", c.StateDir)
+	validateWebhook(&p, c.Webhook)
 	return p.err()
+}
+
+// Names of the token in AWS: a Parameter Store name (with an optional :version or
+// :label selector) or parameter ARN, and a Secrets Manager secret name or ARN.
+var (
+	ssmParameterName = regexp.MustCompile(`^(arn:aws(-cn|-us-gov|-iso|-iso-b)?:ssm:[a-z0-9-]+:\d{12}:parameter/[A-Za-z0-9_.\-/]+|/?[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*)(:[A-Za-z0-9_.\-]+)?$`)
+	secretID         = regexp.MustCompile(`^(arn:aws(-cn|-us-gov|-iso|-iso-b)?:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+|[A-Za-z0-9/_+=.@-]+)$`)
+)
+
+// validateTokenSource checks the token keys: at most one source, well-formed names,
+// and a user for whatever token there is.
+func validateTokenSource(p *problems, j Jenkins) {
+	var set []string
+	for _, kv := range [][2]string{
+		{"jenkins.api_token_file", j.APITokenFile},
+		{"jenkins.api_token_ssm_parameter", j.APITokenSSMParameter},
+		{"jenkins.api_token_secret_id", j.APITokenSecretID},
+	} {
+		if kv[1] != "" {
+			set = append(set, kv[0])
+		}
+	}
+	if len(set) > 1 {
+		p.add(set[1], "is set together with %s: set exactly one source of the Jenkins API token", strings.Join(set[:len(set)-1], " and "))
+	}
+	if v := j.APITokenSSMParameter; v != "" {
+		name := v
+		if !strings.HasPrefix(v, "arn:") {
+			name, _, _ = strings.Cut(v, ":")
+		}
+		switch {
+		case len(v) > 2048 || !ssmParameterName.MatchString(v):
+			p.add("jenkins.api_token_ssm_parameter", "%q is not a Parameter Store name (/path/name, optionally :version or :label) or parameter ARN", v)
+		case strings.Contains(name, "/") && !strings.HasPrefix(name, "/") && !strings.HasPrefix(v, "arn:"):
+			p.add("jenkins.api_token_ssm_parameter", "%q is a path without its leading /: write /%s", v, v)
+		}
+	}
+	if v := j.APITokenSecretID; v != "" && (len(v) > 2048 || !secretID.MatchString(v)) {
+		p.add("jenkins.api_token_secret_id", "%q is not a Secrets Manager secret name or ARN", v)
+	}
+	if (j.APITokenSSMParameter != "" || j.APITokenSecretID != "") && j.User == "" {
+		p.add("jenkins.user", "is required with an API token from AWS: the token belongs to a Jenkins user")
+	}
+}
+
+func validateWebhook(p *problems, w Webhook) {
+	if w.URLFile != "" && !filepath.IsAbs(w.URLFile) {
+		p.add("webhook.url_file", "must be an absolute path")
+	}
+	p.oneOf("webhook.format", w.Format, "slack", "json")
+	p.positive("webhook.timeout", w.Timeout)
+	if w.Timeout.D() > 30*time.Second {
+		p.add("webhook.timeout", "%s is too long for one attempt: notifications must not outlive the two-minute warning (5s is usual)", w.Timeout.D())
+	}
+	if w.Attempts < 1 || w.Attempts > 5 {
+		p.add("webhook.attempts", "%d is not between 1 and 5", w.Attempts)
+	}
+}
+
+// WebhookURL reads the webhook URL from webhook.url_file, or else from the systemd
+// credential webhook-url. An empty result means no webhook. The URL is a Secret: it
+// never prints itself.
+func (c *Config) WebhookURL() (Secret, string, error) {
+	return readSecret(c.Webhook.URLFile, WebhookCredentialName, "webhook url", "webhook.url_file")
+}
+
+// readSecret reads a secret from path, or from the systemd credential name when path
+// is empty; nothing found is no error.
+func readSecret(path, credential, what, key string) (Secret, string, error) {
+	if path == "" {
+		dir := os.Getenv("CREDENTIALS_DIRECTORY")
+		if dir == "" {
+			return "", "", nil
+		}
+		path = filepath.Join(dir, credential)
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return "", "", nil
+		}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", path, fmt.Errorf("%s: %w (check %s or LoadCredential=%s)", what, err, key, credential)
+	}
+	v := strings.TrimSpace(string(data))
+	if v == "" {
+		return "", path, fmt.Errorf("%s: %s is empty", what, path)
+	}
+	return Secret(v), path, nil
 }
 
 type problems []string
@@ -468,7 +586,13 @@ func (s Secret) Reveal() string { return string(s) }
 
 // JenkinsToken reads the Jenkins API token from jenkins.api_token_file, or else from the
 // systemd credential directory. An empty result means no token is configured.
+//
+// With jenkins.api_token_ssm_parameter or jenkins.api_token_secret_id set, the token
+// comes from AWS (package secrets) and JenkinsToken returns no token and no error.
 func (c *Config) JenkinsToken() (Secret, string, error) {
+	if c.Jenkins.APITokenSSMParameter != "" || c.Jenkins.APITokenSecretID != "" {
+		return "", "", nil
+	}
 	path := c.Jenkins.APITokenFile
 	if path == "" {
 		dir := os.Getenv("CREDENTIALS_DIRECTORY")

@@ -218,3 +218,81 @@ func TestPackagedExampleMatchesDefaults(t *testing.T) {
 		t.Fatalf("example and defaults differ:\nexample  %+v\ndefaults %+v", cfg, want)
 	}
 }
+
+func TestTokenSourceFromAWS(t *testing.T) {
+	good := []string{
+		"jenkins:\n  user: admin\n  api_token_ssm_parameter: /jenkins/api-token\n",
+		"jenkins:\n  user: admin\n  api_token_ssm_parameter: jenkins-api-token\n",
+		"jenkins:\n  user: admin\n  api_token_ssm_parameter: /jenkins/api-token:3\n",
+		"jenkins:\n  user: admin\n  api_token_ssm_parameter: arn:aws:ssm:eu-west-1:123456789012:parameter/jenkins/api-token\n",
+		"jenkins:\n  user: admin\n  api_token_secret_id: jenkins/api-token\n",
+		"jenkins:\n  user: admin\n  api_token_secret_id: arn:aws:secretsmanager:eu-west-1:123456789012:secret:jenkins/api-token-AbCdEf\n",
+	}
+	for _, doc := range good {
+		cfg, err := Parse("site.yaml", []byte(minimal+doc))
+		if err != nil {
+			t.Errorf("%q refused: %v", doc, err)
+			continue
+		}
+		// The file and the credential directory are not read then.
+		t.Setenv("CREDENTIALS_DIRECTORY", t.TempDir())
+		os.WriteFile(filepath.Join(os.Getenv("CREDENTIALS_DIRECTORY"), TokenCredentialName), []byte("from-file"), 0o600)
+		if tok, _, err := cfg.JenkinsToken(); tok != "" || err != nil {
+			t.Errorf("%q: JenkinsToken = %v, %v; want nothing (the token comes from AWS)", doc, tok, err)
+		}
+	}
+	bad := []struct{ doc, want string }{
+		{"jenkins:\n  user: admin\n  api_token_file: /etc/t\n  api_token_ssm_parameter: /jenkins/t\n", "jenkins.api_token_ssm_parameter: is set together with jenkins.api_token_file"},
+		{"jenkins:\n  user: admin\n  api_token_ssm_parameter: /jenkins/t\n  api_token_secret_id: t\n", "jenkins.api_token_secret_id: is set together with jenkins.api_token_ssm_parameter"},
+		{"jenkins:\n  user: admin\n  api_token_file: /etc/t\n  api_token_ssm_parameter: /j/t\n  api_token_secret_id: t\n", "is set together with jenkins.api_token_file and jenkins.api_token_ssm_parameter"},
+		{"jenkins:\n  user: admin\n  api_token_ssm_parameter: jenkins/api-token\n", "without its leading /"},
+		{"jenkins:\n  user: admin\n  api_token_ssm_parameter: \"has space\"\n", "is not a Parameter Store name"},
+		{"jenkins:\n  user: admin\n  api_token_secret_id: \"bad#id\"\n", "jenkins.api_token_secret_id"},
+		{"jenkins:\n  api_token_ssm_parameter: /jenkins/t\n", "jenkins.user: is required with an API token from AWS"},
+		{"jenkins:\n  api_token_secret_id: t\n", "jenkins.user: is required"},
+	}
+	for _, tc := range bad {
+		_, err := Parse("site.yaml", []byte(minimal+tc.doc))
+		if err == nil || !IsInvalid(err) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want an error containing %q", tc.doc, err, tc.want)
+		}
+	}
+}
+
+func TestWebhook(t *testing.T) {
+	cfg, err := Parse("c", []byte(minimal+"webhook:\n  format: json\n  timeout: 2s\n  attempts: 2\n"))
+	if err != nil || cfg.Webhook.Format != "json" || cfg.Webhook.Timeout.D() != 2*time.Second || cfg.Webhook.Attempts != 2 {
+		t.Fatalf("parsed %+v, %v", cfg.Webhook, err)
+	}
+	for doc, want := range map[string]string{
+		"webhook:\n  format: teams\n":          "webhook.format",
+		"webhook:\n  timeout: 1m\n":            "webhook.timeout: 1m0s is too long",
+		"webhook:\n  attempts: 0\n":            "webhook.attempts",
+		"webhook:\n  url_file: relative\n":     "webhook.url_file: must be an absolute path",
+		"webhook:\n  url: https://x.invalid\n": "field url is not a known key",
+	} {
+		if _, err := Parse("c", []byte(minimal+doc)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", doc, err, want)
+		}
+	}
+
+	dir := t.TempDir()
+	t.Setenv("CREDENTIALS_DIRECTORY", "")
+	if u, _, err := cfg.WebhookURL(); u != "" || err != nil {
+		t.Fatalf("no webhook configured: %v %v", u, err)
+	}
+	const url = "https://hooks.example.invalid/services/T0/B0/secret-part"
+	os.WriteFile(filepath.Join(dir, WebhookCredentialName), []byte(url+"\n"), 0o600)
+	t.Setenv("CREDENTIALS_DIRECTORY", dir)
+	u, path, err := cfg.WebhookURL()
+	if err != nil || u.Reveal() != url || path != filepath.Join(dir, WebhookCredentialName) {
+		t.Fatalf("from the credential: %v %q %v", u, path, err)
+	}
+	if strings.Contains(fmt.Sprint(u), "secret-part") {
+		t.Fatal("the URL prints itself")
+	}
+	cfg.Webhook.URLFile = filepath.Join(dir, "missing")
+	if _, _, err := cfg.WebhookURL(); err == nil || !strings.Contains(err.Error(), "webhook.url_file") {
+		t.Fatalf("missing file: %v", err)
+	}
+}

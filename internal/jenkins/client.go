@@ -38,6 +38,11 @@ type Options struct {
 	HTTPClient *http.Client
 	// Logger gets debug lines per request; nil discards them.
 	Logger *slog.Logger
+	// TokenSource, when set, supplies the API token instead of Token (read from SSM
+	// or Secrets Manager): it is asked before each request that carries the token,
+	// and once more with refresh=true when Jenkins answers 401 to it (the token was
+	// rotated), after which the request is sent again once.
+	TokenSource func(ctx context.Context, refresh bool) (string, error)
 }
 
 // Client talks to one Jenkins controller. It is safe for concurrent use.
@@ -48,6 +53,7 @@ type Client struct {
 	password string
 	http     *http.Client
 	log      *slog.Logger
+	source   func(ctx context.Context, refresh bool) (string, error)
 
 	mu      sync.Mutex
 	version string
@@ -65,7 +71,7 @@ func New(opts Options) (*Client, error) {
 	if u.User != nil {
 		return nil, errors.New("jenkins.url: put no credentials in the URL: set jenkins.user and jenkins.api_token_file")
 	}
-	if opts.Token != "" && opts.User == "" {
+	if (opts.Token != "" || opts.TokenSource != nil) && opts.User == "" {
 		return nil, errors.New("jenkins: an API token needs its user: set jenkins.user")
 	}
 	u.Path = strings.TrimRight(u.Path, "/")
@@ -95,6 +101,7 @@ func New(opts Options) (*Client, error) {
 		password: opts.Password,
 		http:     hc,
 		log:      log.With("component", "jenkins"),
+		source:   opts.TokenSource,
 	}, nil
 }
 
@@ -178,7 +185,7 @@ const (
 
 // readAuth is how GETs authenticate: the token if there is one, else the password.
 func (c *Client) readAuth() authMode {
-	if c.token != "" {
+	if c.token != "" || c.source != nil {
 		return authToken
 	}
 	return authPassword
@@ -300,20 +307,29 @@ func (c *Client) do(ctx context.Context, method, pathAndQuery string, body io.Re
 	for k, vs := range hdr {
 		req.Header[k] = vs
 	}
+	token := c.token
+	if c.source != nil && (mode == authToken || (mode == authPassword && c.password == "")) {
+		if token, err = c.source(ctx, false); err != nil {
+			return nil, fmt.Errorf("%s %s: jenkins api token: %w", method, ref.Path, err)
+		}
+	}
 	switch {
 	case mode == authToken:
-		req.SetBasicAuth(c.user, c.token)
+		req.SetBasicAuth(c.user, token)
 	case mode == authPassword && c.user != "":
 		// Without a password, the token stands in: that is the retry for a token
 		// file that holds a password.
 		secret := c.password
 		if secret == "" {
-			secret = c.token
+			secret = token
 		}
 		req.SetBasicAuth(c.user, secret)
 	}
 	start := time.Now()
 	resp, err := c.http.Do(req)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized && mode == authToken && c.source != nil {
+		resp, err = c.retryWithFreshToken(ctx, req, resp)
+	}
 	if err != nil {
 		c.log.Debug("request failed", "method", method, "path", ref.Path, "err", err)
 		return nil, err
@@ -331,6 +347,9 @@ func (c *Client) statusError(resp *http.Response, method, path string, mode auth
 	switch resp.StatusCode {
 	case http.StatusUnauthorized:
 		fix := "check jenkins.api_token_file"
+		if c.source != nil {
+			fix = "check the token in jenkins.api_token_ssm_parameter or jenkins.api_token_secret_id"
+		}
 		if mode != authToken {
 			fix = "check the password"
 		}

@@ -15,7 +15,7 @@ var alertsDir = filepath.Join("..", "..", "packaging")
 var metricName = regexp.MustCompile(`\b(jenkins_spot_agent_[a-z_]+|process_[a-z_]+)\b`)
 
 func TestAlertRulesCheck(t *testing.T) {
-	out := runPromtool(t, nil, "check", "rules", filepath.Join(alertsDir, "alerts.yml"))
+	out := runPromtool(t, nil, "check", "rules", filepath.Join(alertsDir, "alerts.yml"), filepath.Join(alertsDir, "rules.yml"))
 	if !strings.Contains(out, "SUCCESS") {
 		t.Errorf("promtool check rules: %s", out)
 	}
@@ -40,18 +40,21 @@ func TestAlertRulesUseExportedNames(t *testing.T) {
 	for _, f := range families {
 		exported[f.GetName()] = true
 	}
-	rules, err := os.ReadFile(filepath.Join(alertsDir, "alerts.yml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	names := metricName.FindAllString(string(rules), -1)
-	if len(names) < 5 {
-		t.Fatalf("found only %v in alerts.yml", names)
-	}
-	for _, name := range names {
-		family := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
-		if !exported[name] && !exported[family] {
-			t.Errorf("alerts.yml uses %s, which the agent does not export", name)
+	// The mixin's rendered files: rules, recording rules and the dashboard.
+	for _, file := range []string{"alerts.yml", "rules.yml", filepath.Join("dashboards", "jenkins-spot-agent.json")} {
+		rules, err := os.ReadFile(filepath.Join(alertsDir, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := metricName.FindAllString(string(rules), -1)
+		if len(names) < 5 {
+			t.Fatalf("found only %v in %s", names, file)
+		}
+		for _, name := range names {
+			family := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
+			if !exported[name] && !exported[family] {
+				t.Errorf("%s uses %s, which the agent does not export", file, name)
+			}
 		}
 	}
 }

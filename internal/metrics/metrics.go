@@ -70,6 +70,16 @@ type Metrics struct {
 	leaseHeld      prometheus.Gauge
 	shutdownMargin prometheus.Gauge
 
+	noticesByPool    *prometheus.CounterVec
+	successorWaiting prometheus.Gauge
+	jenkinsRestarts  prometheus.Counter
+	abortedBuilds    prometheus.Counter
+	jenkinsFailures  *prometheus.CounterVec
+	imdsBlind        prometheus.Gauge
+	replacements     *prometheus.CounterVec
+	heartbeats       *prometheus.CounterVec
+	webhook          *prometheus.CounterVec
+
 	// The margin is exported only once a plan has finished: a 0 before that would
 	// read as "finished with no time left" and fire the low-margin alert.
 	marginOnce sync.Once
@@ -125,6 +135,7 @@ func New(version, revision string) *Metrics {
 			Help: "Time left before the termination time when the shutdown plan finished; absent until a plan finishes.",
 		}),
 	}
+	m.addCollectors()
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "build_info",
 		Help:        "Always 1; the labels name the running build.",
@@ -138,6 +149,7 @@ func New(version, revision string) *Metrics {
 		buildInfo, m.phase, m.notices, m.deadline, m.imdsRequests, m.imdsSuccess,
 		m.stepDuration, m.stepFailures, m.runningBuilds, m.leaseHeld,
 	)
+	m.registerMore()
 
 	for _, p := range status.Phases {
 		m.phase.WithLabelValues(string(p))

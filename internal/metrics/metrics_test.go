@@ -64,6 +64,15 @@ func exercised() *Metrics {
 	m.SetShutdownMargin(-2 * time.Second)
 	m.SetRunningBuilds(3)
 	m.SetLeaseHeld(true)
+	m.NoticeInPool(instance.KindSpotTerminate, "m7g.large", "us-east-1a")
+	m.SetSuccessorWaiting(true)
+	m.JenkinsRestarted()
+	m.AbortedBuilds(2)
+	m.JenkinsAPIFailure(JenkinsCallRunningBuilds)
+	m.SetIMDSBlind(true)
+	m.ReplacementRequested(ReplacementRequested)
+	m.LifecycleHeartbeat(HeartbeatOK)
+	m.WebhookNotification(WebhookDropped)
 	return m
 }
 

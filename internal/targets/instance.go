@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
 )
 
 // stateTerminated is the only EC2 state of an instance that can never write again.
@@ -25,19 +22,16 @@ func (c *Client) InstanceTerminated(ctx context.Context, instanceID string) (boo
 	}
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
-	out, err := c.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{instanceID}})
+	out, err := c.ec2.describeInstances(ctx, instanceID)
 	if apiCode(err) == codeInstanceNotFound {
 		return true, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("describe instance %s: %w", instanceID, explain(err, "ec2:DescribeInstances", "*"))
 	}
-	for _, r := range out.Reservations {
-		for _, inst := range r.Instances {
-			if aws.ToString(inst.InstanceId) != instanceID || inst.State == nil {
-				continue
-			}
-			return string(inst.State.Name) == stateTerminated, nil
+	for _, inst := range out {
+		if inst.ID == instanceID && inst.State != "" {
+			return inst.State == stateTerminated, nil
 		}
 	}
 	// Terminated instances drop out of DescribeInstances after a while.

@@ -8,7 +8,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
 
@@ -108,16 +107,14 @@ func (c *Client) CheckInstanceState(ctx context.Context, id instance.Identity) C
 	row := Check{Name: "ec2:DescribeInstances"}
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
-	out, err := c.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id.InstanceID}})
+	out, err := c.ec2.describeInstances(ctx, id.InstanceID)
 	if err != nil {
 		return failed(row, err, "ec2:DescribeInstances", "*", "EC2")
 	}
 	row.OK, row.Detail = true, "instance "+id.InstanceID+" not listed"
-	for _, r := range out.Reservations {
-		for _, inst := range r.Instances {
-			if aws.ToString(inst.InstanceId) == id.InstanceID && inst.State != nil {
-				row.Detail = "instance " + id.InstanceID + " is " + string(inst.State.Name)
-			}
+	for _, inst := range out {
+		if inst.ID == id.InstanceID && inst.State != "" {
+			row.Detail = "instance " + id.InstanceID + " is " + inst.State
 		}
 	}
 	return row

@@ -22,7 +22,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	astypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
@@ -95,7 +94,7 @@ type Options struct {
 type Client struct {
 	elb         *elbv2.Client
 	asg         *autoscaling.Client
-	ec2         *ec2.Client
+	ec2         *ec2Query
 	region      string
 	configured  []TargetGroup
 	discover    bool
@@ -200,11 +199,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 			o.BaseEndpoint = base
 		}
 	})
-	c.ec2 = ec2.NewFromConfig(cfg, func(o *ec2.Options) {
-		if base != nil {
-			o.BaseEndpoint = base
-		}
-	})
+	c.ec2 = newEC2Query(opts.Region, opts.Endpoint, cfg.BaseEndpoint, cfg.Credentials, cfg.HTTPClient)
 	return c, nil
 }
 
