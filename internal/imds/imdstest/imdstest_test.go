@@ -233,4 +233,3 @@ func TestFaultProxyChances(t *testing.T) {
 		t.Error("another seed gave the same sequence")
 	}
 }
-
