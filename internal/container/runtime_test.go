@@ -46,13 +46,16 @@ func TestMain(m *testing.M) {
 	binDir = dir
 	code := m.Run()
 	os.RemoveAll(binDir)
-	if imageTag != "" {
-		if cli, err := containertest.NewClient(); err == nil {
+	if cli, err := containertest.NewClient(); err == nil {
+		for _, tag := range []string{imageTag, doubleImageTag} {
+			if tag == "" {
+				continue
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			_, _ = cli.ImageRemove(ctx, imageTag, image.RemoveOptions{Force: true, PruneChildren: true})
+			_, _ = cli.ImageRemove(ctx, tag, image.RemoveOptions{Force: true, PruneChildren: true})
 			cancel()
-			cli.Close()
 		}
+		cli.Close()
 	}
 	os.Exit(code)
 }

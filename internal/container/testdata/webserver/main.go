@@ -41,6 +41,18 @@ func main() {
 		}
 		fmt.Fprint(w, msg)
 	})
+	// /proc/self/status shows what the container allows: NoNewPrivs, CapEff, CapBnd.
+	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
+		b, err := os.ReadFile("/proc/self/status")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Write(b) //nolint:errcheck // the test reads what arrives.
+	})
+	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, os.Getenv(r.URL.Query().Get("name")))
+	})
 	mux.HandleFunc("/exit", func(w http.ResponseWriter, r *http.Request) {
 		code, err := strconv.Atoi(r.URL.Query().Get("code"))
 		if err != nil {
