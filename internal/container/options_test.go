@@ -328,3 +328,15 @@ func FuzzParsePorts(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckStatic(t *testing.T) {
+	if err := checkStatic("/bin/sh"); err == nil || !strings.Contains(err.Error(), "dynamically linked") {
+		t.Errorf("checkStatic(/bin/sh) = %v, want dynamically linked", err)
+	}
+	if err := checkStatic("/etc/hostname"); err == nil {
+		t.Error("a text file passed as an executable")
+	}
+	if err := checkStatic(webserverBinary(t)); err != nil {
+		t.Errorf("the static test program: %v", err)
+	}
+}

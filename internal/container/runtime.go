@@ -11,6 +11,7 @@ package container
 
 import (
 	"context"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
@@ -361,8 +362,8 @@ func (r *Runtime) create(ctx context.Context, s spec, hash string) (string, erro
 		if err != nil {
 			return "", err
 		}
-		if _, err := os.Stat(s.Guard.Executable); err != nil {
-			return "", fmt.Errorf("create container %s: guard executable: %w: it must be the agent's own static binary (or set jenkins.guard: false)", s.Name, err)
+		if err := checkStatic(s.Guard.Executable); err != nil {
+			return "", fmt.Errorf("create container %s: guard executable: %w: it must be the agent's own static binary (CGO_ENABLED=0), or set jenkins.guard: false", s.Name, err)
 		}
 		// The guard runs the image's own command as its child; Cmd stays empty so
 		// that dockerd adds nothing after it.
@@ -393,6 +394,22 @@ func (r *Runtime) create(ctx context.Context, s spec, hash string) (string, erro
 		r.log.Warn("docker create warning", "warning", w)
 	}
 	return resp.ID, nil
+}
+
+// checkStatic makes sure path is an executable the container can run whatever its
+// image: an ELF file with no program interpreter (no dynamic loader needed).
+func checkStatic(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is dynamically linked", path)
+		}
+	}
+	return nil
 }
 
 // imageCommand is what the container would run without the guard: the image's

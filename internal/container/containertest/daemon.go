@@ -21,14 +21,20 @@ import (
 
 // Daemon is a dockerd of a test's own, beside the machine's shared one, so that a test
 // can kill and restart it without disturbing anyone else's containers. It keeps its
-// socket, data, state and pid file in one temporary directory, creates no bridge and
-// touches no iptables rules: its containers get no network (publish no ports).
+// socket, data, state and pid file in one temporary directory, puts its containers on
+// a bridge of its own and touches no iptables rules (publish no ports).
+//
+// Not --bridge none: a dockerd started with it deletes the host's docker0, the shared
+// daemon's bridge, and every container the shared daemon starts afterwards fails.
 type Daemon struct {
-	t    testing.TB
-	dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  *os.File
+	t      testing.TB
+	dir    string
+	bridge string
+	cmd    *exec.Cmd
+	done   chan struct{}
+	log    *os.File
+
+	docker0 []string // docker0's addresses before the daemon started, to check it survives
 }
 
 // StartDaemon starts a private dockerd and waits until it answers; it is stopped and its
@@ -44,7 +50,11 @@ func StartDaemon(t testing.TB) *Daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &Daemon{t: t, dir: dir}
+	d := &Daemon{t: t, dir: dir, bridge: "jsa-br-" + filepath.Base(dir)[len("jsa-dockerd-"):]}
+	if len(d.bridge) > 15 { // IFNAMSIZ - 1
+		d.bridge = d.bridge[:15]
+	}
+	d.docker0 = docker0Addrs()
 	// dockerd's containerd dies with it on SIGKILL. Adopting such orphans lets the test
 	// reap them at once, as systemd would; a zombie left to an init that does not reap
 	// keeps its pid alive, and the returning dockerd would wait for it as its running
@@ -53,8 +63,69 @@ func StartDaemon(t testing.TB) *Daemon {
 		t.Logf("containertest: cannot become a child subreaper: %v", err)
 	}
 	t.Cleanup(d.cleanup)
+	d.makeBridge()
 	d.Start()
 	return d
+}
+
+// makeBridge creates the daemon's own bridge on a /24 that no route uses yet.
+func (d *Daemon) makeBridge() {
+	d.t.Helper()
+	routes, err := exec.Command("ip", "-4", "route", "show").Output()
+	if err != nil {
+		d.t.Fatalf("ip route: %v", err)
+	}
+	subnet := ""
+	for n := 200; n < 255; n++ {
+		if prefix := fmt.Sprintf("10.213.%d.", n); !strings.Contains(string(routes), prefix) {
+			subnet = prefix + "1/24"
+			break
+		}
+	}
+	if subnet == "" {
+		d.t.Fatal("containertest: no free 10.213.x.0/24 for the private daemon's bridge")
+	}
+	for _, args := range [][]string{
+		{"link", "add", d.bridge, "type", "bridge"},
+		{"addr", "add", subnet, "dev", d.bridge},
+		{"link", "set", d.bridge, "up"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			d.t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+}
+
+// docker0Addrs lists docker0's IPv4 addresses; nil when there is no docker0.
+func docker0Addrs() []string {
+	out, err := exec.Command("ip", "-o", "-4", "addr", "show", "dev", "docker0").Output()
+	if err != nil {
+		return nil
+	}
+	addrs := []string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		for i := 0; i+1 < len(f); i++ {
+			if f[i] == "inet" {
+				addrs = append(addrs, f[i+1])
+			}
+		}
+	}
+	return addrs
+}
+
+// checkDocker0 fails the test, and puts docker0 back, if the shared daemon's bridge
+// vanished while this daemon ran.
+func (d *Daemon) checkDocker0() {
+	if d.docker0 == nil || docker0Addrs() != nil {
+		return
+	}
+	_ = exec.Command("ip", "link", "add", "docker0", "type", "bridge").Run()
+	for _, a := range d.docker0 {
+		_ = exec.Command("ip", "addr", "add", a, "dev", "docker0").Run()
+	}
+	_ = exec.Command("ip", "link", "set", "docker0", "up").Run()
+	d.t.Errorf("containertest: the private dockerd removed the shared daemon's docker0; it was recreated with %v", d.docker0)
 }
 
 // Host is the daemon's address for client.WithHost or Options.Host.
@@ -88,7 +159,7 @@ func (d *Daemon) Start() {
 		"--exec-root", filepath.Join(d.dir, "exec"),
 		"--pidfile", filepath.Join(d.dir, "dockerd.pid"),
 		// The shared daemon owns docker0 and the iptables chains.
-		"--bridge", "none", "--iptables=false", "--ip-masq=false", "--ip-forward=false",
+		"--bridge", d.bridge, "--iptables=false", "--ip-masq=false", "--ip-forward=false",
 		// Containers of both daemons live under one cgroup tree otherwise.
 		"--cgroup-parent", "/"+filepath.Base(d.dir),
 		"--log-level", "warn")
@@ -111,6 +182,7 @@ func (d *Daemon) Start() {
 	defer cli.Close()
 	for {
 		if _, err := cli.Ping(ctx); err == nil {
+			d.checkDocker0()
 			return
 		}
 		select {
@@ -213,6 +285,7 @@ func (d *Daemon) stop(sig syscall.Signal) {
 	}
 	d.cmd = nil
 	_ = d.log.Close()
+	d.checkDocker0()
 }
 
 // Log is what the daemon wrote so far.
@@ -250,6 +323,8 @@ func (d *Daemon) cleanup() {
 	}
 	reapZombieChildren()
 	unmountUnder(d.dir)
+	_ = exec.Command("ip", "link", "del", d.bridge).Run()
+	d.checkDocker0()
 	_ = os.RemoveAll(d.dir)
 }
 
