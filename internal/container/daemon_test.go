@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/containertest"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/enginetest"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
@@ -22,10 +22,10 @@ func TestDaemonKilledAndBack(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts, kills and restarts a dockerd")
 	}
-	d := containertest.StartDaemon(t)
+	d := enginetest.StartDaemon(t)
 	cli := d.Client()
 	tag := "jenkins-spot-agent-test/webserver:" + randomSuffix()
-	if err := containertest.BuildImage(ctxFor(t, 2*time.Minute), cli, tag, webserverBinary(t), nil); err != nil {
+	if err := enginetest.BuildImage(ctxFor(t, 2*time.Minute), cli, tag, webserverBinary(t), nil); err != nil {
 		t.Fatal(err)
 	}
 	f := &fixture{t: t, cli: cli, opts: Options{
@@ -61,6 +61,10 @@ func TestDaemonKilledAndBack(t *testing.T) {
 		t.Fatal("Wait did not return after the daemon died")
 	}
 	t.Logf("Wait with the daemon killed: %v", res.err)
+	var u interface{ Unavailable() bool }
+	if !errors.As(res.err, &u) || !u.Unavailable() {
+		t.Errorf("Wait's error %v does not say Unavailable() to callers that cannot import this package", res.err)
+	}
 	if !errors.Is(res.err, ErrDaemonUnavailable) {
 		t.Fatalf("Wait with the daemon gone = %d, %v; want ErrDaemonUnavailable", res.code, res.err)
 	}
@@ -87,9 +91,11 @@ func TestDaemonKilledAndBack(t *testing.T) {
 	if err != nil || running {
 		t.Fatalf("Running after the daemon came back = %v, %v; want false, nil (it stops orphaned containers)", running, err)
 	}
-	if code, err := r.Wait(ctx); err != nil {
+	code, err := r.Wait(ctx)
+	if err != nil {
 		t.Fatalf("Wait on the stopped container = %d, %v; want its exit code at once", code, err)
 	}
+	t.Logf("the returning daemon stopped the container: exit code %d", code)
 	if mustStart(t, r) {
 		t.Fatal("Start adopted a stopped container")
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/containertest"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/enginetest"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/guard"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/jenkins/jenkinstest"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
@@ -46,7 +46,7 @@ func agentBinary(t testing.TB) string {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
 		agentPath = filepath.Join(binDir, "jenkins-spot-agent")
-		agentErr = containertest.BuildStatic(ctx, "github.com/jenkins-spot-agent/jenkins-spot-agent/cmd/jenkins-spot-agent", agentPath)
+		agentErr = enginetest.BuildStatic(ctx, "github.com/jenkins-spot-agent/jenkins-spot-agent/cmd/jenkins-spot-agent", agentPath)
 	})
 	if agentErr != nil {
 		t.Fatalf("build the agent: %v", agentErr)
@@ -61,7 +61,7 @@ func doubleImage(t testing.TB, cli client.APIClient) string {
 		tag := "jenkins-spot-agent-test/jenkins-double:" + randomSuffix()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		doubleImageErr = containertest.BuildImage(ctx, cli, tag, bin, []string{"/jenkins-spot-agent", "jenkins-double"})
+		doubleImageErr = enginetest.BuildImage(ctx, cli, tag, bin, []string{"/jenkins-spot-agent", "jenkins-double"})
 		if doubleImageErr == nil {
 			doubleImageTag = tag
 		}

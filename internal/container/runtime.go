@@ -41,8 +41,16 @@ const stopMargin = 2 * time.Second
 // ErrDaemonUnavailable means the Docker daemon could not be reached, or the
 // connection to it dropped (dockerd died or is restarting). It says nothing about
 // the container: ask again (Running) once the daemon answers. Every method wraps it;
-// test with errors.Is.
-var ErrDaemonUnavailable = errors.New("docker daemon unavailable")
+// test with errors.Is, or, where this package is not imported (the agent), with
+// errors.As for an error with an Unavailable() bool method that returns true.
+var ErrDaemonUnavailable error = daemonUnavailable{}
+
+type daemonUnavailable struct{}
+
+func (daemonUnavailable) Error() string { return "docker daemon unavailable" }
+
+// Unavailable marks the error for callers that do not import this package.
+func (daemonUnavailable) Unavailable() bool { return true }
 
 // Runtime manages one named Jenkins container. Its methods may be called
 // concurrently; each asks the daemon afresh, so a Runtime holds no state
@@ -174,7 +182,10 @@ func (r *Runtime) ImagePresent(ctx context.Context) (bool, error) {
 }
 
 // Prepare makes the image available according to the pull policy: always
-// pulls, if-missing pulls only an absent image, never fails on an absent one.
+// pulls, if-missing pulls only an absent image, never fails on an absent one. It
+// blocks on the pull (minutes for a first pull of the Jenkins image). Idempotent.
+// Errors: an absent image with pull never, a failed pull, or the daemon
+// unavailable (ErrDaemonUnavailable).
 func (r *Runtime) Prepare(ctx context.Context) error {
 	if r.spec.Pull != PullAlways {
 		present, err := r.ImagePresent(ctx)
@@ -439,7 +450,9 @@ func (r *Runtime) imageCommand(ctx context.Context, s spec) ([]string, error) {
 
 // Stop stops the container with the given grace: SIGTERM, then SIGKILL when
 // the grace runs out. If ctx has a deadline, the grace is shortened so that
-// the kill happens before it. An absent or stopped container is not an error.
+// the kill happens before it. It blocks until the container has stopped.
+// Idempotent: an absent or stopped container is not an error. Errors: the daemon
+// unavailable (ErrDaemonUnavailable), or ctx ended first.
 func (r *Runtime) Stop(ctx context.Context, grace time.Duration) error {
 	return r.stopID(ctx, r.spec.Name, grace)
 }
@@ -466,8 +479,9 @@ func (r *Runtime) stopID(ctx context.Context, id string, grace time.Duration) er
 }
 
 // Kill sends SIGKILL at once. It is the fence of a holder that can no longer
-// renew its lease, so it does not wait for Jenkins to save anything. An absent
-// or stopped container is not an error.
+// renew its lease, so it does not wait for Jenkins to save anything. It blocks on
+// the daemon only. Idempotent: an absent or stopped container is not an error.
+// Errors: the daemon unavailable (ErrDaemonUnavailable).
 func (r *Runtime) Kill(ctx context.Context) error {
 	err := r.cli.ContainerKill(ctx, r.spec.Name, "SIGKILL")
 	if err == nil || cerrdefs.IsNotFound(err) {

@@ -1,4 +1,4 @@
-package containertest
+package enginetest
 
 import (
 	"context"
@@ -60,7 +60,7 @@ func StartDaemon(t testing.TB) *Daemon {
 	// keeps its pid alive, and the returning dockerd would wait for it as its running
 	// containerd.
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		t.Logf("containertest: cannot become a child subreaper: %v", err)
+		t.Logf("enginetest: cannot become a child subreaper: %v", err)
 	}
 	t.Cleanup(d.cleanup)
 	d.makeBridge()
@@ -83,7 +83,7 @@ func (d *Daemon) makeBridge() {
 		}
 	}
 	if subnet == "" {
-		d.t.Fatal("containertest: no free 10.213.x.0/24 for the private daemon's bridge")
+		d.t.Fatal("enginetest: no free 10.213.x.0/24 for the private daemon's bridge")
 	}
 	for _, args := range [][]string{
 		{"link", "add", d.bridge, "type", "bridge"},
@@ -125,7 +125,7 @@ func (d *Daemon) checkDocker0() {
 		_ = exec.Command("ip", "addr", "add", a, "dev", "docker0").Run()
 	}
 	_ = exec.Command("ip", "link", "set", "docker0", "up").Run()
-	d.t.Errorf("containertest: the private dockerd removed the shared daemon's docker0; it was recreated with %v", d.docker0)
+	d.t.Errorf("enginetest: the private dockerd removed the shared daemon's docker0; it was recreated with %v", d.docker0)
 }
 
 // Host is the daemon's address for client.WithHost or Options.Host.
@@ -146,7 +146,7 @@ func (d *Daemon) Client() *client.Client {
 func (d *Daemon) Start() {
 	d.t.Helper()
 	if d.cmd != nil {
-		d.t.Fatal("containertest: daemon already running")
+		d.t.Fatal("enginetest: daemon already running")
 	}
 	log, err := os.OpenFile(filepath.Join(d.dir, "dockerd.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -343,7 +343,7 @@ func unmountUnder(dir string) {
 	}
 	for i := len(points) - 1; i >= 0; i-- {
 		if err := unix.Unmount(points[i], unix.MNT_DETACH); err != nil {
-			fmt.Fprintf(os.Stderr, "containertest: unmount %s: %v\n", points[i], err)
+			fmt.Fprintf(os.Stderr, "enginetest: unmount %s: %v\n", points[i], err)
 		}
 	}
 }

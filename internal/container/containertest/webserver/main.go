@@ -1,6 +1,6 @@
 // Command webserver stands in for Jenkins in the container tests: it answers
-// HTTP, leaves traces in a mounted directory and reacts to SIGTERM the way a
-// test asks it to.
+// HTTP, leaves traces in a mounted directory, reacts to SIGTERM the way a test
+// asks it to, and exits 3 on SIGUSR1, as a crash would end Jenkins.
 package main
 
 import (
@@ -31,6 +31,12 @@ func main() {
 	} else {
 		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	}
+	crash := make(chan os.Signal, 1)
+	signal.Notify(crash, syscall.SIGUSR1)
+	go func() {
+		<-crash
+		os.Exit(3)
+	}()
 	appendLine(filepath.Join(*dir, "starts"), strconv.FormatInt(time.Now().UnixNano(), 10))
 
 	mux := http.NewServeMux()
