@@ -283,6 +283,11 @@ func validate(o Options) (spec, error) {
 	if s.LocalCache != "" {
 		env["JENKINS_OPTS"] = withCacheOpts(env["JENKINS_OPTS"])
 	}
+	if _, set := env["TINI_SUBREAPER"]; s.Guard.on() && !set {
+		// The official image's entrypoint is tini, which is no longer PID 1 under the
+		// guard: as a subreaper it still reaps what Jenkins orphans, and says nothing.
+		env["TINI_SUBREAPER"] = "1"
+	}
 	keys := make([]string, 0, len(env))
 	for k := range env {
 		keys = append(keys, k)

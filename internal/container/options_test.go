@@ -212,6 +212,9 @@ func TestGuardCacheAndHardeningNormalised(t *testing.T) {
 	if !slices.Contains(s.Env, want) {
 		t.Errorf("env %v lacks %q", s.Env, want)
 	}
+	if !slices.Contains(s.Env, "TINI_SUBREAPER=1") {
+		t.Errorf("env %v lacks TINI_SUBREAPER=1 for the image's tini under the guard", s.Env)
+	}
 	args := strings.Join(s.guardArgs(), " ")
 	if args != GuardPath+" guard --record /var/jenkins_home/.jenkins-spot-agent/lease.json --holder i-0abc1234def567890 --skew 2s --grace 30s --" {
 		t.Errorf("guard args %q", args)
