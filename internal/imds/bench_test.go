@@ -160,7 +160,7 @@ func TestFootprintChild(t *testing.T) {
 	fmt.Printf("FOOTPRINT %s\n", b)
 }
 
-var identitySamples = flag.Int("identity-samples", 10, "identities read by BenchmarkIdentityBadWeather")
+var identitySamples = flag.Int("identity-samples", 5, "identities read by BenchmarkIdentityBadWeather")
 
 // BenchmarkIdentityBadWeather reads the identity through the boot-time weather (20 %
 // 500, 10 % 429, 5 % dropped connections, 5 % 3 s stalls, a new seed per sample) two

@@ -37,15 +37,14 @@ const stopMargin = 2 * time.Second
 type Runtime struct {
 	opts RuntimeOptions
 
-	mu       sync.Mutex
-	image    bool
-	exists   bool
-	running  bool
-	exit     int64
-	starts   int
-	down     bool
-	stopping bool
-	changed  chan struct{} // closed and replaced on every change Wait may care about
+	mu      sync.Mutex
+	image   bool
+	exists  bool
+	running bool
+	exit    int64
+	starts  int
+	down    bool
+	changed chan struct{} // closed and replaced on every change Wait may care about
 }
 
 // NewRuntime returns a Runtime double with no container yet.
@@ -115,7 +114,6 @@ func (r *Runtime) Stop(ctx context.Context, grace time.Duration) error {
 		r.mu.Unlock()
 		return nil
 	}
-	r.stopping = true
 	r.mu.Unlock()
 
 	if dl, ok := ctx.Deadline(); ok {
@@ -147,7 +145,6 @@ func (r *Runtime) Stop(ctx context.Context, grace time.Duration) error {
 func (r *Runtime) end(code int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.stopping = false
 	if r.running && !r.down {
 		r.running, r.exit = false, code
 		r.notifyLocked()
