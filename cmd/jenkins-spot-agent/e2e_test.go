@@ -169,6 +169,7 @@ jenkins:
   stop_grace: %s
   uid: 0
   gid: 0
+  local_cache_dir: %q
 lease:
   ttl: 6s
 target_groups:
@@ -184,7 +185,7 @@ metrics:
 control_socket: %q
 state_dir: %q
 `, e2eFileSystem, home, mountScript, tag, containerName, jenkinsPort, jenkinsURL, e2eUser, tokenFile,
-		e2eStopGrace, e2eTargetGroup, e2eHook, e2eSafetyMargin, metricsAddr, socket, filepath.Join(dir, "state")), 0o600)
+		e2eStopGrace, filepath.Join(dir, "cache"), e2eTargetGroup, e2eHook, e2eSafetyMargin, metricsAddr, socket, filepath.Join(dir, "state")), 0o600)
 
 	// The container goes before the home is unmounted (cleanups run last-in first-out).
 	t.Cleanup(func() {

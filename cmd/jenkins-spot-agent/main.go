@@ -105,6 +105,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		// Hidden: the Jenkins test double, run as PID 1 of a FROM scratch image by
 		// simulate and the tests.
 		return jenkinsDouble(ctx, args[1:], stdout, stderr)
+	case "guard":
+		// Hidden: the lease guard, the entrypoint of the Jenkins container.
+		return guardMain(ctx, args[1:], stderr)
 	default:
 		fmt.Fprintf(stderr, "jenkins-spot-agent: unknown command %q\n\n%s", name, usageHeader)
 		return exitUsage

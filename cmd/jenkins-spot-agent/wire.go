@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -62,7 +64,11 @@ func wire(cfg config.Config, token config.Secret, m *metrics.Metrics, ep endpoin
 	})
 	watcher := imds.NewWatcher(md, imds.WatchOptions{PollInterval: cfg.Interruption.PollInterval.D(), Logger: log})
 
-	rt, err := container.New(containerOptions(cfg, log))
+	copts, err := containerOptions(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	rt, err := container.New(copts)
 	if err != nil {
 		return nil, &config.InvalidError{Problems: []string{"jenkins: " + err.Error()}}
 	}
@@ -102,6 +108,8 @@ func wire(cfg config.Config, token config.Secret, m *metrics.Metrics, ep endpoin
 			return newMounter(cfg, id, log, occupantNames(rt))
 		},
 		NewLease: func(id instance.Identity, home string) (agent.Lease, error) {
+			// The guard in the container expects this instance to hold the lease.
+			rt.SetGuardHolder(id.InstanceID)
 			opts := lease.Options{Dir: home, HolderID: id.InstanceID, TTL: cfg.Lease.TTL.D(), Logger: log}
 			if cfg.Lease.TakeoverWhenHolderTerminated {
 				opts.HolderTerminated = func(ctx context.Context, instanceID string) (bool, error) {
@@ -125,19 +133,44 @@ func wire(cfg config.Config, token config.Secret, m *metrics.Metrics, ep endpoin
 	return &wiring{deps: deps, runtime: rt, imds: md, jenkins: jc, token: tok}, nil
 }
 
-func containerOptions(cfg config.Config, log *slog.Logger) container.Options {
-	return container.Options{
-		Image:         cfg.Jenkins.Image,
-		Pull:          cfg.Jenkins.Pull,
-		Name:          cfg.Jenkins.ContainerName,
-		HomeHost:      cfg.EFS.MountPoint,
-		HomeContainer: cfg.Jenkins.HomeInContainer,
-		Ports:         cfg.Jenkins.Ports,
-		Env:           cfg.Jenkins.Env,
-		Volumes:       cfg.Jenkins.Volumes,
-		StopGrace:     cfg.Jenkins.StopGrace.D(),
-		Logger:        log,
+func containerOptions(cfg config.Config, log *slog.Logger) (container.Options, error) {
+	j := cfg.Jenkins
+	opts := container.Options{
+		Image:           j.Image,
+		Pull:            j.Pull,
+		Name:            j.ContainerName,
+		HomeHost:        cfg.EFS.MountPoint,
+		HomeContainer:   j.HomeInContainer,
+		Ports:           j.Ports,
+		Env:             j.Env,
+		Volumes:         j.Volumes,
+		StopGrace:       j.StopGrace.D(),
+		Logger:          log,
+		NoNewPrivileges: j.NoNewPrivileges,
+		CapDrop:         j.CapDrop,
+		CapAdd:          j.CapAdd,
+		PidsLimit:       j.PidsLimit,
+		LocalCache:      j.LocalCacheDir,
+		CacheUID:        j.UID,
+		CacheGID:        j.GID,
 	}
+	if j.Guard {
+		exe, err := os.Executable()
+		if err == nil {
+			exe, err = filepath.EvalSymlinks(exe)
+		}
+		if err != nil {
+			return container.Options{}, fmt.Errorf("jenkins.guard: cannot find this executable to run as the guard: %w (or set jenkins.guard: false)", err)
+		}
+		// The holder is this instance's id, known once the identity is read
+		// (SetGuardHolder in NewLease).
+		opts.Guard = container.GuardOptions{
+			Executable: exe,
+			Record:     filepath.Join(lease.DirName, lease.RecordName),
+			ClockSkew:  lease.DefaultClockSkew,
+		}
+	}
+	return opts, nil
 }
 
 // newMounter builds the EFS mounter for this instance. occupants, when not nil, names

@@ -135,7 +135,30 @@ type Jenkins struct {
 	// APITokenSecretID names a Secrets Manager secret (name or ARN) whose string is
 	// the token; read like APITokenSSMParameter.
 	APITokenSecretID string `yaml:"api_token_secret_id"`
+
+	// Guard runs the lease guard (this binary, bind-mounted read-only) as the
+	// container's entrypoint, so Jenkins stops before the lease lapses even when the
+	// agent is gone.
+	Guard bool `yaml:"guard"`
+	// NoNewPrivileges, CapDrop, CapAdd and PidsLimit harden the container.
+	NoNewPrivileges bool     `yaml:"no_new_privileges"`
+	CapDrop         []string `yaml:"cap_drop"`
+	CapAdd          []string `yaml:"cap_add"`
+	PidsLimit       int64    `yaml:"pids_limit"`
+	// LocalCacheDir is a local-disk directory for the unpacked war and plugins
+	// (--webroot, --pluginroot); empty keeps them in JENKINS_HOME on EFS.
+	LocalCacheDir string `yaml:"local_cache_dir"`
 }
+
+// DefaultCapAdd is what the Jenkins container keeps of Docker's default capabilities
+// after jenkins.cap_drop [ALL]: enough for an image that starts as root, fixes the
+// ownership of its files and steps down to its user. The official image runs as uid
+// 1000 and needs none of them. Dropped: NET_RAW (forged packets), MKNOD, SYS_CHROOT,
+// SETFCAP, SETPCAP, NET_BIND_SERVICE and AUDIT_WRITE.
+var DefaultCapAdd = []string{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"}
+
+// dockerSockets are where the Docker API socket lives on the host.
+var dockerSockets = []string{"/var/run/docker.sock", "/run/docker.sock"}
 
 // Lease tunes the single-writer lease on JENKINS_HOME.
 type Lease struct {
@@ -225,12 +248,18 @@ func Default() Config {
 			StopGrace:       Duration(30 * time.Second),
 			UID:             1000,
 			GID:             1000,
+			Guard:           true,
+			NoNewPrivileges: true,
+			CapDrop:         []string{"ALL"},
+			CapAdd:          append([]string(nil), DefaultCapAdd...),
+			PidsLimit:       8192,
+			LocalCacheDir:   "/var/cache/jenkins-spot-agent",
 		},
 		Lease:                Lease{TTL: Duration(30 * time.Second)},
 		DiscoverTargetGroups: true,
 		Interruption: Interruption{
-			PollInterval:     Duration(time.Second),
-			SafetyMargin:     Duration(15 * time.Second),
+			PollInterval:       Duration(time.Second),
+			SafetyMargin:       Duration(15 * time.Second),
 			OnRebalance:        PolicyNotify,
 			OnScheduledEvent:   PolicyNotify,
 			OnStopSignal:       StopShutdown,
@@ -314,6 +343,7 @@ var (
 	containerName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 	portSpec      = regexp.MustCompile(`^(([0-9.]+|\[[0-9a-fA-F:]+\]):)?(\d{1,5}:)?\d{1,5}(/(tcp|udp|sctp))?$`)
 	envName       = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	capName       = regexp.MustCompile(`^[A-Z][A-Z0-9_]{1,31}$`)
 )
 
 // Validate checks every value and returns an *InvalidError listing each problem with its key.
@@ -388,6 +418,25 @@ func (c *Config) Validate() error {
 	p.positive("jenkins.stop_grace", j.StopGrace)
 	if j.UID < 0 || j.GID < 0 {
 		p.add("jenkins.uid/gid", "must not be negative")
+	}
+	for key, caps := range map[string][]string{"jenkins.cap_drop": j.CapDrop, "jenkins.cap_add": j.CapAdd} {
+		for i, c := range caps {
+			if !capName.MatchString(strings.TrimPrefix(strings.ToUpper(c), "CAP_")) {
+				p.add(fmt.Sprintf("%s[%d]", key, i), "%q is not a capability name such as CHOWN, or ALL", c)
+			}
+		}
+	}
+	if j.PidsLimit < 0 {
+		p.add("jenkins.pids_limit", "%d is negative: use 0 for no limit", j.PidsLimit)
+	} else if j.PidsLimit > 0 && j.PidsLimit < 256 {
+		p.add("jenkins.pids_limit", "%d is too low for a JVM (every thread counts); use 0 for no limit or at least 256", j.PidsLimit)
+	}
+	if d := j.LocalCacheDir; d != "" {
+		if !filepath.IsAbs(d) {
+			p.add("jenkins.local_cache_dir", "%q must be an absolute path, or empty to keep the war and plugins in JENKINS_HOME", d)
+		} else if mp := filepath.Clean(c.EFS.MountPoint); filepath.Clean(d) == mp || strings.HasPrefix(filepath.Clean(d), mp+"/") {
+			p.add("jenkins.local_cache_dir", "%q is inside efs.mount_point: it must be on the instance's local disk", d)
+		}
 	}
 
 	if c.Lease.TTL.D() < 3*time.Second {
@@ -530,6 +579,27 @@ func readSecret(path, credential, what, key string) (Secret, string, error) {
 		return "", path, fmt.Errorf("%s: %s is empty", what, path)
 	}
 	return Secret(v), path, nil
+}
+
+// Warnings lists what the configuration allows but an operator should know is
+// dangerous; the agent logs each at load. Today: a volume that hands Jenkins the
+// Docker socket (the socket itself, or a directory above it), which makes everyone who
+// can run a job or a script on Jenkins root on the instance.
+func (c *Config) Warnings() []string {
+	var out []string
+	for i, v := range c.Jenkins.Volumes {
+		src, _, _ := strings.Cut(v, ":")
+		src = filepath.Clean(src)
+		for _, sock := range dockerSockets {
+			if src == sock || src == "/" || strings.HasPrefix(sock, src+"/") {
+				out = append(out, fmt.Sprintf("jenkins.volumes[%d] %q mounts the Docker socket into the Jenkins container: "+
+					"anyone who can run a job or script on Jenkins is root on this instance and can use its instance role; "+
+					"run builds that need Docker on a separate agent instead", i, v))
+				break
+			}
+		}
+	}
+	return out
 }
 
 type problems []string

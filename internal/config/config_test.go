@@ -92,6 +92,12 @@ func TestInvalidConfigNamesTheKey(t *testing.T) {
 		{"bad port", minimal + "jenkins:\n  ports: [\"80:80:80:80\"]\n", "jenkins.ports[0]"},
 		{"bad volume", minimal + "jenkins:\n  volumes: [\"casc.yaml\"]\n", "jenkins.volumes[0]"},
 		{"bad url", minimal + "jenkins:\n  url: 127.0.0.1:8080\n", "jenkins.url"},
+		{"bad capability", minimal + "jenkins:\n  cap_add: [CHOWN, \"net admin\"]\n", "jenkins.cap_add[1]"},
+		{"negative pids limit", minimal + "jenkins:\n  pids_limit: -1\n", "jenkins.pids_limit"},
+		{"tiny pids limit", minimal + "jenkins:\n  pids_limit: 10\n", "too low for a JVM"},
+		{"relative cache", minimal + "jenkins:\n  local_cache_dir: cache\n", "jenkins.local_cache_dir"},
+		{"cache on EFS", minimal + "jenkins:\n  local_cache_dir: /jenkins_home/.cache\n", "local disk"},
+		{"guard not a bool", minimal + "jenkins:\n  guard: sometimes\n", "cannot unmarshal"},
 		{"short ttl", minimal + "lease:\n  ttl: 1s\n", "lease.ttl"},
 		{"bad arn", minimal + "target_groups:\n  - arn: nope\n", "target_groups[0].arn"},
 		{"on_stop_signal", minimal + "interruption:\n  on_stop_signal: ignore\n", "interruption.on_stop_signal"},
@@ -294,5 +300,49 @@ func TestWebhook(t *testing.T) {
 	cfg.Webhook.URLFile = filepath.Join(dir, "missing")
 	if _, _, err := cfg.WebhookURL(); err == nil || !strings.Contains(err.Error(), "webhook.url_file") {
 		t.Fatalf("missing file: %v", err)
+	}
+}
+
+func TestContainerHardeningDefaultsAndOverrides(t *testing.T) {
+	cfg, err := Parse("c.yaml", []byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := cfg.Jenkins
+	if !j.Guard || !j.NoNewPrivileges || strings.Join(j.CapDrop, ",") != "ALL" ||
+		strings.Join(j.CapAdd, ",") != strings.Join(DefaultCapAdd, ",") || j.PidsLimit != 8192 ||
+		j.LocalCacheDir != "/var/cache/jenkins-spot-agent" {
+		t.Fatalf("defaults: %+v", j)
+	}
+	cfg, err = Parse("c.yaml", []byte(minimal+"jenkins:\n  guard: false\n  no_new_privileges: false\n  cap_drop: []\n  cap_add: []\n  pids_limit: 0\n  local_cache_dir: \"\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j = cfg.Jenkins
+	if j.Guard || j.NoNewPrivileges || len(j.CapDrop) != 0 || len(j.CapAdd) != 0 || j.PidsLimit != 0 || j.LocalCacheDir != "" {
+		t.Fatalf("everything turned off, got %+v", j)
+	}
+	if DefaultCapAdd[0] != "CHOWN" {
+		t.Fatal("a parse changed the shared default list")
+	}
+}
+
+func TestDockerSocketVolumeWarns(t *testing.T) {
+	for v, warn := range map[string]bool{
+		"/var/run/docker.sock:/var/run/docker.sock": true,
+		"/run/docker.sock:/var/run/docker.sock:ro":  true,
+		"/var/run:/host/run":                        true,
+		"/:/host:ro":                                true,
+		"/etc/jenkins/casc.yaml:/casc.yaml:ro":      false,
+		"/run/user:/x":                              false,
+	} {
+		cfg, err := Parse("c.yaml", []byte(minimal+fmt.Sprintf("jenkins:\n  volumes: [%q]\n", v)))
+		if err != nil {
+			t.Fatalf("%s: %v", v, err)
+		}
+		w := cfg.Warnings()
+		if got := len(w) == 1 && strings.Contains(w[0], "Docker socket") && strings.Contains(w[0], "jenkins.volumes[0]"); got != warn {
+			t.Errorf("%s: warnings %q, want a Docker socket warning: %v", v, w, warn)
+		}
 	}
 }

@@ -1,6 +1,8 @@
 package container
 
 import (
+	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -46,6 +48,23 @@ func TestValidateRejects(t *testing.T) {
 		{"volume over home", func(o *Options) { o.Volumes = []string{"/x:/var/jenkins_home/"} }, "already the Jenkins home"},
 		{"env key with =", func(o *Options) { o.Env = map[string]string{"A=B": "c"} }, "jenkins.env key"},
 		{"reserved label", func(o *Options) { o.Labels = map[string]string{LabelManaged: "true"} }, "reserved"},
+		{"volume on the agent's paths", func(o *Options) { o.Volumes = []string{"/x:/.jenkins-spot-agent/guard"} }, "reserved for the agent"},
+		{"guard relative", func(o *Options) { o.Guard = GuardOptions{Executable: "jenkins-spot-agent", Record: "r"} }, "guard executable"},
+		{"guard record absolute", func(o *Options) {
+			o.Guard = GuardOptions{Executable: "/usr/bin/jenkins-spot-agent", Record: "/x/lease.json"}
+		}, "inside the home"},
+		{"guard record outside", func(o *Options) {
+			o.Guard = GuardOptions{Executable: "/usr/bin/jenkins-spot-agent", Record: "../lease.json"}
+		}, "inside the home"},
+		{"guard skew", func(o *Options) {
+			o.Guard = GuardOptions{Executable: "/usr/bin/jenkins-spot-agent", Record: "l.json", ClockSkew: -time.Second}
+		}, "guard clock skew"},
+		{"capability", func(o *Options) { o.CapAdd = []string{"NET_ADMIN", "chown; rm"} }, "jenkins.cap_add[1]"},
+		{"capability drop", func(o *Options) { o.CapDrop = []string{""} }, "jenkins.cap_drop[0]"},
+		{"pids", func(o *Options) { o.PidsLimit = -1 }, "jenkins.pids_limit"},
+		{"cache relative", func(o *Options) { o.LocalCache = "cache" }, "jenkins.local_cache_dir"},
+		{"cache on EFS", func(o *Options) { o.LocalCache = "/jenkins_home/cache" }, "local disk"},
+		{"cache owner", func(o *Options) { o.LocalCache = "/var/cache/x"; o.CacheUID = -1 }, "jenkins.uid"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -133,6 +152,28 @@ func TestHash(t *testing.T) {
 		"home host":      func(o *Options) { o.HomeHost = "/mnt/other" },
 		"home container": func(o *Options) { o.HomeContainer = "/home" },
 		"label":          func(o *Options) { o.Labels = map[string]string{"team": "ci"} },
+		"guard on":       func(o *Options) { o.Guard = guardOn() },
+		"guard holder": func(o *Options) {
+			o.Guard = guardOn()
+			o.Guard.Holder = "i-0fedcba9876543210"
+		},
+		"guard record": func(o *Options) {
+			o.Guard = guardOn()
+			o.Guard.Record = "lease.json"
+		},
+		"guard skew": func(o *Options) {
+			o.Guard = guardOn()
+			o.Guard.ClockSkew = 3 * time.Second
+		},
+		"no new privileges": func(o *Options) { o.NoNewPrivileges = true },
+		"cap drop":          func(o *Options) { o.CapDrop = []string{"ALL"} },
+		"cap add":           func(o *Options) { o.CapAdd = []string{"CHOWN"} },
+		"pids limit":        func(o *Options) { o.PidsLimit = 4096 },
+		"local cache":       func(o *Options) { o.LocalCache = "/var/cache/jenkins-spot-agent" },
+		"cache owner": func(o *Options) {
+			o.LocalCache = "/var/cache/jenkins-spot-agent"
+			o.CacheUID = 1001
+		},
 	}
 	for name, change := range changes {
 		o := validOptions()
@@ -144,6 +185,113 @@ func TestHash(t *testing.T) {
 		if s.hash() == h {
 			t.Errorf("changing %s did not change the hash", name)
 		}
+	}
+}
+
+func TestGuardCacheAndHardeningNormalised(t *testing.T) {
+	o := validOptions()
+	o.Guard = GuardOptions{Executable: "/usr/bin/jenkins-spot-agent", Holder: "i-0abc1234def567890", Record: ".jenkins-spot-agent/lease.json"}
+	o.CapDrop = []string{"all"}
+	o.CapAdd = []string{"CAP_CHOWN", "chown", "Setuid"}
+	o.LocalCache = "/var/cache/jenkins-spot-agent/"
+	o.CacheUID, o.CacheGID = 1000, 1000
+	o.Env["JENKINS_OPTS"] = "--httpPort=8081"
+	s, err := validate(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(s.CapDrop, ",") != "ALL" || strings.Join(s.CapAdd, ",") != "CHOWN,SETUID" {
+		t.Errorf("capabilities drop %v add %v", s.CapDrop, s.CapAdd)
+	}
+	wantBinds := []string{"/jenkins_home:/var/jenkins_home", "/etc/jenkins/casc.yaml:/casc.yaml:ro",
+		"/usr/bin/jenkins-spot-agent:" + GuardPath + ":ro", "/var/cache/jenkins-spot-agent:" + CachePath}
+	if strings.Join(s.Binds, " ") != strings.Join(wantBinds, " ") {
+		t.Errorf("binds %v, want %v", s.Binds, wantBinds)
+	}
+	want := "JENKINS_OPTS=--httpPort=8081 --webroot=" + CachePath + "/war --pluginroot=" + CachePath + "/plugins"
+	if !slices.Contains(s.Env, want) {
+		t.Errorf("env %v lacks %q", s.Env, want)
+	}
+	if !slices.Contains(s.Env, "TINI_SUBREAPER=1") {
+		t.Errorf("env %v lacks TINI_SUBREAPER=1 for the image's tini under the guard", s.Env)
+	}
+	args := strings.Join(s.guardArgs(), " ")
+	if args != GuardPath+" guard --record /var/jenkins_home/.jenkins-spot-agent/lease.json --holder i-0abc1234def567890 --skew 2s --grace 30s --" {
+		t.Errorf("guard args %q", args)
+	}
+	if s.DockerSocket != "" {
+		t.Errorf("docker socket flagged in %v", o.Volumes)
+	}
+}
+
+func TestWithCacheOpts(t *testing.T) {
+	w, p := "--webroot="+CachePath+"/war", "--pluginroot="+CachePath+"/plugins"
+	for user, want := range map[string]string{
+		"":                                  w + " " + p,
+		"  --httpPort=8081 ":                "--httpPort=8081 " + w + " " + p,
+		"--webroot=/tmp/war":                "--webroot=/tmp/war " + p,
+		"--pluginroot=/p --httpPort=8081":   "--pluginroot=/p --httpPort=8081 " + w,
+		"--webroot=/a --pluginroot=/b":      "--webroot=/a --pluginroot=/b",
+		"--webrootish=1 --pluginroots=nope": "--webrootish=1 --pluginroots=nope " + w + " " + p,
+	} {
+		if got := withCacheOpts(user); got != want {
+			t.Errorf("withCacheOpts(%q) = %q, want %q", user, got, want)
+		}
+	}
+}
+
+func TestDockerSocketVolumeIsFlagged(t *testing.T) {
+	for v, flagged := range map[string]bool{
+		"/var/run/docker.sock:/var/run/docker.sock": true,
+		"/run/docker.sock:/var/run/docker.sock:ro":  true,
+		"/var/run:/host/run":                        true,
+		"/run/:/host/run":                           true,
+		"/:/host:ro":                                true,
+		"/var:/host/var":                            true,
+		"/etc/jenkins/casc.yaml:/casc.yaml:ro":      false,
+		"/run/user/1000:/x":                         false,
+		"/var/run/docker.sock.d:/x":                 false,
+	} {
+		o := validOptions()
+		o.Volumes = []string{v}
+		var logs strings.Builder
+		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		r, err := New(o)
+		if err != nil {
+			t.Fatalf("%s: %v", v, err)
+		}
+		r.Close()
+		if got := strings.Contains(logs.String(), "SECURITY") && strings.Contains(logs.String(), "Docker socket"); got != flagged {
+			t.Errorf("%s: warned %v, want %v; log: %s", v, got, flagged, logs.String())
+		}
+	}
+}
+
+// guardOn is a guard setup that differs from the base options only by being on.
+func guardOn() GuardOptions {
+	return GuardOptions{Executable: "/usr/bin/jenkins-spot-agent", Holder: "i-0abc1234def567890", Record: ".jenkins-spot-agent/lease.json"}
+}
+
+// TestSetGuardHolderChangesHash: the holder, given once the identity is known, is
+// part of the configuration, and Start refuses a guard without one.
+func TestSetGuardHolderChangesHash(t *testing.T) {
+	o := validOptions()
+	o.Guard = guardOn()
+	o.Guard.Holder = ""
+	r, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Start(t.Context()); err == nil || !strings.Contains(err.Error(), "no holder") {
+		t.Fatalf("Start without a holder = %v, want a refusal", err)
+	}
+	before := r.ConfigHash()
+	r.SetGuardHolder("i-0abc1234def567890")
+	o.Guard.Holder = "i-0abc1234def567890"
+	s, _ := validate(o)
+	if r.ConfigHash() == before || r.ConfigHash() != s.hash() {
+		t.Fatalf("hash after SetGuardHolder %s (before %s), want that of options with the holder %s", r.ConfigHash(), before, s.hash())
 	}
 }
 
@@ -182,4 +330,16 @@ func FuzzParsePorts(f *testing.F) {
 			t.Fatalf("parsePorts(%q) accepted the spec but exposes nothing (bindings %v)", p, bindings)
 		}
 	})
+}
+
+func TestCheckStatic(t *testing.T) {
+	if err := checkStatic("/bin/sh"); err == nil || !strings.Contains(err.Error(), "dynamically linked") {
+		t.Errorf("checkStatic(/bin/sh) = %v, want dynamically linked", err)
+	}
+	if err := checkStatic("/etc/hostname"); err == nil {
+		t.Error("a text file passed as an executable")
+	}
+	if err := checkStatic(webserverBinary(t)); err != nil {
+		t.Errorf("the static test program: %v", err)
+	}
 }

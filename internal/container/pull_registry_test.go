@@ -19,7 +19,7 @@ import (
 
 	"github.com/docker/docker/api/types/image"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/containertest"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/enginetest"
 )
 
 // registry is a minimal Docker Registry v2 on 127.0.0.1 serving one image
@@ -119,7 +119,7 @@ func (reg *registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // pullFixture returns options for an image that only the local registry has.
 func pullFixture(t *testing.T, failBlobs bool) Options {
-	cli := containertest.RequireDocker(t)
+	cli := enginetest.RequireDocker(t)
 	reg := newRegistry(t, webserverBinary(t), failBlobs)
 	ref := reg.host + "/jsa-test/webserver:" + randomSuffix()
 	t.Cleanup(func() {

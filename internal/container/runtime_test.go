@@ -22,7 +22,7 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/containertest"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/enginetest"
 )
 
 // The test program and its image are built once per test binary and removed
@@ -46,13 +46,16 @@ func TestMain(m *testing.M) {
 	binDir = dir
 	code := m.Run()
 	os.RemoveAll(binDir)
-	if imageTag != "" {
-		if cli, err := containertest.NewClient(); err == nil {
+	if cli, err := enginetest.NewClient(); err == nil {
+		for _, tag := range []string{imageTag, doubleImageTag} {
+			if tag == "" {
+				continue
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			_, _ = cli.ImageRemove(ctx, imageTag, image.RemoveOptions{Force: true, PruneChildren: true})
+			_, _ = cli.ImageRemove(ctx, tag, image.RemoveOptions{Force: true, PruneChildren: true})
 			cancel()
-			cli.Close()
 		}
+		cli.Close()
 	}
 	os.Exit(code)
 }
@@ -64,7 +67,7 @@ func webserverBinary(t testing.TB) string {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		binPath = filepath.Join(binDir, "webserver")
-		binErr = containertest.BuildStatic(ctx, "./testdata/webserver", binPath)
+		binErr = enginetest.BuildStatic(ctx, webserverPackage, binPath)
 	})
 	if binErr != nil {
 		t.Fatalf("build test program: %v", binErr)
@@ -72,7 +75,11 @@ func webserverBinary(t testing.TB) string {
 	return binPath
 }
 
-// testImage returns the tag of an image running testdata/webserver.
+// webserverPackage is containertest.WebserverPackage, which this package's tests
+// cannot import (containertest imports container).
+const webserverPackage = "github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/containertest/webserver"
+
+// testImage returns the tag of an image running the webserver stand-in.
 func testImage(t testing.TB, cli client.APIClient) string {
 	t.Helper()
 	imageOnce.Do(func() {
@@ -80,7 +87,7 @@ func testImage(t testing.TB, cli client.APIClient) string {
 		tag := "jenkins-spot-agent-test/webserver:" + randomSuffix()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		imageErr = containertest.BuildImage(ctx, cli, tag, bin, nil)
+		imageErr = enginetest.BuildImage(ctx, cli, tag, bin, nil)
 		if imageErr == nil {
 			imageTag = tag
 		}
@@ -111,7 +118,7 @@ type fixture struct {
 // fresh directory, published on a random port of 127.0.0.1 only.
 func newFixture(t testing.TB, args ...string) *fixture {
 	t.Helper()
-	cli := containertest.RequireDocker(t)
+	cli := enginetest.RequireDocker(t)
 	tag := testImage(t, cli)
 	logger := slog.New(slog.NewTextHandler(t.Output(), nil))
 	if _, ok := t.(*testing.B); ok {
@@ -460,7 +467,7 @@ func TestWaitReturnsContextError(t *testing.T) {
 }
 
 func TestPrepareNeverWithAbsentImage(t *testing.T) {
-	containertest.RequireDocker(t)
+	enginetest.RequireDocker(t)
 	r, err := New(Options{
 		Image: "jenkins-spot-agent-test/absent:" + randomSuffix(), Pull: PullNever,
 		Name: "jsa-test-absent", HomeHost: "/tmp", HomeContainer: "/data",
@@ -552,7 +559,7 @@ func TestStartReplacesStoppedContainerWhenImageChanged(t *testing.T) {
 	bin := webserverBinary(t)
 	f.opts.Image = "jenkins-spot-agent-test/retagged:" + randomSuffix()
 	build := func(entrypoint []string) string {
-		if err := containertest.BuildImage(ctxFor(t, 2*time.Minute), f.cli, f.opts.Image, bin, entrypoint); err != nil {
+		if err := enginetest.BuildImage(ctxFor(t, 2*time.Minute), f.cli, f.opts.Image, bin, entrypoint); err != nil {
 			t.Fatal(err)
 		}
 		img, err := f.cli.ImageInspect(ctxFor(t, 30*time.Second), f.opts.Image)

@@ -36,12 +36,65 @@ func TestAEMMIdentityAndIMDSv2Only(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := instance.Identity{InstanceID: "i-1234567890abcdef0", AvailabilityZone: "us-east-1a", AZID: "use1-az4", Region: "us-east-1", Market: "on-demand"}
-	if id != want {
-		t.Fatalf("Identity = %+v, want %+v", id, want)
+	if id != aemmIdentity {
+		t.Fatalf("Identity = %+v, want %+v", id, aemmIdentity)
 	}
 	if counts.get(imds.EndpointIdentity, imds.ResultUnauthorized) != 0 {
 		t.Error("a request went out without a valid token")
+	}
+}
+
+// aemmIdentity is what amazon-ec2-metadata-mock v1.13.0 serves by default (no instance
+// tags, so no group name).
+var aemmIdentity = instance.Identity{InstanceID: "i-1234567890abcdef0", InstanceType: "m4.xlarge", AvailabilityZone: "us-east-1a",
+	AZID: "use1-az4", Region: "us-east-1", Market: "on-demand"}
+
+// flakyIMDS is the boot-time weather Identity must get through: a fifth of the requests
+// fail with 500, a tenth are throttled, one in twenty loses its connection and one in
+// twenty stalls longer than the request deadline. Token requests meet it too.
+func flakyIMDS() []imdstest.Chance {
+	return []imdstest.Chance{
+		{Rate: 0.20, Fault: imdstest.Fault{Status: http.StatusInternalServerError}},
+		{Rate: 0.10, Fault: imdstest.Fault{Status: http.StatusTooManyRequests}},
+		{Rate: 0.05, Fault: imdstest.Fault{Drop: true}},
+		{Rate: 0.05, Fault: imdstest.Fault{Delay: 3 * time.Second}},
+	}
+}
+
+// TestAEMMIdentityThroughFlakyIMDS reads the identity from AEMM through the fault proxy
+// with those rates, several times over (each time with a fresh client, so the token
+// request meets the faults too): every read must come back whole and right. Reading
+// every item in one go, as a single attempt, fails on the first fault.
+func TestAEMMIdentityThroughFlakyIMDS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("reads the identity through seconds of stalls")
+	}
+	url := startAEMM(t)
+	proxy := imdstest.NewFaultProxy(url)
+	defer proxy.Close()
+	const seed = 20261125
+	proxy.SetChances("/latest/", seed, flakyIMDS()...)
+	var counts requestCounts
+	for i := range 4 {
+		c := imds.New(imds.Options{Endpoint: proxy.URL(), OnRequest: counts.record})
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		id, err := c.Identity(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("read %d: Identity through the flaky service: %v", i, err)
+		}
+		if id != aemmIdentity {
+			t.Fatalf("read %d: Identity = %+v, want %+v", i, id, aemmIdentity)
+		}
+	}
+	faults, requests := proxy.Injected(), proxy.Requests("/latest/")
+	t.Logf("%d requests, %d met a fault", requests, faults)
+	// The seeded schedule must actually have hit: a test that met no fault proves nothing.
+	if faults < 5 {
+		t.Fatalf("only %d of %d requests met a fault; the weather is too fair to test anything", faults, requests)
+	}
+	if counts.get(imds.EndpointIdentity, imds.ResultError) == 0 || counts.get(imds.EndpointToken, imds.ResultError) == 0 {
+		t.Errorf("want failures on both identity and token requests: %v", counts.m)
 	}
 }
 
@@ -107,8 +160,8 @@ func TestAEMMScheduledEvent(t *testing.T) {
 	opts := imds.WatchOptions{PollInterval: 100 * time.Millisecond, SlowInterval: 100 * time.Millisecond}
 	r := startWatcher(t, imds.New(imds.Options{Endpoint: url}), opts, 16)
 	n := r.next(t, instance.KindScheduledEvent)
-	if n.Time.IsZero() {
-		t.Errorf("scheduled event notice without NotBefore: %+v", n)
+	if n.Time.IsZero() || n.Code != "instance-stop" || !strings.HasPrefix(n.EventID, "instance-event-") {
+		t.Errorf("scheduled event notice without NotBefore, code or event id: %+v", n)
 	}
 	polls := r.w.Health().Polls
 	testenv.Eventually(t, "more polls", func() bool { return r.w.Health().Polls >= polls+10 })

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"slices"
@@ -156,4 +158,99 @@ func TestFootprintChild(t *testing.T) {
 	counts.mu.Unlock()
 	b, _ := json.Marshal(u)
 	fmt.Printf("FOOTPRINT %s\n", b)
+}
+
+var identitySamples = flag.Int("identity-samples", 5, "identities read by BenchmarkIdentityBadWeather")
+
+// BenchmarkIdentityBadWeather reads the identity through the boot-time weather (20 %
+// 500, 10 % 429, 5 % dropped connections, 5 % 3 s stalls, a new seed per sample) two
+// ways: Identity, each item retried on its own until a 3-minute deadline; and what a
+// boot script does, every item read once per try (token included, 2 s per request),
+// the whole try repeated six times with backoff from 200 ms, as the agent did before.
+// Run it with: go test ./internal/imds -run '^$' -bench IdentityBadWeather -benchtime 1x
+func BenchmarkIdentityBadWeather(b *testing.B) {
+	srv := imdstest.NewServer(testIdentity)
+	defer srv.Close()
+	weather := func(p *imdstest.FaultProxy, seed uint64) {
+		p.SetChances("/latest/", seed,
+			imdstest.Chance{Rate: 0.20, Fault: imdstest.Fault{Status: http.StatusInternalServerError}},
+			imdstest.Chance{Rate: 0.10, Fault: imdstest.Fault{Status: http.StatusTooManyRequests}},
+			imdstest.Chance{Rate: 0.05, Fault: imdstest.Fault{Drop: true}},
+			imdstest.Chance{Rate: 0.05, Fault: imdstest.Fault{Delay: 3 * time.Second}})
+	}
+	paths := []string{"instance-id", "placement/region", "placement/availability-zone", "instance-type",
+		"placement/availability-zone-id", "instance-life-cycle", "tags/instance/aws:autoscaling:groupName"}
+	for range b.N {
+		var took []time.Duration
+		var requests, okNew, okOld int
+		for i := range *identitySamples {
+			p := imdstest.NewFaultProxy(srv.URL())
+			weather(p, uint64(i+1))
+			start := time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			id, err := imds.New(imds.Options{Endpoint: p.URL()}).Identity(ctx)
+			cancel()
+			if err == nil && id == testIdentity {
+				okNew++
+				took = append(took, time.Since(start))
+			}
+			requests += p.Requests("/latest/")
+			weather(p, uint64(i+1))
+			if allOrNothing(p.URL(), paths) {
+				okOld++
+			}
+			p.Close()
+		}
+		slices.Sort(took)
+		n := float64(*identitySamples)
+		b.ReportMetric(100*float64(okNew)/n, "identity-ok-%")
+		b.ReportMetric(100*float64(okOld)/n, "six-whole-tries-ok-%")
+		if len(took) > 0 {
+			b.ReportMetric(float64(took[len(took)/2])/float64(time.Millisecond), "p50-ms")
+			b.ReportMetric(float64(took[len(took)-1])/float64(time.Millisecond), "max-ms")
+		}
+		b.ReportMetric(float64(requests)/n, "requests/identity")
+		b.ReportMetric(0, "ns/op")
+	}
+}
+
+// allOrNothing is the boot script's way: a token and every item, each once, in one
+// try; six tries with backoff. It reports whether one try got every answer.
+func allOrNothing(base string, paths []string) bool {
+	client := &http.Client{Timeout: 2 * time.Second}
+	try := func() bool {
+		req, _ := http.NewRequest(http.MethodPut, base+"/latest/api/token", nil)
+		req.Header.Set("X-aws-ec2-metadata-token-ttl-seconds", "60")
+		resp, err := client.Do(req)
+		if err != nil {
+			return false
+		}
+		tok, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return false
+		}
+		for _, p := range paths {
+			req, _ := http.NewRequest(http.MethodGet, base+"/latest/meta-data/"+p, nil)
+			req.Header.Set("X-aws-ec2-metadata-token", string(tok))
+			resp, err := client.Do(req)
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNotFound {
+				return false
+			}
+		}
+		return true
+	}
+	wait := 200 * time.Millisecond
+	for range 6 {
+		if try() {
+			return true
+		}
+		time.Sleep(wait)
+		wait *= 2
+	}
+	return false
 }

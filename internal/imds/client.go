@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,8 +23,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	sdkimds "github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
-
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 )
 
 // Request results passed to Options.OnRequest; they are the values of the result label
@@ -61,6 +58,7 @@ const (
 	pathRegion               = "placement/region"
 	pathLifecycle            = "instance-life-cycle"
 	pathASGTag               = "tags/instance/aws:autoscaling:groupName"
+	pathInstanceType         = "instance-type"
 )
 
 const (
@@ -275,79 +273,6 @@ func isThrottle(err error) bool {
 	return e.status == http.StatusTooManyRequests || e.status >= 500
 }
 
-var (
-	instanceIDRe = regexp.MustCompile(`^i-([0-9a-f]{8}|[0-9a-f]{17})$`)
-	regionRe     = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
-	// The AZ is the region plus a letter, or, for Local and Wavelength Zones, the
-	// region plus a dashed suffix (us-west-2-lax-1a).
-	azSuffixRe  = regexp.MustCompile(`^([a-z]|-[a-z0-9]+(-[a-z0-9]+)*[a-z])$`)
-	azIDRe      = regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*-az[0-9]+$`)
-	lifecycleRe = regexp.MustCompile(`^[a-z][a-z-]{0,31}$`)
-)
-
-// Identity reads who this instance is. The Auto Scaling group name comes from the
-// instance tag aws:autoscaling:groupName, which IMDS serves only when the launch
-// template enables instance metadata tags; without it the name is empty, not an error.
-func (c *Client) Identity(ctx context.Context) (instance.Identity, error) {
-	var id instance.Identity
-	items := []struct {
-		path     string
-		dst      *string
-		required bool
-	}{
-		{pathInstanceID, &id.InstanceID, true},
-		{pathAZ, &id.AvailabilityZone, true},
-		{pathRegion, &id.Region, true},
-		{pathAZID, &id.AZID, false},
-		{pathLifecycle, &id.Market, false},
-		{pathASGTag, &id.AutoScalingGroup, false},
-	}
-	for _, it := range items {
-		body, found, err := c.get(ctx, it.path, c.timeout)
-		if err != nil {
-			return instance.Identity{}, fmt.Errorf("read instance identity: %w", err)
-		}
-		if !found {
-			if it.required {
-				return instance.Identity{}, fmt.Errorf("read instance identity: %s not found (404) at %s: the metadata service does not look like EC2's", it.path, c.endpoint)
-			}
-			continue
-		}
-		*it.dst = strings.TrimSpace(string(body))
-	}
-	if err := ValidateIdentity(id); err != nil {
-		return instance.Identity{}, fmt.Errorf("read instance identity from %s: %w", c.endpoint, err)
-	}
-	return id, nil
-}
-
-// ValidateIdentity checks that an identity is well formed: an instance id, a region,
-// and an availability zone inside that region. Empty optional fields pass.
-func ValidateIdentity(id instance.Identity) error {
-	if !instanceIDRe.MatchString(id.InstanceID) {
-		return fmt.Errorf("instance id %s is not i- followed by 8 or 17 hex digits", quoteShort(id.InstanceID))
-	}
-	if !regionRe.MatchString(id.Region) {
-		return fmt.Errorf("region %s is not a region name like us-east-1", quoteShort(id.Region))
-	}
-	rest, ok := strings.CutPrefix(id.AvailabilityZone, id.Region)
-	if !ok || !azSuffixRe.MatchString(rest) {
-		return fmt.Errorf("availability zone %s is not a zone of region %s", quoteShort(id.AvailabilityZone), id.Region)
-	}
-	if id.AZID != "" && !azIDRe.MatchString(id.AZID) {
-		return fmt.Errorf("availability zone id %s is not like use1-az6", quoteShort(id.AZID))
-	}
-	if id.Market != "" && !lifecycleRe.MatchString(id.Market) {
-		return fmt.Errorf("instance life cycle %s is not like spot or on-demand", quoteShort(id.Market))
-	}
-	if g := id.AutoScalingGroup; g != "" {
-		if len(g) > 255 || strings.ContainsFunc(g, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-			return fmt.Errorf("auto scaling group name %s is not a valid group name", quoteShort(g))
-		}
-	}
-	return nil
-}
-
 // quoteShort quotes a value from the wire for an error message, cut so that a page of
 // garbage does not flood the log.
 func quoteShort(s string) string {
@@ -454,7 +379,7 @@ func endpointLabel(p string) string {
 		return EndpointTargetLifecycleState
 	case pathScheduledEvents:
 		return EndpointScheduledEvents
-	case pathInstanceID, pathAZ, pathAZID, pathRegion, pathLifecycle, pathASGTag:
+	case pathInstanceID, pathAZ, pathAZID, pathRegion, pathLifecycle, pathASGTag, pathInstanceType:
 		return EndpointIdentity
 	}
 	return EndpointOther

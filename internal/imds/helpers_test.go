@@ -2,19 +2,13 @@ package imds_test
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds/imdstest"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
@@ -109,80 +103,8 @@ func countKind(ns []instance.Notice, kind instance.Kind) int {
 	return c
 }
 
-var aemmBuild struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// aemmBinary builds amazon-ec2-metadata-mock once per test binary.
-func aemmBinary(t testing.TB) string {
-	t.Helper()
-	aemmBuild.once.Do(func() {
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			aemmBuild.err = fmt.Errorf("go toolchain not on PATH: %w", err)
-			return
-		}
-		dir, err := os.MkdirTemp("", "aemm-")
-		if err != nil {
-			aemmBuild.err = err
-			return
-		}
-		bin := filepath.Join(dir, "ec2-metadata-mock")
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, goTool, "build", "-o", bin, "github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock").CombinedOutput()
-		if err != nil {
-			aemmBuild.err = fmt.Errorf("build ec2-metadata-mock: %v: %s", err, out)
-			return
-		}
-		aemmBuild.path = bin
-	})
-	if aemmBuild.err != nil {
-		testenv.Missing(t, "%s", aemmBuild.err.Error())
-	}
-	return aemmBuild.path
-}
-
-// startAEMM runs amazon-ec2-metadata-mock in IMDSv2-only mode on a free loopback port
-// with the given extra arguments and returns its base URL once it answers.
+// startAEMM runs amazon-ec2-metadata-mock (see imdstest.StartAEMM).
 func startAEMM(t testing.TB, args ...string) string {
 	t.Helper()
-	bin := aemmBinary(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
-	ln.Close()
-	full := append([]string{"-n", "127.0.0.1", "-p", port, "-I"}, args...)
-	cmd := exec.Command(bin, full...)
-	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
-	var out testenv.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	url := "http://127.0.0.1:" + port
-	deadline := time.Now().Add(testenv.WaitLimit)
-	for {
-		req, _ := http.NewRequest(http.MethodPut, url+"/latest/api/token", nil)
-		req.Header.Set("X-aws-ec2-metadata-token-ttl-seconds", "60")
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return url
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ec2-metadata-mock %s did not answer: %v\n%s", strings.Join(full, " "), err, out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return imdstest.StartAEMM(t, args...)
 }

@@ -23,7 +23,11 @@ type WatchOptions struct {
 	Logger *slog.Logger
 }
 
-// Watcher polls IMDS for the signals that end the instance and sends each one once.
+// Watcher polls IMDS for the signals that end the instance and sends each one once:
+// each spot action kind, the rebalance recommendation and the Auto Scaling Terminated
+// state once per kind, and each scheduled event that takes the instance down (active
+// or scheduled, never completed or canceled) once per EventId, with its EventID, Code
+// and NotBefore (as Notice.Time).
 type Watcher struct {
 	c    *Client
 	opts WatchOptions
@@ -318,10 +322,14 @@ func (w *Watcher) pollScheduledEvents(ctx context.Context, timeout time.Duration
 		if !ev.IsEnding() {
 			continue
 		}
+		// Keyed by the event id alone: two events of one code are two notices, and an
+		// event rescheduled (a new NotBefore) is still the same event.
 		out = append(out, finding{key: "event/" + ev.EventID, notice: instance.Notice{
-			Kind:   instance.KindScheduledEvent,
-			Time:   ev.NotBefore,
-			Detail: fmt.Sprintf("%s %s: %s", ev.Code, ev.EventID, ev.Description),
+			Kind:    instance.KindScheduledEvent,
+			Time:    ev.NotBefore,
+			Detail:  fmt.Sprintf("%s %s: %s", ev.Code, ev.EventID, ev.Description),
+			EventID: ev.EventID,
+			Code:    ev.Code,
 		}})
 	}
 	return out, nil

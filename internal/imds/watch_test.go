@@ -123,6 +123,55 @@ func TestWatcherSlowItems(t *testing.T) {
 	}
 }
 
+// TestWatcherScheduledEventsOncePerEventID: every ending event is a notice of its own,
+// carrying its id, code and start, sent once however often it is seen and whatever
+// other events share its code; completed and canceled events are never notices.
+func TestWatcherScheduledEventsOncePerEventID(t *testing.T) {
+	srv := imdstest.NewServer(testIdentity)
+	defer srv.Close()
+	at := time.Date(2027, 3, 1, 10, 0, 0, 0, time.UTC)
+	ev := func(id, code, state string, notBefore time.Time) imds.ScheduledEvent {
+		return imds.ScheduledEvent{Code: code, EventID: "instance-event-" + id, State: state, NotBefore: notBefore, Description: code + " " + id}
+	}
+	srv.SetScheduledEvents([]imds.ScheduledEvent{
+		ev("0000000000000000a", "system-reboot", "completed", at),
+		ev("0000000000000000b", "system-reboot", "canceled", at),
+		ev("0000000000000000c", "system-reboot", "active", at.Add(time.Hour)),
+	})
+	opts := imds.WatchOptions{PollInterval: time.Hour, SlowInterval: 30 * time.Millisecond}
+	r := startWatcher(t, imds.New(imds.Options{Endpoint: srv.URL()}), opts, 16)
+	n := r.next(t, instance.KindScheduledEvent)
+	if n.EventID != "instance-event-0000000000000000c" || n.Code != "system-reboot" || !n.Time.Equal(at.Add(time.Hour)) || n.Seen.IsZero() {
+		t.Fatalf("notice = %+v, want event c with its code and NotBefore", n)
+	}
+	// A second event of the same code: a notice of its own. Event c rescheduled: not
+	// a new notice.
+	srv.SetScheduledEvents([]imds.ScheduledEvent{
+		ev("0000000000000000c", "system-reboot", "active", at.Add(2*time.Hour)),
+		ev("0000000000000000d", "system-reboot", "scheduled", at.Add(3*time.Hour)),
+	})
+	n = r.next(t, instance.KindScheduledEvent)
+	if n.EventID != "instance-event-0000000000000000d" || n.Code != "system-reboot" || !n.Time.Equal(at.Add(3*time.Hour)) {
+		t.Fatalf("notice = %+v, want event d", n)
+	}
+	// Events that end (or are called off) are no news; a new ending code is.
+	srv.SetScheduledEvents([]imds.ScheduledEvent{
+		ev("0000000000000000c", "system-reboot", "completed", at),
+		ev("0000000000000000d", "system-reboot", "canceled", at),
+		ev("0000000000000000e", "instance-stop", "active", at),
+	})
+	n = r.next(t, instance.KindScheduledEvent)
+	if n.EventID != "instance-event-0000000000000000e" || n.Code != "instance-stop" {
+		t.Fatalf("notice = %+v, want event e", n)
+	}
+	requests := srv.Requests()
+	testenv.Eventually(t, "ten more polls", func() bool { return srv.Requests() >= requests+30 })
+	r.stop()
+	if got := r.drain(); len(got) != 0 {
+		t.Fatalf("repeated or unwanted notices: %+v", got)
+	}
+}
+
 func TestWatcherBlindnessIsNotSilence(t *testing.T) {
 	srv := imdstest.NewServer(testIdentity)
 	defer srv.Close()

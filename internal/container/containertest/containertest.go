@@ -1,101 +1,53 @@
-// Package containertest builds small images for tests and simulations that
-// need a real Docker Engine but no registry: a static Go binary is copied into
-// an image FROM scratch through the Engine's build API.
+// Package containertest holds what tests and simulations need around the Jenkins
+// container: a Runtime double that behaves like container.Runtime (see runtime.go), a
+// stand-in Jenkins program (the webserver package), and the helpers of enginetest for
+// a real Docker Engine: a client, a private dockerd, images FROM scratch.
 package containertest
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/docker/docker/client"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/scratch"
-
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/enginetest"
 )
+
+// WebserverPackage is the import path of the stand-in Jenkins program, for
+// BuildStatic: it answers HTTP, records its starts and stops in a mounted directory,
+// reacts to SIGTERM as asked, and exits 3 on SIGUSR1 (a crash).
+const WebserverPackage = "github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/containertest/webserver"
 
 // NewClient returns a client for DOCKER_HOST (or the default socket) that
 // negotiates the API version, as the agent's own client does.
-func NewClient() (*client.Client, error) {
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err != nil {
-		return nil, fmt.Errorf("docker client: %w", err)
-	}
-	return cli, nil
-}
+func NewClient() (*client.Client, error) { return enginetest.NewClient() }
 
 // Reachable reports whether the Docker daemon answers a ping before ctx ends.
-func Reachable(ctx context.Context) bool {
-	cli, err := NewClient()
-	if err != nil {
-		return false
-	}
-	defer cli.Close()
-	_, err = cli.Ping(ctx)
-	return err == nil
-}
+func Reachable(ctx context.Context) bool { return enginetest.Reachable(ctx) }
 
 // RequireDocker returns a client for a daemon that answers, or skips the test
 // when there is none. Under CI=true a missing daemon fails the test instead,
 // so that CI cannot pass by skipping.
-func RequireDocker(t testing.TB) *client.Client {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cli, err := NewClient()
-	if err == nil {
-		_, err = cli.Ping(ctx)
-		if err != nil {
-			cli.Close()
-		}
-	}
-	if err != nil {
-		testenv.Missing(t, "docker daemon unreachable: %v", err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
-}
+func RequireDocker(t testing.TB) *client.Client { return enginetest.RequireDocker(t) }
 
-// StaticBinary builds the Go main package pkg (an import path, or a path
-// relative to the test's directory such as ./testdata/server) with
-// CGO_ENABLED=0, so that it runs in an image with no libc, and returns the
-// binary's path in a temporary directory.
-func StaticBinary(t testing.TB, pkg string) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), filepath.Base(strings.TrimSuffix(pkg, "/")))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if err := BuildStatic(ctx, pkg, out); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
+// StaticBinary builds the Go main package pkg with CGO_ENABLED=0 into a temporary
+// directory and returns the binary's path.
+func StaticBinary(t testing.TB, pkg string) string { return enginetest.StaticBinary(t, pkg) }
 
-// BuildStatic builds the Go main package pkg into the file out with
-// CGO_ENABLED=0, using the go command on PATH or else the one of this
-// toolchain. Relative package paths are relative to the working directory.
+// BuildStatic builds the Go main package pkg into the file out with CGO_ENABLED=0.
 func BuildStatic(ctx context.Context, pkg, out string) error {
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	cmd := exec.CommandContext(ctx, goTool, "build", "-trimpath", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build %s: %w\n%s", pkg, err, b)
-	}
-	return nil
+	return enginetest.BuildStatic(ctx, pkg, out)
 }
 
 // BuildImage builds tag as an image FROM scratch holding only binaryPath,
 // copied to /<base name of binaryPath>; entrypoint defaults to that path.
 func BuildImage(ctx context.Context, cli client.APIClient, tag, binaryPath string, entrypoint []string) error {
-	return scratch.Build(ctx, cli, tag, binaryPath, entrypoint)
+	return enginetest.BuildImage(ctx, cli, tag, binaryPath, entrypoint)
 }
+
+// Daemon is a private dockerd (see enginetest.Daemon).
+type Daemon = enginetest.Daemon
+
+// StartDaemon starts a private dockerd that a test may kill and restart (see
+// enginetest.StartDaemon).
+func StartDaemon(t testing.TB) *Daemon { return enginetest.StartDaemon(t) }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -188,5 +189,47 @@ func TestFaultProxy(t *testing.T) {
 	}
 	if got := p.Requests("/latest/meta-data/"); got != 6 {
 		t.Errorf("Requests = %d, want 6", got)
+	}
+}
+
+// TestFaultProxyChances: random faults hit about their share of requests, and the same
+// seed gives the same sequence.
+func TestFaultProxyChances(t *testing.T) {
+	srv := imdstest.NewServer(id)
+	defer srv.Close()
+	run := func(seed uint64) []int {
+		p := imdstest.NewFaultProxy(srv.URL())
+		defer p.Close()
+		p.SetChances("/latest/meta-data/", seed,
+			imdstest.Chance{Rate: 0.2, Fault: imdstest.Fault{Status: http.StatusInternalServerError}},
+			imdstest.Chance{Rate: 0.1, Fault: imdstest.Fault{Status: http.StatusTooManyRequests}})
+		auth := map[string]string{"X-aws-ec2-metadata-token": token(t, p.URL())}
+		var out []int
+		for range 400 {
+			status, _, _ := do(t, http.MethodGet, p.URL()+"/latest/meta-data/instance-id", auth)
+			out = append(out, status)
+		}
+		return out
+	}
+	a, b := run(7), run(7)
+	count := map[int]int{}
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("request %d: %d then %d with the same seed", i, a[i], b[i])
+		}
+		count[a[i]]++
+	}
+	// 400 draws: the shares land well inside these bounds for any fair generator.
+	if n := count[http.StatusInternalServerError]; n < 50 || n > 115 {
+		t.Errorf("%d of 400 answered 500, want about 80", n)
+	}
+	if n := count[http.StatusTooManyRequests]; n < 20 || n > 65 {
+		t.Errorf("%d of 400 answered 429, want about 40", n)
+	}
+	if n := count[http.StatusOK]; n < 230 {
+		t.Errorf("%d of 400 passed, want about 280", n)
+	}
+	if c := run(8); slices.Equal(c, a) {
+		t.Error("another seed gave the same sequence")
 	}
 }

@@ -3,6 +3,7 @@ package imdstest
 import (
 	"io"
 	"log"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -41,6 +42,15 @@ type FaultProxy struct {
 	scheduled map[string][]Fault // path prefix -> faults applied to the next requests, in order
 	requests  map[string]int     // path -> requests seen
 	injected  int
+	chances   map[string][]Chance // path prefix -> random faults
+	rng       *rand.Rand
+}
+
+// Chance is a fault met by a share of requests, at random.
+type Chance struct {
+	// Rate is the probability, 0 to 1, that one request meets Fault.
+	Rate  float64
+	Fault Fault
 }
 
 // NewFaultProxy starts a proxy on 127.0.0.1 that forwards to upstream (a base URL).
@@ -60,6 +70,7 @@ func NewFaultProxy(upstream string) *FaultProxy {
 		standing:  map[string]Fault{},
 		scheduled: map[string][]Fault{},
 		requests:  map[string]int{},
+		chances:   map[string][]Chance{},
 	}
 	p.proxy = &httputil.ReverseProxy{
 		// Rewrite (unlike Director) adds no X-Forwarded-For, which IMDS would refuse
@@ -102,12 +113,25 @@ func (p *FaultProxy) Schedule(pathPrefix string, faults ...Fault) {
 	p.scheduled[pathPrefix] = append(p.scheduled[pathPrefix], faults...)
 }
 
-// ClearFaults removes standing and scheduled faults.
+// SetChances makes requests whose path starts with pathPrefix meet faults at random:
+// each request meets at most one, the i-th with probability chances[i].Rate (the rates
+// add up to at most 1). The draws come from a generator seeded with seed, so a run that
+// sends the same requests in the same order meets the same faults. Scheduled and
+// standing faults go first. It replaces earlier chances on the same prefix.
+func (p *FaultProxy) SetChances(pathPrefix string, seed uint64, chances ...Chance) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.chances[pathPrefix] = append([]Chance(nil), chances...)
+	p.rng = rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+}
+
+// ClearFaults removes standing, scheduled and random faults.
 func (p *FaultProxy) ClearFaults() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	clear(p.standing)
 	clear(p.scheduled)
+	clear(p.chances)
 }
 
 // Pending is the number of scheduled faults not yet applied.
@@ -163,11 +187,36 @@ func (p *FaultProxy) next(path string) Fault {
 				best, f = prefix, sf
 			}
 		}
+		if best == "" {
+			f = p.drawLocked(path)
+		}
 	}
 	if f.Delay > 0 || f.Status != 0 || f.Drop || f.Body != nil {
 		p.injected++
 	}
 	return f
+}
+
+// drawLocked picks a random fault for path from the longest matching prefix with
+// chances; the zero Fault when none applies. p.mu is held.
+func (p *FaultProxy) drawLocked(path string) Fault {
+	best, found := "", false
+	for prefix := range p.chances {
+		if strings.HasPrefix(path, prefix) && len(prefix) >= len(best) {
+			best, found = prefix, true
+		}
+	}
+	if !found || p.rng == nil {
+		return Fault{}
+	}
+	x := p.rng.Float64()
+	for _, c := range p.chances[best] {
+		if x < c.Rate {
+			return c.Fault
+		}
+		x -= c.Rate
+	}
+	return Fault{}
 }
 
 func (p *FaultProxy) serve(w http.ResponseWriter, r *http.Request) {

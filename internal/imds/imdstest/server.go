@@ -218,6 +218,8 @@ func (s *Server) item(item string) ([]byte, bool) {
 	switch item {
 	case "instance-id":
 		return text(s.id.InstanceID)
+	case "instance-type":
+		return text(s.id.InstanceType)
 	case "placement/availability-zone":
 		return text(s.id.AvailabilityZone)
 	case "placement/availability-zone-id":

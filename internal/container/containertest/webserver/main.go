@@ -1,6 +1,6 @@
 // Command webserver stands in for Jenkins in the container tests: it answers
-// HTTP, leaves traces in a mounted directory and reacts to SIGTERM the way a
-// test asks it to.
+// HTTP, leaves traces in a mounted directory, reacts to SIGTERM the way a test
+// asks it to, and exits 3 on SIGUSR1, as a crash would end Jenkins.
 package main
 
 import (
@@ -31,6 +31,12 @@ func main() {
 	} else {
 		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	}
+	crash := make(chan os.Signal, 1)
+	signal.Notify(crash, syscall.SIGUSR1)
+	go func() {
+		<-crash
+		os.Exit(3)
+	}()
 	appendLine(filepath.Join(*dir, "starts"), strconv.FormatInt(time.Now().UnixNano(), 10))
 
 	mux := http.NewServeMux()
@@ -40,6 +46,18 @@ func main() {
 			msg = "ok"
 		}
 		fmt.Fprint(w, msg)
+	})
+	// /proc/self/status shows what the container allows: NoNewPrivs, CapEff, CapBnd.
+	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
+		b, err := os.ReadFile("/proc/self/status")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Write(b) //nolint:errcheck // the test reads what arrives.
+	})
+	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, os.Getenv(r.URL.Query().Get("name")))
 	})
 	mux.HandleFunc("/exit", func(w http.ResponseWriter, r *http.Request) {
 		code, err := strconv.Atoi(r.URL.Query().Get("code"))
