@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/wiring"
+
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/config"
 )
 
@@ -43,10 +45,10 @@ func BenchmarkConfigAndWire(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		w, err := wire(cfg, "", nil, endpoints{IMDS: "http://127.0.0.1:1"}, log)
+		w, err := wiring.New(cfg, "", nil, wiring.Endpoints{IMDS: "http://127.0.0.1:1"}, log)
 		if err != nil {
 			b.Fatal(err)
 		}
-		_ = w.runtime.Close()
+		_ = w.Docker.Close()
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/wiring"
+
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
@@ -52,7 +54,7 @@ func pfOldJenkins(t *testing.T, w *pfWorld) string {
 		&container.Config{Image: tag, ExposedPorts: nat.PortSet{"8080/tcp": {}}},
 		&container.HostConfig{
 			Binds:         []string{filepath.Join(w.dir, "home") + ":/var/jenkins_home"},
-			PortBindings:  nat.PortMap{"8080/tcp": {{HostIP: "127.0.0.1", HostPort: strconv.Itoa(w.jenkinsPort)}}},
+			PortBindings:  nat.PortMap{"8080/tcp": {{HostIP: "127.0.0.1", HostPort: strconv.Itoa(w.JenkinsPort)}}},
 			RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyAlways},
 		}, nil, nil, name)
 	if err != nil {
@@ -90,7 +92,7 @@ func TestPreflightForeignJenkinsContainer(t *testing.T) {
 		}
 	}
 	r := pfFind(t, rows, "other containers")
-	for _, want := range []string{old, "restart always", strconv.Itoa(w.jenkinsPort) + "/tcp", filepath.Join(w.dir, "home")} {
+	for _, want := range []string{old, "restart always", strconv.Itoa(w.JenkinsPort) + "/tcp", filepath.Join(w.dir, "home")} {
 		if !strings.Contains(r.detail, want) {
 			t.Errorf("detail %q lacks %q", r.detail, want)
 		}
@@ -123,11 +125,11 @@ func TestRunRefusesToMountOverAForeignHome(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(t.Output(), nil))
-	wired, err := wire(cfg, "", nil, endpoints{IMDS: w.imds.URL()}, log)
+	wired, err := wiring.New(cfg, "", nil, wiring.Endpoints{IMDS: w.IMDS.URL()}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := wired.deps.NewMounter(instance.Identity{InstanceID: pfInstance, AvailabilityZone: pfAZ, Region: pfRegion})
+	m, err := wired.Deps.NewMounter(instance.Identity{InstanceID: pfInstance, AvailabilityZone: pfAZ, Region: pfRegion})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/wiring"
+
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
@@ -61,7 +63,7 @@ func (c *migrateCommand) run(ctx context.Context, e *env) error {
 		if err != nil {
 			return fmt.Errorf("migrate: %w (or pass --to DIR to copy into a plain directory)", err)
 		}
-		m, err := newMounter(cfg, id, e.log, nil)
+		m, err := wiring.NewMounter(cfg, id, e.log, nil)
 		if err != nil {
 			return err
 		}

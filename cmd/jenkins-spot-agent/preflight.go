@@ -13,6 +13,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/wiring"
+
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/config"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
@@ -42,7 +44,7 @@ func (c *preflightCommand) run(ctx context.Context, e *env) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	rows := preflight(ctx, cfg, endpoints{IMDS: os.Getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT")}, e)
+	rows := preflight(ctx, cfg, wiring.Endpoints{IMDS: os.Getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT")}, e)
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "CHECK\tRESULT\tDETAIL\tFIX")
 	failed := 0
@@ -70,7 +72,7 @@ func tableCell(s string) string {
 
 // preflight runs every check; a check that depends on a failed one is reported as failed
 // with the reason, not skipped silently.
-func preflight(ctx context.Context, cfg config.Config, ep endpoints, e *env) []check {
+func preflight(ctx context.Context, cfg config.Config, ep wiring.Endpoints, e *env) []check {
 	var rows []check
 	add := func(name string, err error, detail, fix string) {
 		r := check{Name: name, OK: err == nil, Detail: detail}
@@ -82,7 +84,7 @@ func preflight(ctx context.Context, cfg config.Config, ep endpoints, e *env) []c
 	}
 
 	token, tokenPath, tokErr := cfg.JenkinsToken()
-	w, err := wire(cfg, token, nil, ep, e.log)
+	w, err := wiring.New(cfg, token, nil, ep, e.log)
 	if err != nil {
 		add("configuration", err, "", "fix the configuration")
 		return rows
@@ -90,7 +92,7 @@ func preflight(ctx context.Context, cfg config.Config, ep endpoints, e *env) []c
 	add("configuration", nil, e.configPath, "")
 
 	ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	id, idErr := w.imds.Identity(ictx)
+	id, idErr := w.IMDS.Identity(ictx)
 	cancel()
 	add("imdsv2 token and identity", idErr, fmt.Sprintf("instance %s in %s", id.InstanceID, id.AvailabilityZone),
 		"set the launch template's metadata options HttpEndpoint=enabled, HttpTokens=required; run on the host, not in a container (hop limit 1)")
@@ -104,7 +106,7 @@ func preflight(ctx context.Context, cfg config.Config, ep endpoints, e *env) []c
 	add("region", regionErr, id.Region, "check placement/region in IMDS")
 
 	tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	tc, tErr := newTargets(tctx, cfg, id, ep, e.log)
+	tc, tErr := wiring.NewTargets(tctx, cfg, id, ep, e.log)
 	if tErr != nil {
 		// The configured target groups do not fit this instance (another region), or
 		// the SDK's configuration does not load: credentials are not the problem, and
@@ -132,10 +134,10 @@ func preflight(ctx context.Context, cfg config.Config, ep endpoints, e *env) []c
 	rows = append(rows, efsRootAccessRow(ctx, cfg, id, e))
 
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	dockerErr := w.runtime.Ping(dctx)
+	dockerErr := w.Docker.Ping(dctx)
 	add("docker engine", dockerErr, "reachable", "install and start Docker (systemctl enable --now docker)")
 	if dockerErr == nil {
-		present, err := w.runtime.ImagePresent(dctx)
+		present, err := w.Docker.ImagePresent(dctx)
 		detail := cfg.Jenkins.Image + " present"
 		switch {
 		case err != nil:
@@ -150,11 +152,11 @@ func preflight(ctx context.Context, cfg config.Config, ep endpoints, e *env) []c
 	cancel()
 
 	switch {
-	case w.token != nil:
+	case w.Token != nil:
 		tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		_, err := w.token.Source().Read(tctx)
+		_, err := w.Token.Source().Read(tctx)
 		cancel()
-		add("jenkins credentials", err, "token from "+w.token.Source().String(), tokenFix(err))
+		add("jenkins credentials", err, "token from "+w.Token.Source().String(), tokenFix(err))
 	case tokErr != nil:
 		add("jenkins credentials", tokErr, "", "write the API token to jenkins.api_token_file, or LoadCredential=jenkins-api-token in the unit")
 	case token == "" && cfg.Jenkins.User != "":
@@ -280,7 +282,7 @@ func efsServerRow(ctx context.Context, cfg config.Config, id instance.Identity, 
 // may give files to the Jenkins user; a home not mounted yet is checked by run.
 func efsRootAccessRow(ctx context.Context, cfg config.Config, id instance.Identity, e *env) check {
 	row := check{Name: "efs root access"}
-	m, err := newMounter(cfg, id, e.log, nil)
+	m, err := wiring.NewMounter(cfg, id, e.log, nil)
 	if err != nil {
 		row.Detail, row.Fix = err.Error(), "fix the efs section of the configuration"
 		return row
@@ -308,7 +310,7 @@ func efsRootAccessRow(ctx context.Context, cfg config.Config, id instance.Identi
 // up on the bare local directory at boot and takes the agent's ports.
 func occupantsRow(ctx context.Context, cfg config.Config, w *wiring) check {
 	row := check{Name: "other containers on the jenkins ports or home"}
-	occ, err := w.runtime.Occupants(ctx)
+	occ, err := w.Docker.Occupants(ctx)
 	if err != nil {
 		row.Detail, row.Fix = err.Error(), "check that dockerd answers (docker ps -a)"
 		return row

@@ -75,20 +75,20 @@ func pfNewWorld(t *testing.T) *pfWorld {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 
 	w := &pfWorld{dir: dir, token: "pf-token-" + pfRandom(t), jenkinsPort: 20000 + int(time.Now().UnixNano()%40000)}
-	w.imds = imdstest.NewServer(instance.Identity{
+	w.IMDS = imdstest.NewServer(instance.Identity{
 		InstanceID:       pfInstance,
 		AvailabilityZone: pfAZ,
 		AZID:             "use1-az4",
 		Region:           pfRegion,
 		Market:           "spot",
 	})
-	t.Cleanup(w.imds.Close)
+	t.Cleanup(w.IMDS.Close)
 	w.aws = awstest.NewServer()
 	t.Cleanup(w.aws.Close)
 	w.aws.AddAutoScalingGroup(pfASG, []string{pfInstance}, []string{pfTargetGroup}, pfHook)
 
-	w.tokenFile = filepath.Join(dir, "jenkins-token")
-	pfWrite(t, w.tokenFile, w.token+"\n")
+	w.TokenFile = filepath.Join(dir, "jenkins-token")
+	pfWrite(t, w.TokenFile, w.Token+"\n")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -99,7 +99,7 @@ func pfNewWorld(t *testing.T) *pfWorld {
 	w.awsSecret = creds.SecretAccessKey
 
 	for k, v := range map[string]string{
-		"AWS_EC2_METADATA_SERVICE_ENDPOINT":          w.imds.URL(),
+		"AWS_EC2_METADATA_SERVICE_ENDPOINT":          w.IMDS.URL(),
 		"AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2": w.aws.URL(),
 		"AWS_ENDPOINT_URL_AUTO_SCALING":              w.aws.URL(),
 		"AWS_ENDPOINT_URL_EC2":                       w.aws.URL(),
@@ -152,7 +152,7 @@ metrics:
   listen_address: ""
 control_socket: %s
 state_dir: %s
-%s`, pfFileSystem, filepath.Join(w.dir, "home"), dns, mountProgram, pfRandom(t), pfRandom(t), w.jenkinsPort, pfUser, w.tokenFile,
+%s`, pfFileSystem, filepath.Join(w.dir, "home"), dns, mountProgram, pfRandom(t), pfRandom(t), w.JenkinsPort, pfUser, w.TokenFile,
 		pfTargetGroup, pfHook, filepath.Join(w.dir, "run", "control.sock"), filepath.Join(w.dir, "state"), extra))
 	return path
 }
@@ -346,7 +346,7 @@ func TestPreflightAgainstEmulatorsReportsEachMissingPiece(t *testing.T) {
 		if r := pfFind(t, rows, "jenkins image"); !strings.Contains(r.detail, "absent") {
 			t.Errorf("jenkins image detail %q: the image is absent and pulled at boot", r.detail)
 		}
-		if r := pfFind(t, rows, "jenkins credentials"); !strings.Contains(r.detail, w.tokenFile) {
+		if r := pfFind(t, rows, "jenkins credentials"); !strings.Contains(r.detail, w.TokenFile) {
 			t.Errorf("jenkins credentials detail %q does not name the token file", r.detail)
 		}
 

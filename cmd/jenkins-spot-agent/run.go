@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/wiring"
+
 	"golang.org/x/sync/errgroup"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/agent"
@@ -17,6 +19,10 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/notify"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/webhook"
 )
+
+// aliveWindow is how long the agent's loops may go without progress before systemd's
+// watchdog is no longer fed (WatchdogSec=30s in the unit).
+const aliveWindow = 20 * time.Second
 
 // tokenPrefetchTimeout bounds the retries of the first read of a token kept in AWS.
 const tokenPrefetchTimeout = 5 * time.Minute
@@ -37,21 +43,21 @@ func (c *runCommand) run(ctx context.Context, e *env) error {
 	}
 	v, rev := buildVersion()
 	m := metrics.New(v, rev)
-	w, err := wire(cfg, token, m, endpoints{
+	w, err := wiring.New(cfg, token, m, wiring.Endpoints{
 		IMDS: os.Getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT"),
 	}, e.log)
 	if err != nil {
 		return err
 	}
 	n := notify.New(e.log)
-	w.deps.Notifier = n
-	if w.token != nil {
+	w.Deps.Notifier = n
+	if w.Token != nil {
 		// Read the token now, not in the middle of a shutdown plan.
 		go func() {
 			pctx, cancel := context.WithTimeout(ctx, tokenPrefetchTimeout)
 			defer cancel()
-			if err := w.token.Prefetch(pctx); err != nil {
-				e.log.Error("jenkins api token not read; quiet-down and the build list will try again", "source", w.token.Source().String(), "err", err)
+			if err := w.Token.Prefetch(pctx); err != nil {
+				e.log.Error("jenkins api token not read; quiet-down and the build list will try again", "source", w.Token.Source().String(), "err", err)
 			}
 		}()
 	}
@@ -59,7 +65,7 @@ func (c *runCommand) run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	opts := agent.Options{Config: cfg, Deps: w.deps, Logger: e.log}
+	opts := agent.Options{Config: cfg, Deps: w.Deps, Logger: e.log}
 	if hook != nil {
 		opts.OnEvent = hook.Event
 		hctx, hcancel := context.WithCancel(ctx)
@@ -121,8 +127,9 @@ func serveAgent(ctx context.Context, e *env, cfg config.Config, a *agent.Agent, 
 		})
 	}
 	if n != nil {
-		window := 3*cfg.Interruption.PollInterval.D() + 10*time.Second
-		g.Go(func() error { n.RunWatchdog(gctx, func() bool { return a.Healthy(window) }); return nil })
+		// Fed while the agent's own loops make progress (each beats every second); IMDS
+		// blindness shows in metrics and status, and a restart would not cure it.
+		g.Go(func() error { n.RunWatchdog(gctx, func() bool { return a.Alive(aliveWindow) }); return nil })
 	}
 
 	sigs := make(chan os.Signal, 2)

@@ -74,8 +74,8 @@ func TestSecretRedactedThroughSlog(t *testing.T) {
 // token as a Basic authorization header carries it, and the AWS secret access key.
 func secForbidden(w *pfWorld) map[string]string {
 	return map[string]string{
-		"jenkins api token":     w.token,
-		"basic authorization":   base64.StdEncoding.EncodeToString([]byte(pfUser + ":" + w.token)),
+		"jenkins api token":     w.Token,
+		"basic authorization":   base64.StdEncoding.EncodeToString([]byte(pfUser + ":" + w.Token)),
 		"aws secret access key": w.awsSecret,
 	}
 }
@@ -114,7 +114,7 @@ func TestSecretNeverInLogs(t *testing.T) {
 			if code != exitFailed {
 				t.Fatalf("exit code %d, want %d; stderr:\n%s\nstdout:\n%s", code, exitFailed, errOut, out)
 			}
-			if !strings.Contains(out, "token from "+w.tokenFile) {
+			if !strings.Contains(out, "token from "+w.TokenFile) {
 				t.Fatalf("preflight did not load the token:\n%s", out)
 			}
 			secCheck(t, w, "stdout", out, "text")
@@ -152,7 +152,7 @@ func TestSecretNeverInLogs(t *testing.T) {
 func secRunPlan(t *testing.T, format string) {
 	w := pfNewWorld(t)
 	jd := jenkinstest.NewServer(jenkinstest.Config{
-		Users: map[string]jenkinstest.User{pfUser: {Token: w.token, Manage: true}},
+		Users: map[string]jenkinstest.User{pfUser: {Token: w.Token, Manage: true}},
 	})
 	js := httptest.NewServer(jd.Handler())
 	t.Cleanup(js.Close)
@@ -165,7 +165,7 @@ func secRunPlan(t *testing.T, format string) {
 	cfgText := strings.Replace(secRead(t, cfg), "url: http://127.0.0.1:1", "url: "+js.URL, 1)
 	pfWrite(t, cfg, cfgText)
 
-	w.imds.SetSpotAction("terminate", time.Now().Add(2*time.Minute))
+	w.IMDS.SetSpotAction("terminate", time.Now().Add(2*time.Minute))
 
 	var out, errOut pfBuffer
 	ctx, cancel := context.WithCancel(context.Background())

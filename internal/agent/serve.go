@@ -54,7 +54,7 @@ func (a *Agent) serve(ctx context.Context, h *host) error {
 			sv.abortRestart()
 			return a.leaseOver(ctx, h)
 		case code := <-sv.exited:
-			a.containerDown(sv, fmt.Sprintf("Jenkins exited with code %d", code))
+			a.containerDown(sv, exitReason(code))
 		case err := <-sv.waitErr:
 			a.log.Warn("lost sight of the Jenkins container (did dockerd restart?); looking again", "err", err)
 			nextReconcile = a.now()
@@ -265,6 +265,21 @@ func (a *Agent) takeOver(ctx context.Context, h *host) {
 	}
 	a.reportAborted(ctx, h)
 }
+
+// exitReason explains an exit of the Jenkins container.
+func exitReason(code int64) string {
+	switch code {
+	case guardRefused:
+		return "the lease guard refused to start Jenkins: the lease record does not name this instance"
+	case 137, 143:
+		return fmt.Sprintf("Jenkins was killed (exit %d): a crash, the kernel's OOM killer, or the lease guard's fence", code)
+	}
+	return fmt.Sprintf("Jenkins exited with code %d", code)
+}
+
+// guardRefused is the exit code of the lease guard when the record does not give this
+// instance a live lease.
+const guardRefused = 75
 
 func nextBackoff(d time.Duration) time.Duration {
 	if d == 0 {
