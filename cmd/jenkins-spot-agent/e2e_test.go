@@ -87,9 +87,11 @@ func TestRunEndToEnd(t *testing.T) {
 	containerName := "jenkins-spot-agent-e2e-" + suffix
 	{
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		err := containertest.BuildImage(ctx, cli, tag, bin, []string{"/" + filepath.Base(bin), "jenkins-double",
+		err := containertest.BuildImage(ctx, cli, tag, bin, []string{
+			"/" + filepath.Base(bin), "jenkins-double",
 			"--listen", ":8080", "--home", "/var/jenkins_home", "--user", e2eUser, "--token", token,
-			"--startup-delay", "1s", "--job", "nightly=" + e2eNightly, "--job", "deploy=pipeline:0s"})
+			"--startup-delay", "1s", "--job", "nightly=" + e2eNightly, "--job", "deploy=pipeline:0s",
+		})
 		cancel()
 		if err != nil {
 			t.Fatalf("build the Jenkins image: %v", err)

@@ -501,8 +501,10 @@ func TestPingAnswers(t *testing.T) {
 	if err := f.runtime().Ping(ctxFor(t, 30*time.Second)); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
-	r, err := New(Options{Image: "x", Name: "jsa-test-ping", HomeHost: "/tmp", HomeContainer: "/data",
-		Host: "unix://" + filepath.Join(t.TempDir(), "absent.sock")})
+	r, err := New(Options{
+		Image: "x", Name: "jsa-test-ping", HomeHost: "/tmp", HomeContainer: "/data",
+		Host: "unix://" + filepath.Join(t.TempDir(), "absent.sock"),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

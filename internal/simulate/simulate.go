@@ -321,9 +321,11 @@ func (s *sim) launch(ctx context.Context, name, instanceID, home string) (*host,
 	in.url = "http://127.0.0.1:" + strconv.Itoa(port)
 	dir := filepath.Join(s.opts.WorkDir, name)
 	cfg := s.config(name, dir, home, port)
-	doubleArgs := []string{"--home", cfg.Jenkins.HomeInContainer, "--user", jenkinsUser, "--token", jenkinsToken,
+	doubleArgs := []string{
+		"--home", cfg.Jenkins.HomeInContainer, "--user", jenkinsUser, "--token", jenkinsToken,
 		"--startup-delay", "1s", "--job", buildJob + "=" + (s.opts.NoticeAfter + 4*time.Second).String(),
-		"--job", pipelineJob + "=pipeline:" + s.opts.Pipeline.String()}
+		"--job", pipelineJob + "=pipeline:" + s.opts.Pipeline.String(),
+	}
 	if s.sum.Docker {
 		rt, err := container.New(containerOptions(cfg, s.opts.Logger, append([]string{"--listen", ":8080"}, doubleArgs...)))
 		if err != nil {
@@ -613,8 +615,10 @@ func (s *sim) summarize(a, b *host) {
 		}
 		return status.Event{}, false
 	}
-	for _, st := range []status.Step{status.StepDeregister, status.StepQuietDown, status.StepDrain, status.StepContainerStop,
-		status.StepLeaseRelease, status.StepUnmount, status.StepLifecycleComplete} {
+	for _, st := range []status.Step{
+		status.StepDeregister, status.StepQuietDown, status.StepDrain, status.StepContainerStop,
+		status.StepLeaseRelease, status.StepUnmount, status.StepLifecycleComplete,
+	} {
 		ev, ok := done(st)
 		if !ok {
 			s.sum.FailedSteps = append(s.sum.FailedSteps, string(st)+": did not run")

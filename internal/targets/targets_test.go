@@ -23,14 +23,14 @@ import (
 )
 
 const (
-	region   = "us-east-1"
+	region     = "us-east-1"
 	instanceID = "i-0123456789abcdef0"
-	asgName  = "jenkins-asg"
-	hook     = "drain-jenkins"
-	tgA      = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/jenkins-a/0123456789abcdef"
-	tgB      = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/jenkins-b/1123456789abcdef"
-	tgC      = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/jenkins-c/2123456789abcdef"
-	tgGone   = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/deleted/3123456789abcdef"
+	asgName    = "jenkins-asg"
+	hook       = "drain-jenkins"
+	tgA        = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/jenkins-a/0123456789abcdef"
+	tgB        = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/jenkins-b/1123456789abcdef"
+	tgC        = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/jenkins-c/2123456789abcdef"
+	tgGone     = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/deleted/3123456789abcdef"
 )
 
 // TestMain keeps the SDK away from the machine's AWS files and from instance metadata:
