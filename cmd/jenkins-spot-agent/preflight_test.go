@@ -119,9 +119,8 @@ func pfNewWorld(t *testing.T) *pfWorld {
 	return w
 }
 
-// pfConfig is the configuration of the world; efs.dns, efs.mount_program and extra
-// lines (appended at the top level) vary per test.
-func (w *pfWorld) pfConfig(t *testing.T, dns, mountProgram, extra string) string {
+// pfConfig is the configuration of the world; efs.dns and efs.mount_program vary per test.
+func (w *pfWorld) pfConfig(t *testing.T, dns, mountProgram string) string {
 	t.Helper()
 	path := filepath.Join(w.dir, "config.yaml")
 	pfWrite(t, path, fmt.Sprintf(`efs:
@@ -148,8 +147,8 @@ metrics:
   listen_address: ""
 control_socket: %s
 state_dir: %s
-%s`, pfFileSystem, filepath.Join(w.dir, "home"), dns, mountProgram, pfRandom(t), pfRandom(t), pfUser, w.tokenFile,
-		pfTargetGroup, pfHook, filepath.Join(w.dir, "run", "control.sock"), filepath.Join(w.dir, "state"), extra))
+`, pfFileSystem, filepath.Join(w.dir, "home"), dns, mountProgram, pfRandom(t), pfRandom(t), pfUser, w.tokenFile,
+		pfTargetGroup, pfHook, filepath.Join(w.dir, "run", "control.sock"), filepath.Join(w.dir, "state")))
 	return path
 }
 
@@ -290,7 +289,7 @@ func TestPreflightAgainstEmulatorsReportsEachMissingPiece(t *testing.T) {
 	t.Run("one permission and the DNS name missing", func(t *testing.T) {
 		w := pfNewWorld(t)
 		w.aws.Deny("DeregisterTargets")
-		cfg := w.pfConfig(t, pfUnresolvable, pfTrue(t), "")
+		cfg := w.pfConfig(t, pfUnresolvable, pfTrue(t))
 
 		code, out, errOut := pfRun(t, "preflight", "--config", cfg, "--log-level", "debug")
 		t.Logf("stdout:\n%s", out)
@@ -353,7 +352,7 @@ func TestPreflightAgainstEmulatorsReportsEachMissingPiece(t *testing.T) {
 
 	t.Run("everything in place", func(t *testing.T) {
 		w := pfNewWorld(t)
-		cfg := w.pfConfig(t, pfResolvable, pfTrue(t), "")
+		cfg := w.pfConfig(t, pfResolvable, pfTrue(t))
 
 		code, out, errOut := pfRun(t, "preflight", "--config", cfg)
 		t.Logf("stdout:\n%s", out)
@@ -389,7 +388,7 @@ func TestPreflightAgainstEmulatorsReportsEachMissingPiece(t *testing.T) {
 // when the reason lists several groups.
 func TestPreflightTargetGroupsInAnotherRegion(t *testing.T) {
 	w := pfNewWorld(t)
-	cfg := w.pfConfig(t, pfResolvable, pfTrue(t), "")
+	cfg := w.pfConfig(t, pfResolvable, pfTrue(t))
 	west := []string{
 		"arn:aws:elasticloadbalancing:us-west-2:123456789012:targetgroup/west-a/0011223344556677",
 		"arn:aws:elasticloadbalancing:us-west-2:123456789012:targetgroup/west-b/8899aabbccddeeff",
@@ -427,7 +426,7 @@ func TestPreflightTargetGroupsInAnotherRegion(t *testing.T) {
 func TestPreflightDockerUnreachable(t *testing.T) {
 	w := pfNewWorld(t)
 	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(w.dir, "no-docker.sock"))
-	cfg := w.pfConfig(t, pfResolvable, pfTrue(t), "")
+	cfg := w.pfConfig(t, pfResolvable, pfTrue(t))
 
 	code, out, errOut := pfRun(t, "preflight", "--config", cfg)
 	t.Logf("stdout:\n%s", out)
@@ -464,7 +463,7 @@ func TestPreflightIMDSUnreachable(t *testing.T) {
 	closed := "http://" + ln.Addr().String()
 	ln.Close()
 	t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", closed)
-	cfg := w.pfConfig(t, pfResolvable, pfTrue(t), "")
+	cfg := w.pfConfig(t, pfResolvable, pfTrue(t))
 
 	code, out, errOut := pfRun(t, "preflight", "--config", cfg)
 	t.Logf("stdout:\n%s", out)

@@ -148,7 +148,9 @@ func TestTokenFromFileAndCredentials(t *testing.T) {
 		t.Fatalf("missing token file: %v", err)
 	}
 	empty := filepath.Join(dir, "empty")
-	os.WriteFile(empty, nil, 0o600)
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg.Jenkins.APITokenFile = empty
 	if _, _, err := cfg.JenkinsToken(); err == nil || !strings.Contains(err.Error(), "empty") {
 		t.Fatalf("empty token file: %v", err)

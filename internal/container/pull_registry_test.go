@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -49,12 +50,20 @@ func newRegistry(t *testing.T, binary string, failBlobs bool) *registry {
 	if err := tw.WriteHeader(&tar.Header{Name: "webserver", Mode: 0o755, Size: int64(len(bin)), Typeflag: tar.TypeReg}); err != nil {
 		t.Fatal(err)
 	}
-	tw.Write(bin)
-	tw.Close()
+	if _, err := tw.Write(bin); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
-	zw.Write(tarBuf.Bytes())
-	zw.Close()
+	if _, err := zw.Write(tarBuf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
 	layer := gz.Bytes()
 
 	config, _ := json.Marshal(map[string]any{
@@ -80,8 +89,14 @@ func newRegistry(t *testing.T, binary string, failBlobs bool) *registry {
 	}
 	reg.host = ln.Addr().String()
 	srv := &http.Server{Handler: reg, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("registry: %v", err)
+		}
+	})
 	return reg
 }
 

@@ -349,9 +349,15 @@ func TestBadRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
-	conn.Write([]byte(`{"command":"status"}`))
-	conn.CloseWrite()
+	if err := conn.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write([]byte(`{"command":"status"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
 	resp, err := bufio.NewReader(conn).ReadString('\n')
 	if err != nil || !strings.HasPrefix(resp, `{"status":{"Phase":"draining"`) {
 		t.Errorf("status without newline = %q, %v", resp, err)
@@ -367,7 +373,9 @@ func TestSilentClientDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := conn.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	var buf [1]byte
 	if _, err := conn.Read(buf[:]); err == nil {
 		t.Error("server wrote to a client that sent nothing")
@@ -398,5 +406,7 @@ func BenchmarkQueryStatus(b *testing.B) {
 		}
 	}
 	cancel()
-	<-done
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
 }

@@ -148,7 +148,7 @@ func (p *pair) launch(t testing.TB, ctx context.Context, name, id, home string) 
 
 // takeover waits for B to serve and checks what the sampler saw: B's Jenkins ran, and
 // only after A's was last seen running.
-func (p *pair) takeover(t testing.TB, ctx context.Context) samples {
+func (p *pair) takeover(t testing.TB, ctx context.Context) {
 	t.Helper()
 	if err := p.b.waitPhase(ctx, status.PhaseServing, time.Minute); err != nil {
 		t.Fatalf("B did not take over: %v", err)
@@ -165,7 +165,6 @@ func (p *pair) takeover(t testing.TB, ctx context.Context) samples {
 		t.Errorf("A's Jenkins was last seen running at %s, not before B's was first seen at %s",
 			lastA.Format(time.StampMilli), firstB.Format(time.StampMilli))
 	}
-	return rep
 }
 
 // containerStartCall is when B's agent called the runtime to start Jenkins.

@@ -504,8 +504,12 @@ func (s *sim) startBuilds(ctx context.Context, in *host) int {
 func (s *sim) cleanup(in *host) {
 	in.cancel()
 	select {
-	case <-in.done:
+	case err := <-in.done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			s.opts.Logger.Warn("simulate: agent ended with an error", "instance", in.name, "err", err)
+		}
 	case <-time.After(30 * time.Second):
+		s.opts.Logger.Warn("simulate: agent did not end within 30s of its cancellation", "instance", in.name)
 	}
 	in.lease.crash(10 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -79,12 +78,13 @@ func StaticBinary(t testing.TB, pkg string) string {
 }
 
 // BuildStatic builds the Go main package pkg into the file out with
-// CGO_ENABLED=0, using the go command on PATH or else the one of this
-// toolchain. Relative package paths are relative to the working directory.
+// CGO_ENABLED=0, using the go command on PATH (go test puts the directory of the
+// go command that runs it first on PATH). Relative package paths are relative to
+// the working directory.
 func BuildStatic(ctx context.Context, pkg, out string) error {
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return fmt.Errorf("build %s: no go command on PATH (add $(go env GOROOT)/bin to PATH): %w", pkg, err)
 	}
 	cmd := exec.CommandContext(ctx, goTool, "build", "-trimpath", "-o", out, pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
