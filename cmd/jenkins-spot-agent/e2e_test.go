@@ -64,6 +64,7 @@ const (
 // Scaling are the in-process double. It boots, serves, takes a Spot notice with
 // builds running, runs the shutdown plan, and exits on SIGTERM.
 func TestRunEndToEnd(t *testing.T) {
+	testenv.SkipShort(t, "end to end: Docker, a tmpfs mount, the built binary")
 	began := time.Now()
 	testenv.Require(t, os.Geteuid() == 0, "end-to-end run needs root: it mounts a tmpfs and edits /etc/hosts")
 	for _, tool := range []string{"mount", "umount", "go"} {

@@ -156,6 +156,7 @@ state_dir: %s
 // it and its image store.
 func pfRequireDocker(t *testing.T) {
 	t.Helper()
+	testenv.SkipShort(t, "needs Docker")
 	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err == nil {
 		defer cli.Close()

@@ -159,6 +159,7 @@ func aemmBinary(t testing.TB) string {
 // with the given extra arguments and returns its base URL once it answers.
 func startAEMM(t testing.TB, args ...string) string {
 	t.Helper()
+	testenv.SkipShort(t, "runs amazon-ec2-metadata-mock, built for the test")
 	bin := aemmBinary(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

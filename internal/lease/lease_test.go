@@ -410,6 +410,7 @@ func TestFenceBeforeExpiry(t *testing.T) {
 		fenceScenario(t)
 		return
 	}
+	testenv.SkipShort(t, "mounts in a private mount namespace and waits out a lease")
 	if os.Geteuid() != 0 {
 		testenv.Missing(t, "%s", "needs root to mount a tmpfs in a private mount namespace")
 	}

@@ -31,6 +31,7 @@ const (
 )
 
 func TestFailoverAfterKill(t *testing.T) {
+	testenv.SkipShort(t, "a failover of two simulated instances")
 	t.Parallel()
 	mode, exe := runtimeFor(t)
 	f := killScenario(t, mode, exe)
@@ -39,6 +40,7 @@ func TestFailoverAfterKill(t *testing.T) {
 }
 
 func TestFailoverAfterBlockedRenewals(t *testing.T) {
+	testenv.SkipShort(t, "a failover of two simulated instances")
 	t.Parallel()
 	requireRoot(t)
 	mode, exe := runtimeFor(t)
@@ -51,6 +53,7 @@ func TestFailoverAfterBlockedRenewals(t *testing.T) {
 // plan (a hung Docker daemon). A's Jenkins may still run, so A must not let its lease
 // lapse while it lives; B must not start.
 func TestFailoverAfterFailedStop(t *testing.T) {
+	testenv.SkipShort(t, "a failover of two simulated instances")
 	t.Parallel()
 	mode, exe := runtimeFor(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -93,6 +96,7 @@ func (hungRuntime) Kill(context.Context) error {
 }
 
 func TestFailoverAfterNotice(t *testing.T) {
+	testenv.SkipShort(t, "a failover of two simulated instances")
 	t.Parallel()
 	mode, exe := runtimeFor(t)
 	f := cleanScenario(t, mode, exe)

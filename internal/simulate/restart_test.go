@@ -14,6 +14,7 @@ import (
 // An agent restarted on the same instance (a crash, an upgrade) adopts its own lease and
 // the running Jenkins container: Jenkins is neither stopped nor started again.
 func TestRestartedAgentAdoptsLeaseAndJenkins(t *testing.T) {
+	testenv.SkipShort(t, "needs Docker and a whole boot")
 	t.Parallel()
 	mode, exe := runtimeFor(t)
 	testenv.Require(t, mode == "always", "adopting a running container needs Docker (the in-process stand-in dies with its agent)")

@@ -144,6 +144,7 @@ func options(log *testLog, mode, exe string) Options {
 // when the builds do; the failover run keeps one running at the stop time, so that it
 // is saved by A and resumed by B.
 func TestRehearsal(t *testing.T) {
+	testenv.SkipShort(t, "a whole rehearsal, in Docker when it answers")
 	mode, exe := runtimeFor(t)
 	for _, tc := range []struct {
 		name     string
@@ -169,6 +170,7 @@ func TestRehearsal(t *testing.T) {
 // TestRehearsalInProcess keeps the path without Docker tested: Jenkins is the in-process
 // stand-in, with the same handover and the same Pipeline saved and resumed.
 func TestRehearsalInProcess(t *testing.T) {
+	testenv.SkipShort(t, "a whole rehearsal with failover")
 	t.Parallel()
 	opts := options(newTestLog(t), "never", "")
 	opts.Failover = true

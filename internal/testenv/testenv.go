@@ -30,6 +30,16 @@ func Require(t testing.TB, ok bool, format string, args ...any) {
 	t.Skip(msg)
 }
 
+// SkipShort skips the test under go test -short (make check, the quick loop): it needs
+// Docker, a mount, a peer process built for it, or takes more than a few seconds.
+// why says which; the full suite (make test, CI) runs it.
+func SkipShort(t testing.TB, why string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("%s: skipped under -short", why)
+	}
+}
+
 // Missing skips (or, in CI, fails) the test: something it needs is absent.
 func Missing(t testing.TB, format string, args ...any) {
 	t.Helper()
