@@ -34,7 +34,7 @@ const stopMargin = 2 * time.Second
 // about the container that could go stale.
 type Runtime struct {
 	cli  *client.Client
-	spec spec
+	spec request
 	hash string
 	log  *slog.Logger
 }

@@ -69,6 +69,37 @@ func TestNewValidates(t *testing.T) {
 	}
 }
 
+// TestCheckTTLIsTheRuleNewApplies: a ttl that CheckTTL (and so the configuration)
+// accepts is one New accepts with the default clock-skew allowance, and the other way
+// round up to MaxTTL, which only CheckTTL bounds. (New reads a zero ttl as the
+// default; the configuration has no "unset" and CheckTTL refuses it.)
+func TestCheckTTLIsTheRuleNewApplies(t *testing.T) {
+	if err := CheckTTL(0); err == nil {
+		t.Error("CheckTTL(0) accepted")
+	}
+	for _, ttl := range []time.Duration{
+		-time.Second, time.Second, 3 * time.Second, 2 * DefaultClockSkew, 2*DefaultClockSkew + time.Millisecond,
+		5 * time.Second, DefaultTTL, MaxTTL, MaxTTL + time.Second, time.Hour,
+	} {
+		checked := CheckTTL(ttl)
+		_, newErr := New(Options{Dir: "/x", HolderID: "i-1", TTL: ttl})
+		switch {
+		case ttl > MaxTTL:
+			if checked == nil || !strings.Contains(checked.Error(), "too long") {
+				t.Errorf("CheckTTL(%s) = %v, want too long", ttl, checked)
+			}
+		case (checked == nil) != (newErr == nil):
+			t.Errorf("ttl %s: CheckTTL says %v, New says %v", ttl, checked, newErr)
+		}
+	}
+	if err := CheckTTL(3 * time.Second); err == nil || !strings.Contains(err.Error(), "more than 4s") {
+		t.Errorf("CheckTTL(3s) = %v, want an error naming the 4s floor", err)
+	}
+	if err := CheckTTL(DefaultTTL); err != nil {
+		t.Errorf("CheckTTL(default %s) = %v", DefaultTTL, err)
+	}
+}
+
 func TestAcquireRefusesMissingHome(t *testing.T) {
 	l := newLease(t, filepath.Join(t.TempDir(), "not-mounted"), "i-a", nil)
 	_, err := l.Acquire(ctxFor(t, 5*time.Second), nil)
