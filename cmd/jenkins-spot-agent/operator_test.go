@@ -110,7 +110,7 @@ func TestStatusDrillAndMetricsAgainstARunningAgent(t *testing.T) {
 	cfg.Lease.TTL = config.Duration(6 * time.Second)
 	cfg.ControlSocket = filepath.Join(dir, "run", "control.sock")
 	cfg.StateDir = filepath.Join(dir, "state")
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	cfg.Metrics.ListenAddress = "127.0.0.1:" + strconv.Itoa(port)
 
 	log := slog.New(slog.DiscardHandler)

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -12,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -71,7 +67,7 @@ func pfNewWorld(t *testing.T) *pfWorld {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 
-	w := &pfWorld{dir: dir, token: "pf-token-" + pfRandom(t)}
+	w := &pfWorld{dir: dir, token: "pf-token-" + testenv.RandomSuffix(t)}
 	w.imds = imdstest.NewServer(instance.Identity{
 		InstanceID:       pfInstance,
 		AvailabilityZone: pfAZ,
@@ -147,7 +143,7 @@ metrics:
   listen_address: ""
 control_socket: %s
 state_dir: %s
-`, pfFileSystem, filepath.Join(w.dir, "home"), dns, mountProgram, pfRandom(t), pfRandom(t), pfUser, w.tokenFile,
+`, pfFileSystem, filepath.Join(w.dir, "home"), dns, mountProgram, testenv.RandomSuffix(t), testenv.RandomSuffix(t), pfUser, w.tokenFile,
 		pfTargetGroup, pfHook, filepath.Join(w.dir, "run", "control.sock"), filepath.Join(w.dir, "state")))
 	return path
 }
@@ -188,7 +184,7 @@ type pfRow struct {
 // pfRun runs one command in-process and returns its exit code and both outputs.
 func pfRun(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
-	var out, errOut pfBuffer
+	var out, errOut testenv.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	code := Main(ctx, args, &out, &errOut)
@@ -533,36 +529,9 @@ func TestExitCodes(t *testing.T) {
 	}
 }
 
-// pfBuffer is a bytes.Buffer that the logger's goroutines may share.
-type pfBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *pfBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *pfBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func pfWrite(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func pfRandom(t *testing.T) string {
-	t.Helper()
-	var b [6]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b[:])
 }

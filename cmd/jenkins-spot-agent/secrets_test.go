@@ -17,6 +17,7 @@ import (
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/config"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/jenkins/jenkinstest"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 // TestSecretRedactedThroughSlog logs a config.Secret every way the code base passes
@@ -167,7 +168,7 @@ func secRunPlan(t *testing.T, format string) {
 
 	w.imds.SetSpotAction("terminate", time.Now().Add(2*time.Minute))
 
-	var out, errOut pfBuffer
+	var out, errOut testenv.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan int, 1)

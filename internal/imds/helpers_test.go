@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,12 +22,7 @@ import (
 // testLogger returns a debug logger writing to a buffer that the test reads and that is
 // printed if the test fails.
 func testLogger(t testing.TB) (*slog.Logger, *testenv.Buffer) {
-	buf := &testenv.Buffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("watcher logs:\n%s", buf.String())
-		}
-	})
+	buf := testenv.NewLog(t, "watcher logs")
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
 }
 
@@ -161,12 +155,7 @@ func startAEMM(t testing.TB, args ...string) string {
 	t.Helper()
 	testenv.SkipShort(t, "runs amazon-ec2-metadata-mock, built for the test")
 	bin := aemmBinary(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
-	ln.Close()
+	port := fmt.Sprint(testenv.FreePort(t))
 	full := append([]string{"-n", "127.0.0.1", "-p", port, "-I"}, args...)
 	cmd := exec.Command(bin, full...)
 	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())

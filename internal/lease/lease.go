@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/clock"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
@@ -306,13 +307,9 @@ func (l *Lease) Acquire(ctx context.Context, waiting func(status.LeaseState)) (s
 				continue // take it now, under the lock, if the record has not changed
 			}
 		}
-		t := time.NewTimer(l.opts.PollInterval)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !clock.Sleep(ctx, l.opts.PollInterval) {
 			return status.LeaseState{}, fmt.Errorf("acquire lease: still held by %s (epoch %d, expires %s): %w",
 				rec.Holder, rec.Epoch, rec.Expires.Format(time.RFC3339), ctx.Err())
-		case <-t.C:
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/agent"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/clock"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 
@@ -42,7 +43,7 @@ func TestFailoverAfterKill(t *testing.T) {
 func TestFailoverAfterBlockedRenewals(t *testing.T) {
 	testenv.SkipShort(t, "a failover of two simulated instances")
 	t.Parallel()
-	requireRoot(t)
+	testenv.Root(t, "this scenario bind-mounts the home")
 	mode, exe := runtimeFor(t)
 	f := fenceScenario(t, mode, exe)
 	t.Logf("renewals blocked → A killed its Jenkins after %s; that was %s before its lease lapsed; B's container start call came %s after the fence",
@@ -72,7 +73,7 @@ func TestFailoverAfterFailedStop(t *testing.T) {
 		t.Fatalf("A's plan did not finish: %v", err)
 	}
 	// Well past the lease's expiry and allowance had A stopped renewing.
-	if !sleepCtx(ctx, leaseTTL+skew+3*time.Second) {
+	if !clock.Sleep(ctx, leaseTTL+skew+3*time.Second) {
 		t.Fatal(ctx.Err())
 	}
 	rep := p.sampler.stop()
@@ -107,7 +108,7 @@ func TestFailoverAfterNotice(t *testing.T) {
 // the lease, and the sampler watching both runtimes from then on.
 type pair struct {
 	s       *sim
-	log     *testLog
+	log     *testenv.Buffer
 	a, b    *host
 	sampler *sampler
 }
@@ -116,7 +117,7 @@ type pair struct {
 // rehearsal first and returns where A sees the home (B sees the shared directory).
 func newPair(t testing.TB, ctx context.Context, mode, exe string, setup func(t testing.TB, s *sim) string) *pair {
 	t.Helper()
-	log := newTestLog(t)
+	log := testenv.NewLog(t, "timeline and agent logs")
 	s, err := newSim(ctx, options(log, mode, exe))
 	if err != nil {
 		t.Fatalf("set up the rehearsal: %v", err)
@@ -342,12 +343,6 @@ func bindView(t testing.TB, home, view string) string {
 		t.Errorf("unmount %s: %v; unmount it by hand (umount %s)", view, err, view)
 	})
 	return view
-}
-
-// requireRoot skips a test that mounts, unless CI=true, where it fails.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	testenv.Require(t, os.Geteuid() == 0, "this scenario bind-mounts the home and needs root")
 }
 
 // cleanFigures measure a clean handover.

@@ -20,7 +20,7 @@ func TestRestartedAgentAdoptsLeaseAndJenkins(t *testing.T) {
 	testenv.Require(t, mode == "always", "adopting a running container needs Docker (the in-process stand-in dies with its agent)")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	log := newTestLog(t)
+	log := testenv.NewLog(t, "timeline and agent logs")
 	s, err := newSim(ctx, options(log, mode, exe))
 	if err != nil {
 		t.Fatal(err)

@@ -26,6 +26,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/agent"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/clock"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/config"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs/efstest"
@@ -257,7 +258,7 @@ func (s *sim) run(ctx context.Context) (*Summary, error) {
 		defer sampler.stop()
 	}
 
-	if !sleepCtx(ctx, s.opts.NoticeAfter) {
+	if !clock.Sleep(ctx, s.opts.NoticeAfter) {
 		return nil, ctx.Err()
 	}
 	s.sum.BuildsAtNotice = builds
@@ -539,27 +540,10 @@ func (s *sim) event(in *host, ev status.Event) {
 		ref, label = s.noticeAt, "after notice"
 	}
 	s.mu.Unlock()
-	at := fmt.Sprintf("%s %+8.3fs", label, ev.At.Sub(ref).Seconds())
-	var line string
-	switch {
-	case ev.Notice != nil && !ev.Notice.Time.IsZero():
-		line = fmt.Sprintf("notice        %s, termination at %s", ev.Notice.Kind, ev.Notice.Time.UTC().Format(time.TimeOnly))
-	case ev.Notice != nil:
-		line = fmt.Sprintf("notice        %s", ev.Notice.Kind)
-	case ev.Phase != "":
-		line = fmt.Sprintf("phase         %s", ev.Message)
-	case !ev.Done && ev.Message != "":
-		line = fmt.Sprintf("%-13s %s", ev.Step, ev.Message)
-	case !ev.Done:
+	if ev.Step != "" && !ev.Done && ev.Message == "" {
 		return // a step start: its end line says all
-	default:
-		outcome := "ok"
-		if ev.Err != "" {
-			outcome = "FAILED: " + ev.Err
-		}
-		line = fmt.Sprintf("%-13s %-4s %8s", ev.Step, outcome, ev.Duration.Round(time.Millisecond))
 	}
-	s.say("%s  [%s] %s", at, in.name, line)
+	s.say("%s %+8.3fs  [%s] %s", label, ev.At.Sub(ref).Seconds(), in.name, ev.Line())
 }
 
 func (s *sim) say(format string, args ...any) {
@@ -697,15 +681,4 @@ func isStatic(path string) bool {
 		}
 	}
 	return true
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
