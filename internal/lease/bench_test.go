@@ -10,7 +10,7 @@ import (
 )
 
 // BenchmarkHandover measures a clean release by one holder to the acquisition by a
-// waiting successor, with the default poll interval (the SPEC asks for under 2s).
+// waiting successor, with the default poll interval (docs/behaviour.md promises under 2s).
 func BenchmarkHandover(b *testing.B) {
 	dir := b.TempDir()
 	holders := [2]*Lease{
