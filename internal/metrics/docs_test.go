@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
 
 // docPath is the metrics reference that ships with the code.
@@ -103,7 +102,7 @@ func TestEveryMetricIsDocumented(t *testing.T) {
 	}
 	types := map[string]string{}
 	for _, f := range families {
-		types[f.GetName()] = strings.ToLower(dto.MetricType_name[int32(f.GetType())])
+		types[f.GetName()] = strings.ToLower(f.GetType().String())
 	}
 
 	for _, name := range slices.Sorted(maps.Keys(names)) {
