@@ -6,7 +6,13 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all build simulate simulate-failover test unit lint check-packaging bench bench-size bench-footprint package clean mixin peers
+.PHONY: all build simulate simulate-failover test check fuzz unit lint check-packaging bench bench-size bench-footprint package clean mixin peers
+
+# The shell scripts that shellcheck reads: every script with a sh/bash shebang under
+# packaging/ and .ci/.
+SHELL_SCRIPTS = $(shell git ls-files packaging .ci 2>/dev/null | xargs grep -lE '^\#!.*(/|env )(ba|da)?sh\b' 2>/dev/null)
+# How long `make fuzz` runs each fuzz target.
+FUZZTIME ?= 5s
 
 all: build
 
@@ -21,13 +27,30 @@ simulate: build
 simulate-failover: build
 	$(BIN) simulate --failover
 
-## test: formatting, vet, every Go test (Docker, mounts, AEMM, promtool...), packaging checks
+## test: the gates, every Go test (Docker, mounts, AEMM, promtool...), packaging checks
 test: lint build unit check-packaging
 
+## check: the quick loop: every Go test that needs no peer and takes at most seconds
+check:
+	$(GO) test -short -count=1 ./...
+
+## fuzz: every fuzz target of the module for FUZZTIME each (make fuzz FUZZTIME=1m)
+fuzz:
+	@set -eo pipefail; $(GO) test -list '^Fuzz' ./... | awk '/^Fuzz/ { t[n++] = $$1; next } /^ok/ { for (i = 0; i < n; i++) print $$2, t[i]; n = 0 }' | \
+	  while read -r pkg target; do \
+	    echo "fuzz: $$pkg $$target ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) "$$pkg" </dev/null; \
+	  done
+
+## lint: gofmt, go.mod tidy, go vet, golangci-lint (.golangci.yml, pinned in tools/go.mod), shellcheck
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
+	cd tools && $(GO) mod tidy -diff
+	$(GO) tool -modfile=tools/go.mod golangci-lint run ./...
+	shellcheck -x $(SHELL_SCRIPTS)
 
 unit:
 	JENKINS_SPOT_AGENT_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 25m ./...

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -116,17 +114,6 @@ func (p *process) exited() (bool, error) {
 	}
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // waitPort waits until something accepts TCP connections on addr.
 func waitPort(t *testing.T, addr string, timeout time.Duration, p *process) {
 	t.Helper()
@@ -145,16 +132,6 @@ func waitPort(t *testing.T, addr string, timeout time.Duration, p *process) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// randomSuffix names the test's container, image and other shared objects uniquely.
-func randomSuffix(t *testing.T) string {
-	t.Helper()
-	var b [6]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b[:])
 }
 
 const hostsFile = "/etc/hosts"

@@ -64,8 +64,9 @@ const (
 // Scaling are the in-process double. It boots, serves, takes a Spot notice with
 // builds running, runs the shutdown plan, and exits on SIGTERM.
 func TestRunEndToEnd(t *testing.T) {
+	testenv.SkipShort(t, "end to end: Docker, a tmpfs mount, the built binary")
 	began := time.Now()
-	testenv.Require(t, os.Geteuid() == 0, "end-to-end run needs root: it mounts a tmpfs and edits /etc/hosts")
+	testenv.Root(t, "the end-to-end run mounts a tmpfs and edits /etc/hosts")
 	for _, tool := range []string{"mount", "umount", "go"} {
 		_, err := exec.LookPath(tool)
 		testenv.Require(t, err == nil, "end-to-end run needs %s on PATH: %v", tool, err)
@@ -77,19 +78,21 @@ func TestRunEndToEnd(t *testing.T) {
 	}
 	bin := agentBinary(t)
 	aemmBin := buildAEMM(t, dir)
-	suffix := randomSuffix(t)
-	token := randomSuffix(t) + randomSuffix(t)
+	suffix := testenv.RandomSuffix(t)
+	token := testenv.RandomSuffix(t) + testenv.RandomSuffix(t)
 
 	// Jenkins: the double, as PID 1 of a FROM scratch image of this very binary.
-	jenkinsPort := freePort(t)
+	jenkinsPort := testenv.FreePort(t)
 	jenkinsURL := "http://127.0.0.1:" + strconv.Itoa(jenkinsPort)
 	tag := "jenkins-spot-agent-e2e:" + suffix
 	containerName := "jenkins-spot-agent-e2e-" + suffix
 	{
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		err := containertest.BuildImage(ctx, cli, tag, bin, []string{"/" + filepath.Base(bin), "jenkins-double",
+		err := containertest.BuildImage(ctx, cli, tag, bin, []string{
+			"/" + filepath.Base(bin), "jenkins-double",
 			"--listen", ":8080", "--home", "/var/jenkins_home", "--user", e2eUser, "--token", token,
-			"--startup-delay", "1s", "--job", "nightly=" + e2eNightly, "--job", "deploy=pipeline:0s"})
+			"--startup-delay", "1s", "--job", "nightly=" + e2eNightly, "--job", "deploy=pipeline:0s",
+		})
 		cancel()
 		if err != nil {
 			t.Fatalf("build the Jenkins image: %v", err)
@@ -116,7 +119,7 @@ func TestRunEndToEnd(t *testing.T) {
 	}
 
 	// IMDS: AEMM with the Spot notice at a fixed time, naming a fixed termination time.
-	imdsPort := freePort(t)
+	imdsPort := testenv.FreePort(t)
 	imdsAddr := "127.0.0.1:" + strconv.Itoa(imdsPort)
 	noticeAt := time.Now().Add(e2eNoticeAfter).UTC().Truncate(time.Second)
 	termination := noticeAt.Add(e2eWarning)
@@ -146,7 +149,7 @@ exec mount -t tmpfs -o size=64m "$1" "$2"
 
 	tokenFile := filepath.Join(dir, "jenkins-api-token")
 	writeFile(t, tokenFile, token+"\n", 0o600)
-	metricsAddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	metricsAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
 	socket := filepath.Join(dir, "control.sock")
 	cfgPath := filepath.Join(dir, "config.yaml")
 	writeFile(t, cfgPath, fmt.Sprintf(`efs:

@@ -116,7 +116,9 @@ func (c *migrateCommand) run(ctx context.Context, e *env) error {
 	}()
 	defer func() {
 		stopHold()
-		<-held
+		if err := <-held; err != nil {
+			e.log.Error("the JENKINS_HOME lease was lost during migrate: check that no other controller uses this file system, then run migrate --resume", "err", err)
+		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if err := l.Release(rctx); err != nil {

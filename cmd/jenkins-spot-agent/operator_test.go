@@ -54,6 +54,7 @@ func (r *opRuntime) Start(context.Context) (bool, error) {
 	r.running, r.exited = true, make(chan struct{})
 	return false, nil
 }
+
 func (r *opRuntime) Stop(context.Context, time.Duration) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -69,6 +70,7 @@ func (r *opRuntime) Running(context.Context) (bool, error) {
 	defer r.mu.Unlock()
 	return r.running, nil
 }
+
 func (r *opRuntime) Wait(ctx context.Context) (int64, error) {
 	r.mu.Lock()
 	ch := r.exited
@@ -108,7 +110,7 @@ func TestStatusDrillAndMetricsAgainstARunningAgent(t *testing.T) {
 	cfg.Lease.TTL = config.Duration(6 * time.Second)
 	cfg.ControlSocket = filepath.Join(dir, "run", "control.sock")
 	cfg.StateDir = filepath.Join(dir, "state")
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	cfg.Metrics.ListenAddress = "127.0.0.1:" + strconv.Itoa(port)
 
 	log := slog.New(slog.DiscardHandler)
@@ -130,8 +132,10 @@ func TestStatusDrillAndMetricsAgainstARunningAgent(t *testing.T) {
 				return lease.New(lease.Options{Dir: home, HolderID: id.InstanceID, TTL: cfg.Lease.TTL.D(), Logger: log})
 			},
 			NewTargets: func(ctx context.Context, id instance.Identity) (agent.Targets, error) {
-				return targets.New(ctx, targets.Options{Region: id.Region, TargetGroups: []targets.TargetGroup{{ARN: opARN, Port: 8080}},
-					Endpoint: aws.URL(), Credentials: aws.Credentials(), Logger: log})
+				return targets.New(ctx, targets.Options{
+					Region: id.Region, TargetGroups: []targets.TargetGroup{{ARN: opARN, Port: 8080}},
+					Endpoint: aws.URL(), Credentials: aws.Credentials(), Logger: log,
+				})
 			},
 			Runtime: &opRuntime{},
 			Jenkins: jenkins.V1{Client: jc}, // until the agent takes Ready and []jenkins.Build

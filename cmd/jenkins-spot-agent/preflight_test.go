@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -12,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -74,7 +70,7 @@ func pfNewWorld(t *testing.T) *pfWorld {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 
-	w := &pfWorld{dir: dir, token: "pf-token-" + pfRandom(t), jenkinsPort: 20000 + int(time.Now().UnixNano()%40000)}
+	w := &pfWorld{dir: dir, token: "pf-token-" + testenv.RandomSuffix(t), jenkinsPort: 20000 + int(time.Now().UnixNano()%40000)}
 	w.IMDS = imdstest.NewServer(instance.Identity{
 		InstanceID:       pfInstance,
 		AvailabilityZone: pfAZ,
@@ -122,9 +118,8 @@ func pfNewWorld(t *testing.T) *pfWorld {
 	return w
 }
 
-// pfConfig is the configuration of the world; efs.dns, efs.mount_program and extra
-// lines (appended at the top level) vary per test.
-func (w *pfWorld) pfConfig(t *testing.T, dns, mountProgram, extra string) string {
+// pfConfig is the configuration of the world; efs.dns and efs.mount_program vary per test.
+func (w *pfWorld) pfConfig(t *testing.T, dns, mountProgram string) string {
 	t.Helper()
 	path := filepath.Join(w.dir, "config.yaml")
 	pfWrite(t, path, fmt.Sprintf(`efs:
@@ -152,7 +147,7 @@ metrics:
   listen_address: ""
 control_socket: %s
 state_dir: %s
-%s`, pfFileSystem, filepath.Join(w.dir, "home"), dns, mountProgram, pfRandom(t), pfRandom(t), w.JenkinsPort, pfUser, w.TokenFile,
+%s`, pfFileSystem, filepath.Join(w.dir, "home"), dns, mountProgram, testenv.RandomSuffix(t), testenv.RandomSuffix(t), w.JenkinsPort, pfUser, w.TokenFile,
 		pfTargetGroup, pfHook, filepath.Join(w.dir, "run", "control.sock"), filepath.Join(w.dir, "state"), extra))
 	return path
 }
@@ -161,6 +156,7 @@ state_dir: %s
 // it and its image store.
 func pfRequireDocker(t *testing.T) {
 	t.Helper()
+	testenv.SkipShort(t, "needs Docker")
 	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err == nil {
 		defer cli.Close()
@@ -192,7 +188,7 @@ type pfRow struct {
 // pfRun runs one command in-process and returns its exit code and both outputs.
 func pfRun(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
-	var out, errOut pfBuffer
+	var out, errOut testenv.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	code := Main(ctx, args, &out, &errOut)
@@ -298,7 +294,7 @@ func TestPreflightAgainstEmulatorsReportsEachMissingPiece(t *testing.T) {
 	t.Run("one permission and the DNS name missing", func(t *testing.T) {
 		w := pfNewWorld(t)
 		w.aws.Deny("DeregisterTargets")
-		cfg := w.pfConfig(t, pfUnresolvable, pfTrue(t), "")
+		cfg := w.pfConfig(t, pfUnresolvable, pfTrue(t))
 
 		code, out, errOut := pfRun(t, "preflight", "--config", cfg, "--log-level", "debug")
 		t.Logf("stdout:\n%s", out)
@@ -361,7 +357,7 @@ func TestPreflightAgainstEmulatorsReportsEachMissingPiece(t *testing.T) {
 
 	t.Run("everything in place", func(t *testing.T) {
 		w := pfNewWorld(t)
-		cfg := w.pfConfig(t, pfResolvable, pfTrue(t), "")
+		cfg := w.pfConfig(t, pfResolvable, pfTrue(t))
 
 		code, out, errOut := pfRun(t, "preflight", "--config", cfg)
 		t.Logf("stdout:\n%s", out)
@@ -397,7 +393,7 @@ func TestPreflightAgainstEmulatorsReportsEachMissingPiece(t *testing.T) {
 // when the reason lists several groups.
 func TestPreflightTargetGroupsInAnotherRegion(t *testing.T) {
 	w := pfNewWorld(t)
-	cfg := w.pfConfig(t, pfResolvable, pfTrue(t), "")
+	cfg := w.pfConfig(t, pfResolvable, pfTrue(t))
 	west := []string{
 		"arn:aws:elasticloadbalancing:us-west-2:123456789012:targetgroup/west-a/0011223344556677",
 		"arn:aws:elasticloadbalancing:us-west-2:123456789012:targetgroup/west-b/8899aabbccddeeff",
@@ -435,7 +431,7 @@ func TestPreflightTargetGroupsInAnotherRegion(t *testing.T) {
 func TestPreflightDockerUnreachable(t *testing.T) {
 	w := pfNewWorld(t)
 	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(w.dir, "no-docker.sock"))
-	cfg := w.pfConfig(t, pfResolvable, pfTrue(t), "")
+	cfg := w.pfConfig(t, pfResolvable, pfTrue(t))
 
 	code, out, errOut := pfRun(t, "preflight", "--config", cfg)
 	t.Logf("stdout:\n%s", out)
@@ -472,7 +468,7 @@ func TestPreflightIMDSUnreachable(t *testing.T) {
 	closed := "http://" + ln.Addr().String()
 	ln.Close()
 	t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", closed)
-	cfg := w.pfConfig(t, pfResolvable, pfTrue(t), "")
+	cfg := w.pfConfig(t, pfResolvable, pfTrue(t))
 
 	code, out, errOut := pfRun(t, "preflight", "--config", cfg)
 	t.Logf("stdout:\n%s", out)
@@ -541,36 +537,9 @@ func TestExitCodes(t *testing.T) {
 	}
 }
 
-// pfBuffer is a bytes.Buffer that the logger's goroutines may share.
-type pfBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *pfBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *pfBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func pfWrite(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func pfRandom(t *testing.T) string {
-	t.Helper()
-	var b [6]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b[:])
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/config"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/jenkins/jenkinstest"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 // TestSecretRedactedThroughSlog logs a config.Secret every way the code base passes
@@ -109,7 +110,7 @@ func TestSecretNeverInLogs(t *testing.T) {
 			// Failures print the most: a denied call and an unresolvable name.
 			w.aws.Deny("DeregisterTargets")
 			w.aws.Deny("DescribeInstances")
-			cfg := w.pfConfig(t, pfUnresolvable, pfTrue(t), "")
+			cfg := w.pfConfig(t, pfUnresolvable, pfTrue(t))
 			code, out, errOut := pfRun(t, "preflight", "--config", cfg, "--log-level", "debug", "--log-format", format)
 			if code != exitFailed {
 				t.Fatalf("exit code %d, want %d; stderr:\n%s\nstdout:\n%s", code, exitFailed, errOut, out)
@@ -128,7 +129,7 @@ func TestSecretNeverInLogs(t *testing.T) {
 			failing := filepath.Join(w.dir, "mount-fails")
 			pfWrite(t, failing, "#!/bin/sh\necho \"mount: bad option\" >&2\nexit 32\n")
 			secExecutable(t, failing)
-			cfg := w.pfConfig(t, pfResolvable, failing, "")
+			cfg := w.pfConfig(t, pfResolvable, failing)
 			code, out, errOut := pfRun(t, "run", "--config", cfg, "--log-level", "debug", "--log-format", format)
 			if code != exitFailed {
 				t.Fatalf("exit code %d, want %d; stderr:\n%s", code, exitFailed, errOut)
@@ -160,14 +161,14 @@ func secRunPlan(t *testing.T, format string) {
 	slow := filepath.Join(w.dir, "mount-slow")
 	pfWrite(t, slow, "#!/bin/sh\nexec sleep 30\n")
 	secExecutable(t, slow)
-	cfg := w.pfConfig(t, pfResolvable, slow, "")
+	cfg := w.pfConfig(t, pfResolvable, slow)
 	// Point jenkins.url at the double: the config's own url is a closed port.
 	cfgText := strings.Replace(secRead(t, cfg), "url: http://127.0.0.1:1", "url: "+js.URL, 1)
 	pfWrite(t, cfg, cfgText)
 
 	w.IMDS.SetSpotAction("terminate", time.Now().Add(2*time.Minute))
 
-	var out, errOut pfBuffer
+	var out, errOut testenv.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan int, 1)

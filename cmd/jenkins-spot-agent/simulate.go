@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/simulate"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
 // simulateCommand rehearses the whole architecture on this machine: the same agent code
@@ -92,7 +93,7 @@ func printSummary(e *env, s *simulate.Summary, budget time.Duration) {
 	row("whole plan", ms(s.PlanTotal))
 	row("margin left before termination", ms(s.Margin))
 	row("target state afterwards", s.TargetState)
-	row("lifecycle action", orNone(s.Lifecycle))
+	row("lifecycle action", status.OrNone(s.Lifecycle))
 	if s.Handover > 0 || s.Downtime > 0 {
 		row("handover (A released lease → B container start)", ms(s.Handover))
 		row("Jenkins downtime (A stop began → B answers)", ms(s.Downtime))
@@ -107,11 +108,4 @@ func printSummary(e *env, s *simulate.Summary, budget time.Duration) {
 		}
 	}
 	tw.Flush()
-}
-
-func orNone(s string) string {
-	if s == "" {
-		return "none"
-	}
-	return s
 }

@@ -9,18 +9,22 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/spec"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
 )
 
 // DefaultPath is where the agent looks for its configuration when --config is not given.
@@ -338,12 +342,9 @@ func yamlProblems(err error) []string {
 }
 
 var (
-	fsIDPattern   = regexp.MustCompile(`^fs-([0-9a-f]{8}|[0-9a-f]{17})$`)
-	tgARNPattern  = regexp.MustCompile(`^arn:aws(-cn|-us-gov|-iso|-iso-b)?:elasticloadbalancing:[a-z0-9-]+:\d{12}:targetgroup/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}$`)
-	containerName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
-	portSpec      = regexp.MustCompile(`^(([0-9.]+|\[[0-9a-fA-F:]+\]):)?(\d{1,5}:)?\d{1,5}(/(tcp|udp|sctp))?$`)
-	envName       = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	capName       = regexp.MustCompile(`^[A-Z][A-Z0-9_]{1,31}$`)
+	fsIDPattern  = regexp.MustCompile(`^fs-([0-9a-f]{8}|[0-9a-f]{17})$`)
+	tgARNPattern = regexp.MustCompile(`^arn:aws(-cn|-us-gov|-iso|-iso-b)?:elasticloadbalancing:[a-z0-9-]+:\d{12}:targetgroup/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}$`)
+	capName      = regexp.MustCompile(`^[A-Z][A-Z0-9_]{1,31}$`)
 )
 
 // Validate checks every value and returns an *InvalidError listing each problem with its key.
@@ -381,31 +382,24 @@ func (c *Config) Validate() error {
 		p.add("efs.expect_fstypes", "must list at least one file system type (nfs4 for EFS)")
 	}
 
+	// The container's rules belong to the container adapter (package spec); checking
+	// them here turns what would fail at run time into exit code 78 now.
 	j := c.Jenkins
-	if j.Image == "" {
-		p.add("jenkins.image", "must not be empty")
-	}
+	p.check("jenkins.image", spec.Image(j.Image))
 	p.oneOf("jenkins.pull", j.Pull, "always", "if-missing", "never")
-	if !containerName.MatchString(j.ContainerName) {
-		p.add("jenkins.container_name", "%q is not a valid container name", j.ContainerName)
-	}
+	_, err := spec.Name(j.ContainerName)
+	p.check("jenkins.container_name", err)
 	p.absPath("jenkins.home_in_container", j.HomeInContainer)
 	for i, ps := range j.Ports {
-		if !portSpec.MatchString(ps) {
-			p.add(fmt.Sprintf("jenkins.ports[%d]", i), "%q is not [ip:]host:container[/proto]", ps)
-		}
+		_, err := spec.ParsePort(ps)
+		p.check(fmt.Sprintf("jenkins.ports[%d]", i), err)
 	}
-	for k := range j.Env {
-		if !envName.MatchString(k) {
-			p.add("jenkins.env."+k, "is not a valid environment variable name")
-		}
+	for _, k := range slices.Sorted(maps.Keys(j.Env)) {
+		p.check("jenkins.env."+k, spec.EnvName(k))
 	}
 	for i, v := range j.Volumes {
-		parts := strings.Split(v, ":")
-		if len(parts) < 2 || len(parts) > 3 || !filepath.IsAbs(parts[0]) || !filepath.IsAbs(parts[1]) ||
-			(len(parts) == 3 && parts[2] != "ro" && parts[2] != "rw") {
-			p.add(fmt.Sprintf("jenkins.volumes[%d]", i), "%q is not /host/path:/container/path[:ro]", v)
-		}
+		_, err := spec.ParseVolume(v, j.HomeInContainer)
+		p.check(fmt.Sprintf("jenkins.volumes[%d]", i), err)
 	}
 	if u, err := url.Parse(j.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		p.add("jenkins.url", "%q is not an http(s) URL", j.URL)
@@ -439,11 +433,8 @@ func (c *Config) Validate() error {
 		}
 	}
 
-	if c.Lease.TTL.D() < 3*time.Second {
-		p.add("lease.ttl", "%s is too short: renewals every ttl/3 need at least 3s (30s is usual)", c.Lease.TTL.D())
-	} else if c.Lease.TTL.D() > 10*time.Minute {
-		p.add("lease.ttl", "%s is too long: a crashed holder would block a successor that long", c.Lease.TTL.D())
-	}
+	// The lease's own rule: a ttl it would refuse at run time is refused here.
+	p.check("lease.ttl", lease.CheckTTL(c.Lease.TTL.D()))
 
 	for i, tg := range c.TargetGroups {
 		key := fmt.Sprintf("target_groups[%d]", i)
@@ -460,8 +451,9 @@ func (c *Config) Validate() error {
 	if in.PollInterval.D() > 30*time.Second {
 		p.add("interruption.poll_interval", "%s would eat most of the two-minute warning; AWS advises 5s at most", in.PollInterval.D())
 	}
-	if in.SafetyMargin.D() < 0 {
-		p.add("interruption.safety_margin", "must not be negative")
+	if in.SafetyMargin.D() <= 0 {
+		p.add("interruption.safety_margin", "%s must be positive: the plan must end before the termination time, and the margin is what is left for the last step to land (15s is usual)",
+			in.SafetyMargin.D())
 	}
 	if spent := in.SafetyMargin.D() + j.StopGrace.D() + in.PollInterval.D(); spent >= SpotBudget {
 		p.add("interruption.safety_margin", "%s plus jenkins.stop_grace %s and poll_interval %s leaves nothing of the %s Spot warning; lower them",
@@ -606,6 +598,13 @@ type problems []string
 
 func (p *problems) add(key, format string, args ...any) {
 	*p = append(*p, key+": "+fmt.Sprintf(format, args...))
+}
+
+// check adds err, if any, as the problem of key.
+func (p *problems) check(key string, err error) {
+	if err != nil {
+		p.add(key, "%s", err.Error())
+	}
 }
 
 func (p *problems) oneOf(key, v string, allowed ...string) {

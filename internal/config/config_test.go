@@ -85,7 +85,16 @@ func TestInvalidConfigNamesTheKey(t *testing.T) {
 		{"bad duration", minimal + "jenkins:\n  stop_grace: soon\n", "is not a duration"},
 		{"margin over budget", minimal + "interruption:\n  safety_margin: 2m\n", "interruption.safety_margin"},
 		{"margin plus grace over budget", minimal + "interruption:\n  safety_margin: 60s\njenkins:\n  stop_grace: 60s\n", "leaves nothing"},
-		{"negative margin", minimal + "interruption:\n  safety_margin: -1s\n", "must not be negative"},
+		{"negative margin", minimal + "interruption:\n  safety_margin: -1s\n", "interruption.safety_margin: -1s must be positive"},
+		{"zero margin", minimal + "interruption:\n  safety_margin: 0s\n", "the plan must end before the termination time"},
+		{"ttl the lease refuses", minimal + "lease:\n  ttl: 3s\n", "lease.ttl: 3s is too short"},
+		{"ttl too long", minimal + "lease:\n  ttl: 11m\n", "lease.ttl: 11m0s is too long"},
+		{"one-letter container name", minimal + "jenkins:\n  container_name: j\n", "jenkins.container_name"},
+		{"port out of range", minimal + "jenkins:\n  ports: [\"70000:8080\"]\n", "jenkins.ports[0]: \"70000:8080\": host port"},
+		{"port range", minimal + "jenkins:\n  ports: [\"9000-9001:9000-9001\"]\n", "ranges"},
+		{"bad image", minimal + "jenkins:\n  image: Jenkins/UPPER:x\n", "jenkins.image"},
+		{"bad env name", minimal + "jenkins:\n  env: {A.B: x}\n", "jenkins.env.A.B"},
+		{"volume over the home", minimal + "jenkins:\n  volumes: [\"/x:/var/jenkins_home\"]\n", "already the Jenkins home"},
 		{"pull policy", minimal + "jenkins:\n  pull: sometimes\n", "jenkins.pull"},
 		{"mount type", minimal + "  mount_type: nfs3\n", "efs.mount_type"},
 		{"relative mount point", minimal + "  mount_point: jh\n", "efs.mount_point"},
@@ -186,7 +195,9 @@ func TestTokenFromFileAndCredentials(t *testing.T) {
 		t.Fatalf("missing token file: %v", err)
 	}
 	empty := filepath.Join(dir, "empty")
-	os.WriteFile(empty, nil, 0o600)
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg.Jenkins.APITokenFile = empty
 	if _, _, err := cfg.JenkinsToken(); err == nil || !strings.Contains(err.Error(), "empty") {
 		t.Fatalf("empty token file: %v", err)

@@ -24,8 +24,8 @@ func TestDaemonKilledAndBack(t *testing.T) {
 	}
 	d := enginetest.StartDaemon(t)
 	cli := d.Client()
-	tag := "jenkins-spot-agent-test/webserver:" + randomSuffix()
-	if err := enginetest.BuildImage(ctxFor(t, 2*time.Minute), cli, tag, webserverBinary(t), nil); err != nil {
+	tag := "jenkins-spot-agent-test/webserver:" + testenv.RandomSuffix(t)
+	if err := enginetest.BuildImage(testenv.Context(t, 2*time.Minute), cli, tag, webserverBinary(t), nil); err != nil {
 		t.Fatal(err)
 	}
 	f := &fixture{t: t, cli: cli, opts: Options{
@@ -47,7 +47,7 @@ func TestDaemonKilledAndBack(t *testing.T) {
 	}
 	waited := make(chan result, 1)
 	go func() {
-		code, err := r.Wait(ctxFor(t, 5*time.Minute))
+		code, err := r.Wait(testenv.Context(t, 5*time.Minute))
 		waited <- result{code, err}
 	}()
 	// Wait has its request in the daemon before the daemon dies.
@@ -68,7 +68,7 @@ func TestDaemonKilledAndBack(t *testing.T) {
 	if !errors.Is(res.err, ErrDaemonUnavailable) {
 		t.Fatalf("Wait with the daemon gone = %d, %v; want ErrDaemonUnavailable", res.code, res.err)
 	}
-	ctx := ctxFor(t, time.Minute)
+	ctx := testenv.Context(t, time.Minute)
 	if running, err := r.Running(ctx); !errors.Is(err, ErrDaemonUnavailable) {
 		t.Errorf("Running with the daemon gone = %v, %v; want ErrDaemonUnavailable, never a plain false", running, err)
 	}
@@ -110,7 +110,7 @@ func TestDaemonKilledAndBack(t *testing.T) {
 
 	// And Wait works again on the fresh connection.
 	go func() {
-		code, err := r.Wait(ctxFor(t, time.Minute))
+		code, err := r.Wait(testenv.Context(t, time.Minute))
 		waited <- result{code, err}
 	}()
 	if err := r.Kill(ctx); err != nil {

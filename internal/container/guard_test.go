@@ -58,7 +58,7 @@ func doubleImage(t testing.TB, cli client.APIClient) string {
 	t.Helper()
 	doubleImageOnce.Do(func() {
 		bin := agentBinary(t)
-		tag := "jenkins-spot-agent-test/jenkins-double:" + randomSuffix()
+		tag := "jenkins-spot-agent-test/jenkins-double:" + testenv.RandomSuffix(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		doubleImageErr = enginetest.BuildImage(ctx, cli, tag, bin, []string{"/jenkins-spot-agent", "jenkins-double"})
@@ -167,7 +167,7 @@ func (g *guarded) waitJenkins() jenkinstest.HomeState {
 
 func (g *guarded) logs() string {
 	g.t.Helper()
-	rc, err := g.cli.ContainerLogs(ctxFor(g.t, 30*time.Second), g.opts.Name, container.LogsOptions{ShowStdout: true, ShowStderr: true})
+	rc, err := g.cli.ContainerLogs(testenv.Context(g.t, 30*time.Second), g.opts.Name, container.LogsOptions{ShowStdout: true, ShowStderr: true})
 	if err != nil {
 		g.t.Fatal(err)
 	}
@@ -203,7 +203,7 @@ func TestGuardStopsJenkinsWhenTheAgentStopsRenewing(t *testing.T) {
 
 	stop()
 	rec := g.record()
-	code, err := r.Wait(ctxFor(t, time.Minute))
+	code, err := r.Wait(testenv.Context(t, time.Minute))
 	if err != nil {
 		t.Fatalf("Wait: %v", err)
 	}
@@ -241,7 +241,7 @@ func TestGuardKeepsJenkinsWhileARestartedAgentRenews(t *testing.T) {
 	// Several lease periods, each renewal read by the guard.
 	deadline := time.Now().Add(2 * g.ttl)
 	for time.Now().Before(deadline) {
-		if running, err := g.runtime().Running(ctxFor(t, 30*time.Second)); err != nil || !running {
+		if running, err := g.runtime().Running(testenv.Context(t, 30*time.Second)); err != nil || !running {
 			t.Fatalf("Running = %v, %v while the lease is renewed:\n%s", running, err, g.logs())
 		}
 		time.Sleep(500 * time.Millisecond)
@@ -284,7 +284,7 @@ func TestGuardKillsJenkinsWhenAnotherHolderTakesTheLease(t *testing.T) {
 	if err := os.Rename(tmp, l.RecordPath()); err != nil {
 		t.Fatal(err)
 	}
-	code, err := r.Wait(ctxFor(t, time.Minute))
+	code, err := r.Wait(testenv.Context(t, time.Minute))
 	if err != nil {
 		t.Fatalf("Wait: %v", err)
 	}
@@ -313,7 +313,7 @@ func TestGuardRefusesToStartJenkinsWithoutTheLease(t *testing.T) {
 	}
 	r := g.runtime()
 	mustStart(t, r)
-	code, err := r.Wait(ctxFor(t, time.Minute))
+	code, err := r.Wait(testenv.Context(t, time.Minute))
 	if err != nil || code != guard.ExitNoLease {
 		t.Fatalf("Wait = %d, %v; want exit %d", code, err, guard.ExitNoLease)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/go-connections/nat"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 // TestOccupants creates, on the real Docker Engine, the containers an old compose file
@@ -28,7 +29,7 @@ func TestOccupants(t *testing.T) {
 	f.opts.Ports = []string{"127.0.0.1:" + strconv.Itoa(port) + ":8080", "50000:50000"}
 	home := f.opts.HomeHost
 	r := f.runtime()
-	ctx := ctxFor(t, 2*time.Minute)
+	ctx := testenv.Context(t, 2*time.Minute)
 
 	create := func(name string, restart container.RestartPolicyMode, ports nat.PortMap, binds ...string) string {
 		t.Helper()

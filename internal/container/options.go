@@ -11,11 +11,12 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/distribution/reference"
 	"github.com/docker/go-connections/nat"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/spec"
 )
 
 // Pull policies accepted in Options.Pull.
@@ -132,9 +133,9 @@ type GuardOptions struct {
 // on reports whether the guard wraps the command.
 func (g GuardOptions) on() bool { return g.Executable != "" }
 
-// spec is the validated, normalised form of Options from which both the
+// request is the validated, normalised form of Options from which both the
 // Docker create request and the configuration hash are derived.
-type spec struct {
+type request struct {
 	Image         string
 	Pull          string
 	Name          string
@@ -160,16 +161,12 @@ type spec struct {
 	bindings nat.PortMap
 }
 
-// containerName is what Docker accepts as a container name.
-var containerName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
-
-// validate checks Options and returns the normalised spec. Errors name the
+// validate checks Options and returns the normalised request. Errors name the
 // configuration key so that an operator knows what to fix.
-func validate(o Options) (spec, error) {
-	s := spec{
+func validate(o Options) (request, error) {
+	s := request{
 		Image:         strings.TrimSpace(o.Image),
 		Pull:          o.Pull,
-		Name:          strings.TrimPrefix(o.Name, "/"),
 		HomeHost:      o.HomeHost,
 		HomeContainer: o.HomeContainer,
 		StopGrace:     o.StopGrace,
@@ -178,10 +175,8 @@ func validate(o Options) (spec, error) {
 		s.Cmd = slices.Clone(o.Cmd)
 	}
 	var errs []error
-	if s.Image == "" {
-		errs = append(errs, errors.New("jenkins.image is empty: set an image such as jenkins/jenkins:lts-jdk21"))
-	} else if _, err := reference.ParseNormalizedNamed(s.Image); err != nil {
-		errs = append(errs, fmt.Errorf("jenkins.image %q is not a valid image reference: %w", s.Image, err))
+	if err := spec.Image(o.Image); err != nil {
+		errs = append(errs, fmt.Errorf("jenkins.image %w", err))
 	}
 	switch s.Pull {
 	case "":
@@ -190,8 +185,10 @@ func validate(o Options) (spec, error) {
 	default:
 		errs = append(errs, fmt.Errorf("jenkins.pull %q: use always, if-missing or never", o.Pull))
 	}
-	if !containerName.MatchString(s.Name) {
-		errs = append(errs, fmt.Errorf("jenkins.container_name %q: use letters, digits, '_', '.' and '-', starting with a letter or digit", o.Name))
+	if name, err := spec.Name(o.Name); err != nil {
+		errs = append(errs, fmt.Errorf("jenkins.container_name %w", err))
+	} else {
+		s.Name = name
 	}
 	if !path.IsAbs(s.HomeHost) {
 		errs = append(errs, fmt.Errorf("home on the host %q must be an absolute path (efs.mount_point)", s.HomeHost))
@@ -205,7 +202,7 @@ func validate(o Options) (spec, error) {
 		s.StopGrace = DefaultStopGrace
 	}
 
-	exposed, bindings, err := parsePorts(o.Ports)
+	exposed, bindings, err := publish(o.Ports)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -213,13 +210,9 @@ func validate(o Options) (spec, error) {
 
 	s.Binds = []string{s.HomeHost + ":" + s.HomeContainer}
 	for i, v := range o.Volumes {
-		m, err := parseVolume(v)
+		m, err := spec.ParseVolume(v, s.HomeContainer)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("jenkins.volumes[%d]: %w", i, err))
-			continue
-		}
-		if m.Target == path.Clean(s.HomeContainer) {
-			errs = append(errs, fmt.Errorf("jenkins.volumes[%d] %q: %s is already the Jenkins home mount", i, v, m.Target))
+			errs = append(errs, fmt.Errorf("jenkins.volumes[%d] %w", i, err))
 			continue
 		}
 		if m.Target == "/.jenkins-spot-agent" || strings.HasPrefix(m.Target, "/.jenkins-spot-agent/") {
@@ -294,8 +287,8 @@ func validate(o Options) (spec, error) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if k == "" || strings.ContainsAny(k, "=\x00") {
-			errs = append(errs, fmt.Errorf("jenkins.env key %q: names cannot be empty or contain '='", k))
+		if err := spec.EnvName(k); err != nil {
+			errs = append(errs, fmt.Errorf("jenkins.env key %w", err))
 			continue
 		}
 		s.Env = append(s.Env, k+"="+env[k])
@@ -310,7 +303,7 @@ func validate(o Options) (spec, error) {
 		s.Labels[k] = v
 	}
 	if err := errors.Join(errs...); err != nil {
-		return spec{}, fmt.Errorf("container options: %w", err)
+		return request{}, fmt.Errorf("container options: %w", err)
 	}
 	return s, nil
 }
@@ -368,78 +361,33 @@ func exposesDockerSocket(src string) bool {
 	return false
 }
 
-// parsePorts validates port specs in Docker syntax and converts them to the
-// exposed-port set and bindings of the create request.
-func parsePorts(ports []string) (nat.PortSet, nat.PortMap, error) {
+// publish converts the published ports (jenkins.ports), parsed by the one rule in
+// package spec, to the exposed-port set and bindings of the create request.
+func publish(ports []string) (nat.PortSet, nat.PortMap, error) {
 	exposed, bindings := nat.PortSet{}, nat.PortMap{}
 	var errs []error
-	for i, p := range ports {
-		if strings.TrimSpace(p) != p || p == "" {
-			errs = append(errs, fmt.Errorf("jenkins.ports[%d] %q: use [ip:]host:container[/proto], e.g. 8080:8080", i, p))
-			continue
-		}
-		maps, err := nat.ParsePortSpec(p)
+	for i, ps := range ports {
+		p, err := spec.ParsePort(ps)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("jenkins.ports[%d] %q: %v: use [ip:]host:container[/proto], e.g. 8080:8080 or 127.0.0.1:8080:8080/tcp", i, p, err))
+			errs = append(errs, fmt.Errorf("jenkins.ports[%d] %w", i, err))
 			continue
 		}
-		for _, m := range maps {
-			exposed[m.Port] = struct{}{}
-			bindings[m.Port] = append(bindings[m.Port], m.Binding)
+		port := nat.Port(strconv.Itoa(p.ContainerPort) + "/" + p.Proto)
+		b := nat.PortBinding{HostIP: p.HostIP}
+		if p.HostPort != 0 {
+			b.HostPort = strconv.Itoa(p.HostPort)
 		}
+		exposed[port] = struct{}{}
+		bindings[port] = append(bindings[port], b)
 	}
 	return exposed, bindings, errors.Join(errs...)
-}
-
-// mount is one extra bind mount.
-type mount struct {
-	Source, Target string
-	ReadOnly       bool
-}
-
-func (m mount) String() string {
-	if m.ReadOnly {
-		return m.Source + ":" + m.Target + ":ro"
-	}
-	return m.Source + ":" + m.Target
-}
-
-// parseVolume parses src:dst[:ro|rw]. Only bind mounts of absolute host paths
-// are accepted: named volumes would live on the local disk, which is what the
-// agent exists to avoid.
-func parseVolume(v string) (mount, error) {
-	parts := strings.Split(v, ":")
-	if len(parts) < 2 || len(parts) > 3 {
-		return mount{}, fmt.Errorf("%q: use src:dst or src:dst:ro with absolute paths", v)
-	}
-	m := mount{Source: parts[0], Target: parts[1]}
-	if len(parts) == 3 {
-		switch parts[2] {
-		case "ro":
-			m.ReadOnly = true
-		case "rw":
-		default:
-			return mount{}, fmt.Errorf("%q: mode %q is not ro or rw", v, parts[2])
-		}
-	}
-	if !path.IsAbs(m.Source) {
-		return mount{}, fmt.Errorf("%q: source %q must be an absolute host path (named volumes are not supported)", v, m.Source)
-	}
-	if !path.IsAbs(m.Target) {
-		return mount{}, fmt.Errorf("%q: target %q must be an absolute path in the container", v, m.Target)
-	}
-	if strings.ContainsRune(v, 0) {
-		return mount{}, fmt.Errorf("%q: contains a NUL byte", v)
-	}
-	m.Source, m.Target = path.Clean(m.Source), path.Clean(m.Target)
-	return m, nil
 }
 
 // hash is a stable digest of everything that shapes the running container.
 // Maps are sorted and the pull policy and name are left out: neither changes
 // what runs. The "v1" prefix lets a future format change force a recreate
 // rather than a false match.
-func (s spec) hash() string {
+func (s request) hash() string {
 	labels := make([]string, 0, len(s.Labels))
 	for k, v := range s.Labels {
 		labels = append(labels, k+"="+v)
@@ -479,7 +427,7 @@ func (s spec) hash() string {
 
 // guardArgs are the guard's arguments before "--" (nil when the guard is off). The
 // holder is part of them, so a container guarded for another holder is not adopted.
-func (s spec) guardArgs() []string {
+func (s request) guardArgs() []string {
 	if !s.Guard.on() {
 		return nil
 	}

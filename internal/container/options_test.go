@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/docker/go-connections/nat"
 )
 
 func validOptions() Options {
@@ -102,16 +104,8 @@ func TestValidateNormalises(t *testing.T) {
 	}
 }
 
-func TestParsePortsAcceptsDockerSyntax(t *testing.T) {
-	for _, p := range []string{"8080:8080", "127.0.0.1:8080:8080", "127.0.0.1::8080", "50000:50000/tcp", "53:53/udp", "8080", "[::1]:8080:8080", "9000-9001:9000-9001"} {
-		if _, _, err := parsePorts([]string{p}); err != nil {
-			t.Errorf("parsePorts(%q): %v", p, err)
-		}
-	}
-}
-
 func TestHash(t *testing.T) {
-	base := func() spec {
+	base := func() request {
 		s, err := validate(validOptions())
 		if err != nil {
 			t.Fatal(err)
@@ -303,31 +297,28 @@ func TestGraceSecondsRoundsUp(t *testing.T) {
 	}
 }
 
-func FuzzParseVolume(f *testing.F) {
-	for _, s := range []string{"/a:/b", "/a:/b:ro", "/a:/b:rw", "a:/b", "/a", "/a:/b:c:d", "", ":::", "/a/../b:/c/./d:ro"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, v string) {
-		m, err := parseVolume(v)
-		if err != nil {
-			return
-		}
-		// What parseVolume accepts, it must accept again in normalised form.
-		again, err := parseVolume(m.String())
-		if err != nil || again != m {
-			t.Fatalf("parseVolume(%q) = %+v, but its String %q parses to %+v, %v", v, m, m.String(), again, err)
-		}
-	})
-}
-
-func FuzzParsePorts(f *testing.F) {
-	for _, s := range []string{"8080:8080", "127.0.0.1::8080", "[::1]:1:2/udp", "abc", "1-2:3-4", ":", "0:0"} {
+// FuzzPublishAgreesWithDocker: a port that the rule in package spec accepts is one that
+// Docker's own parser (nat.ParsePortSpec, what the docker CLI uses for -p) accepts too,
+// and publish turns it into the same exposed port and binding.
+func FuzzPublishAgreesWithDocker(f *testing.F) {
+	for _, s := range []string{"8080:8080", "127.0.0.1::8080", "[::1]:1:2/udp", "abc", "1-2:3-4", ":", "0:0", "8080", "00080:8080/sctp", "1.2.3.4:5:6"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, p string) {
-		exposed, bindings, err := parsePorts([]string{p})
-		if err == nil && len(exposed) == 0 {
-			t.Fatalf("parsePorts(%q) accepted the spec but exposes nothing (bindings %v)", p, bindings)
+		exposed, bindings, err := publish([]string{p})
+		if err != nil {
+			return
+		}
+		maps, err := nat.ParsePortSpec(p)
+		if err != nil {
+			t.Fatalf("publish accepted %q, Docker refuses it: %v", p, err)
+		}
+		if len(maps) != 1 || len(exposed) != 1 {
+			t.Fatalf("publish(%q) exposes %v, Docker %v", p, exposed, maps)
+		}
+		m := maps[0]
+		if _, ok := exposed[m.Port]; !ok || len(bindings[m.Port]) != 1 || bindings[m.Port][0] != m.Binding {
+			t.Fatalf("publish(%q) = %v %v, Docker reads %s -> %+v", p, exposed, bindings, m.Port, m.Binding)
 		}
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -20,6 +21,7 @@ import (
 	"github.com/docker/docker/api/types/image"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/enginetest"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 // registry is a minimal Docker Registry v2 on 127.0.0.1 serving one image
@@ -49,12 +51,20 @@ func newRegistry(t *testing.T, binary string, failBlobs bool) *registry {
 	if err := tw.WriteHeader(&tar.Header{Name: "webserver", Mode: 0o755, Size: int64(len(bin)), Typeflag: tar.TypeReg}); err != nil {
 		t.Fatal(err)
 	}
-	tw.Write(bin)
-	tw.Close()
+	if _, err := tw.Write(bin); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
-	zw.Write(tarBuf.Bytes())
-	zw.Close()
+	if _, err := zw.Write(tarBuf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
 	layer := gz.Bytes()
 
 	config, _ := json.Marshal(map[string]any{
@@ -80,8 +90,14 @@ func newRegistry(t *testing.T, binary string, failBlobs bool) *registry {
 	}
 	reg.host = ln.Addr().String()
 	srv := &http.Server{Handler: reg, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("registry: %v", err)
+		}
+	})
 	return reg
 }
 
@@ -121,9 +137,9 @@ func (reg *registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func pullFixture(t *testing.T, failBlobs bool) Options {
 	cli := enginetest.RequireDocker(t)
 	reg := newRegistry(t, webserverBinary(t), failBlobs)
-	ref := reg.host + "/jsa-test/webserver:" + randomSuffix()
+	ref := reg.host + "/jsa-test/webserver:" + testenv.RandomSuffix(t)
 	t.Cleanup(func() {
-		_, _ = cli.ImageRemove(ctxFor(t, 30*time.Second), ref, image.RemoveOptions{Force: true, PruneChildren: true})
+		_, _ = cli.ImageRemove(testenv.Context(t, 30*time.Second), ref, image.RemoveOptions{Force: true, PruneChildren: true})
 	})
 	return Options{
 		Image: ref, Name: "jsa-test-pull", HomeHost: "/tmp", HomeContainer: "/data",
@@ -139,13 +155,13 @@ func TestPrepareIfMissingPullsThenReuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	if present, err := r.ImagePresent(ctxFor(t, 30*time.Second)); err != nil || present {
+	if present, err := r.ImagePresent(testenv.Context(t, 30*time.Second)); err != nil || present {
 		t.Fatalf("ImagePresent before pull = %v, %v; want false", present, err)
 	}
-	if err := r.Prepare(ctxFor(t, 2*time.Minute)); err != nil {
+	if err := r.Prepare(testenv.Context(t, 2*time.Minute)); err != nil {
 		t.Fatalf("Prepare: %v", err)
 	}
-	if present, err := r.ImagePresent(ctxFor(t, 30*time.Second)); err != nil || !present {
+	if present, err := r.ImagePresent(testenv.Context(t, 30*time.Second)); err != nil || !present {
 		t.Fatalf("ImagePresent after pull = %v, %v; want true", present, err)
 	}
 	// Present now: pull never must be satisfied without contacting anyone.
@@ -155,7 +171,7 @@ func TestPrepareIfMissingPullsThenReuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r2.Close()
-	if err := r2.Prepare(ctxFor(t, 30*time.Second)); err != nil {
+	if err := r2.Prepare(testenv.Context(t, 30*time.Second)); err != nil {
 		t.Fatalf("Prepare with pull never after the pull: %v", err)
 	}
 }
@@ -168,7 +184,7 @@ func TestPrepareAlwaysSurfacesStreamError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	err = r.Prepare(ctxFor(t, 2*time.Minute))
+	err = r.Prepare(testenv.Context(t, 2*time.Minute))
 	if err == nil || !strings.Contains(err.Error(), "rate limit") {
 		t.Fatalf("Prepare = %v, want the registry's rate-limit error", err)
 	}

@@ -60,8 +60,8 @@ type Runtime struct {
 	log *slog.Logger
 
 	mu   sync.Mutex
-	spec spec   // the guard holder may be set after New
-	hash string // of spec
+	spec request // the guard holder may be set after New
+	hash string  // of spec
 }
 
 // New validates opts and connects a Docker client to opts.Host (or
@@ -110,7 +110,7 @@ func (r *Runtime) SetGuardHolder(instanceID string) {
 }
 
 // current returns the spec and hash under the lock.
-func (r *Runtime) current() (spec, string) {
+func (r *Runtime) current() (request, string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.spec, r.hash
@@ -292,7 +292,7 @@ func (r *Runtime) Start(ctx context.Context) (adopted bool, err error) {
 // prepareCache makes the local cache directory and gives its war and plugins
 // directories to the user Jenkins runs as. A bind-mount source that does not exist
 // would be created by dockerd, owned by root, where Jenkins cannot write.
-func (r *Runtime) prepareCache(s spec) error {
+func (r *Runtime) prepareCache(s request) error {
 	if s.LocalCache == "" {
 		return nil
 	}
@@ -351,7 +351,7 @@ func (r *Runtime) decide(ctx context.Context, info container.InspectResponse, ha
 }
 
 // create creates the container from the spec and returns its ID.
-func (r *Runtime) create(ctx context.Context, s spec, hash string) (string, error) {
+func (r *Runtime) create(ctx context.Context, s request, hash string) (string, error) {
 	labels := make(map[string]string, len(s.Labels)+2)
 	for k, v := range s.Labels {
 		labels[k] = v
@@ -425,7 +425,7 @@ func checkStatic(path string) error {
 
 // imageCommand is what the container would run without the guard: the image's
 // entrypoint followed by Options.Cmd, or else by the image's command.
-func (r *Runtime) imageCommand(ctx context.Context, s spec) ([]string, error) {
+func (r *Runtime) imageCommand(ctx context.Context, s request) ([]string, error) {
 	img, err := r.cli.ImageInspect(ctx, s.Image)
 	if err != nil {
 		if cerrdefs.IsNotFound(err) {

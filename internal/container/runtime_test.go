@@ -3,8 +3,6 @@ package container
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +21,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/enginetest"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 // The test program and its image are built once per test binary and removed
@@ -84,7 +83,7 @@ func testImage(t testing.TB, cli client.APIClient) string {
 	t.Helper()
 	imageOnce.Do(func() {
 		bin := webserverBinary(t)
-		tag := "jenkins-spot-agent-test/webserver:" + randomSuffix()
+		tag := "jenkins-spot-agent-test/webserver:" + testenv.RandomSuffix(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		imageErr = enginetest.BuildImage(ctx, cli, tag, bin, nil)
@@ -96,12 +95,6 @@ func testImage(t testing.TB, cli client.APIClient) string {
 		t.Fatalf("build test image: %v", imageErr)
 	}
 	return imageTag
-}
-
-func randomSuffix() string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 var unsafeName = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
@@ -124,7 +117,7 @@ func newFixture(t testing.TB, args ...string) *fixture {
 	if _, ok := t.(*testing.B); ok {
 		logger = slog.New(slog.DiscardHandler) // keep benchmark output to figures
 	}
-	name := "jsa-test-" + strings.ToLower(unsafeName.ReplaceAllString(t.Name(), "-")) + "-" + randomSuffix()
+	name := "jsa-test-" + strings.ToLower(unsafeName.ReplaceAllString(t.Name(), "-")) + "-" + testenv.RandomSuffix(t)
 	f := &fixture{t: t, cli: cli, opts: Options{
 		Image:         tag,
 		Pull:          PullNever,
@@ -158,15 +151,9 @@ func (f *fixture) runtime() *Runtime {
 	return r
 }
 
-func ctxFor(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func (f *fixture) inspect() container.InspectResponse {
 	f.t.Helper()
-	info, err := f.cli.ContainerInspect(ctxFor(f.t, 30*time.Second), f.opts.Name)
+	info, err := f.cli.ContainerInspect(testenv.Context(f.t, 30*time.Second), f.opts.Name)
 	if err != nil {
 		f.t.Fatalf("inspect: %v", err)
 	}
@@ -239,7 +226,7 @@ func (f *fixture) get(path string) (int, string) {
 
 func mustStart(t testing.TB, r *Runtime) bool {
 	t.Helper()
-	adopted, err := r.Start(ctxFor(t, time.Minute))
+	adopted, err := r.Start(testenv.Context(t, time.Minute))
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
@@ -249,7 +236,7 @@ func mustStart(t testing.TB, r *Runtime) bool {
 func TestStartCreatesContainerWithHomeMountAndPort(t *testing.T) {
 	f := newFixture(t)
 	r := f.runtime()
-	if err := r.Prepare(ctxFor(t, time.Minute)); err != nil {
+	if err := r.Prepare(testenv.Context(t, time.Minute)); err != nil {
 		t.Fatalf("Prepare with a present image and pull never: %v", err)
 	}
 	if mustStart(t, r) {
@@ -274,7 +261,7 @@ func TestStartCreatesContainerWithHomeMountAndPort(t *testing.T) {
 	if want := f.opts.HomeHost + ":/data"; len(info.HostConfig.Binds) == 0 || info.HostConfig.Binds[0] != want {
 		t.Errorf("binds %v, want %s first", info.HostConfig.Binds, want)
 	}
-	if running, err := r.Running(ctxFor(t, 30*time.Second)); err != nil || !running {
+	if running, err := r.Running(testenv.Context(t, 30*time.Second)); err != nil || !running {
 		t.Errorf("Running = %v, %v; want true", running, err)
 	}
 }
@@ -327,10 +314,10 @@ func TestStartStartsStoppedContainer(t *testing.T) {
 	mustStart(t, r)
 	f.waitStarts(1)
 	before := f.inspect()
-	if err := r.Stop(ctxFor(t, time.Minute), 10*time.Second); err != nil {
+	if err := r.Stop(testenv.Context(t, time.Minute), 10*time.Second); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
-	if running, err := r.Running(ctxFor(t, 30*time.Second)); err != nil || running {
+	if running, err := r.Running(testenv.Context(t, 30*time.Second)); err != nil || running {
 		t.Fatalf("Running after Stop = %v, %v; want false", running, err)
 	}
 	if mustStart(t, f.runtime()) {
@@ -347,7 +334,7 @@ func TestStopHonoursGraceAndIsIdempotent(t *testing.T) {
 	r := f.runtime()
 	mustStart(t, r)
 	f.waitStarts(1)
-	if err := r.Stop(ctxFor(t, time.Minute), 20*time.Second); err != nil {
+	if err := r.Stop(testenv.Context(t, time.Minute), 20*time.Second); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
 	if code := f.inspect().State.ExitCode; code != 0 {
@@ -356,16 +343,16 @@ func TestStopHonoursGraceAndIsIdempotent(t *testing.T) {
 	if len(f.lines("clean")) != 1 {
 		t.Fatal("program did not finish its clean shutdown")
 	}
-	if err := r.Stop(ctxFor(t, time.Minute), 20*time.Second); err != nil {
+	if err := r.Stop(testenv.Context(t, time.Minute), 20*time.Second); err != nil {
 		t.Fatalf("Stop of a stopped container: %v", err)
 	}
-	if err := r.Remove(ctxFor(t, time.Minute)); err != nil {
+	if err := r.Remove(testenv.Context(t, time.Minute)); err != nil {
 		t.Fatalf("Remove: %v", err)
 	}
-	if err := r.Stop(ctxFor(t, time.Minute), 20*time.Second); err != nil {
+	if err := r.Stop(testenv.Context(t, time.Minute), 20*time.Second); err != nil {
 		t.Fatalf("Stop of an absent container: %v", err)
 	}
-	if running, err := r.Running(ctxFor(t, 30*time.Second)); err != nil || running {
+	if running, err := r.Running(testenv.Context(t, 30*time.Second)); err != nil || running {
 		t.Fatalf("Running of an absent container = %v, %v; want false, nil", running, err)
 	}
 }
@@ -375,7 +362,7 @@ func TestStopKillsWhenGraceRunsOut(t *testing.T) {
 	r := f.runtime()
 	mustStart(t, r)
 	f.waitStarts(1)
-	if err := r.Stop(ctxFor(t, time.Minute), time.Second); err != nil {
+	if err := r.Stop(testenv.Context(t, time.Minute), time.Second); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
 	if code := f.inspect().State.ExitCode; code != 137 {
@@ -391,7 +378,7 @@ func TestStopShortensGraceToDeadline(t *testing.T) {
 	// A grace of an hour is cut to what the deadline leaves after the margin,
 	// so the kill comes in about 3s and Stop returns before the deadline
 	// instead of abandoning a request that dockerd would keep waiting out.
-	ctx := ctxFor(t, stopMargin+3*time.Second)
+	ctx := testenv.Context(t, stopMargin+3*time.Second)
 	if err := r.Stop(ctx, time.Hour); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
@@ -405,23 +392,23 @@ func TestKillIsImmediateAndIdempotent(t *testing.T) {
 	r := f.runtime()
 	mustStart(t, r)
 	f.waitStarts(1)
-	if err := r.Kill(ctxFor(t, 30*time.Second)); err != nil {
+	if err := r.Kill(testenv.Context(t, 30*time.Second)); err != nil {
 		t.Fatalf("Kill: %v", err)
 	}
-	code, err := r.Wait(ctxFor(t, 30*time.Second))
+	code, err := r.Wait(testenv.Context(t, 30*time.Second))
 	if err != nil || code != 137 {
 		t.Fatalf("Wait after Kill = %d, %v; want 137", code, err)
 	}
 	if len(f.lines("term")) != 0 {
 		t.Fatal("Kill sent SIGTERM first; it must not wait for Jenkins")
 	}
-	if err := r.Kill(ctxFor(t, 30*time.Second)); err != nil {
+	if err := r.Kill(testenv.Context(t, 30*time.Second)); err != nil {
 		t.Fatalf("Kill of a stopped container: %v", err)
 	}
-	if err := r.Remove(ctxFor(t, 30*time.Second)); err != nil {
+	if err := r.Remove(testenv.Context(t, 30*time.Second)); err != nil {
 		t.Fatalf("Remove: %v", err)
 	}
-	if err := r.Kill(ctxFor(t, 30*time.Second)); err != nil {
+	if err := r.Kill(testenv.Context(t, 30*time.Second)); err != nil {
 		t.Fatalf("Kill of an absent container: %v", err)
 	}
 }
@@ -439,7 +426,7 @@ func TestWaitReturnsExitCodeOfCrash(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		code, err := r.Wait(ctxFor(t, time.Minute))
+		code, err := r.Wait(testenv.Context(t, time.Minute))
 		done <- result{code, err}
 	}()
 	if code, _ := f.get("/exit?code=3"); code != http.StatusOK {
@@ -449,7 +436,7 @@ func TestWaitReturnsExitCodeOfCrash(t *testing.T) {
 	if res.err != nil || res.code != 3 {
 		t.Fatalf("Wait = %d, %v; want 3", res.code, res.err)
 	}
-	if running, err := r.Running(ctxFor(t, 30*time.Second)); err != nil || running {
+	if running, err := r.Running(testenv.Context(t, 30*time.Second)); err != nil || running {
 		t.Fatalf("Running after crash = %v, %v; want false", running, err)
 	}
 }
@@ -469,18 +456,18 @@ func TestWaitReturnsContextError(t *testing.T) {
 func TestPrepareNeverWithAbsentImage(t *testing.T) {
 	enginetest.RequireDocker(t)
 	r, err := New(Options{
-		Image: "jenkins-spot-agent-test/absent:" + randomSuffix(), Pull: PullNever,
+		Image: "jenkins-spot-agent-test/absent:" + testenv.RandomSuffix(t), Pull: PullNever,
 		Name: "jsa-test-absent", HomeHost: "/tmp", HomeContainer: "/data",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	present, err := r.ImagePresent(ctxFor(t, 30*time.Second))
+	present, err := r.ImagePresent(testenv.Context(t, 30*time.Second))
 	if err != nil || present {
 		t.Fatalf("ImagePresent = %v, %v; want false, nil", present, err)
 	}
-	err = r.Prepare(ctxFor(t, 30*time.Second))
+	err = r.Prepare(testenv.Context(t, 30*time.Second))
 	if err == nil || !strings.Contains(err.Error(), "is not present and jenkins.pull is never") {
 		t.Fatalf("Prepare = %v, want an error saying the image is absent and pull is never", err)
 	}
@@ -488,7 +475,7 @@ func TestPrepareNeverWithAbsentImage(t *testing.T) {
 
 func TestStartRefusesForeignContainer(t *testing.T) {
 	f := newFixture(t)
-	ctx := ctxFor(t, time.Minute)
+	ctx := testenv.Context(t, time.Minute)
 	_, err := f.cli.ContainerCreate(ctx, &container.Config{Image: f.opts.Image, Cmd: f.opts.Cmd}, nil, nil, nil, f.opts.Name)
 	if err != nil {
 		t.Fatalf("create foreign container: %v", err)
@@ -505,16 +492,18 @@ func TestStartRefusesForeignContainer(t *testing.T) {
 
 func TestPingAnswers(t *testing.T) {
 	f := newFixture(t)
-	if err := f.runtime().Ping(ctxFor(t, 30*time.Second)); err != nil {
+	if err := f.runtime().Ping(testenv.Context(t, 30*time.Second)); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
-	r, err := New(Options{Image: "x", Name: "jsa-test-ping", HomeHost: "/tmp", HomeContainer: "/data",
-		Host: "unix://" + filepath.Join(t.TempDir(), "absent.sock")})
+	r, err := New(Options{
+		Image: "x", Name: "jsa-test-ping", HomeHost: "/tmp", HomeContainer: "/data",
+		Host: "unix://" + filepath.Join(t.TempDir(), "absent.sock"),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	if err := r.Ping(ctxFor(t, 30*time.Second)); err == nil || !strings.Contains(err.Error(), "dockerd") {
+	if err := r.Ping(testenv.Context(t, 30*time.Second)); err == nil || !strings.Contains(err.Error(), "dockerd") {
 		t.Fatalf("Ping of an absent socket = %v, want an error naming dockerd", err)
 	}
 }
@@ -525,7 +514,7 @@ func BenchmarkStartAdopt(b *testing.B) {
 	f := newFixture(b)
 	r := f.runtime()
 	mustStart(b, r)
-	ctx := ctxFor(b, 10*time.Minute)
+	ctx := testenv.Context(b, 10*time.Minute)
 	b.ResetTimer()
 	for b.Loop() {
 		adopted, err := r.Start(ctx)
@@ -540,7 +529,7 @@ func BenchmarkStartAdopt(b *testing.B) {
 func BenchmarkStartCreate(b *testing.B) {
 	f := newFixture(b)
 	r := f.runtime()
-	ctx := ctxFor(b, 10*time.Minute)
+	ctx := testenv.Context(b, 10*time.Minute)
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
@@ -557,12 +546,12 @@ func BenchmarkStartCreate(b *testing.B) {
 func TestStartReplacesStoppedContainerWhenImageChanged(t *testing.T) {
 	f := newFixture(t)
 	bin := webserverBinary(t)
-	f.opts.Image = "jenkins-spot-agent-test/retagged:" + randomSuffix()
+	f.opts.Image = "jenkins-spot-agent-test/retagged:" + testenv.RandomSuffix(t)
 	build := func(entrypoint []string) string {
-		if err := enginetest.BuildImage(ctxFor(t, 2*time.Minute), f.cli, f.opts.Image, bin, entrypoint); err != nil {
+		if err := enginetest.BuildImage(testenv.Context(t, 2*time.Minute), f.cli, f.opts.Image, bin, entrypoint); err != nil {
 			t.Fatal(err)
 		}
-		img, err := f.cli.ImageInspect(ctxFor(t, 30*time.Second), f.opts.Image)
+		img, err := f.cli.ImageInspect(testenv.Context(t, 30*time.Second), f.opts.Image)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -570,7 +559,7 @@ func TestStartReplacesStoppedContainerWhenImageChanged(t *testing.T) {
 	}
 	var ids []string
 	t.Cleanup(func() {
-		ctx := ctxFor(t, time.Minute)
+		ctx := testenv.Context(t, time.Minute)
 		_ = f.cli.ContainerRemove(ctx, f.opts.Name, container.RemoveOptions{Force: true})
 		for _, id := range ids {
 			_, _ = f.cli.ImageRemove(ctx, id, image.RemoveOptions{Force: true, PruneChildren: true})
@@ -582,7 +571,7 @@ func TestStartReplacesStoppedContainerWhenImageChanged(t *testing.T) {
 	mustStart(t, r)
 	f.waitStarts(1)
 	before := f.inspect()
-	if err := r.Stop(ctxFor(t, time.Minute), 10*time.Second); err != nil {
+	if err := r.Stop(testenv.Context(t, time.Minute), 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	// The same reference now names another image, as after a newer pull.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 // fakeAgent answers with whatever its fields say.
@@ -84,16 +85,10 @@ func startWith(t *testing.T, a Agent, adjust func(*Server)) (*Server, string) {
 	return srv, path
 }
 
-func ctx30(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func TestStatusRoundTrip(t *testing.T) {
 	want := sampleStatus()
 	_, path := start(t, &fakeAgent{status: func() status.Snapshot { return want }})
-	got, err := QueryStatus(ctx30(t), path)
+	got, err := QueryStatus(testenv.Context(t, 30*time.Second), path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +117,7 @@ func TestDrillStreamsInOrder(t *testing.T) {
 	_, path := start(t, agent)
 
 	var got []status.Event
-	err := RunDrill(ctx30(t), path, 90*time.Second, func(ev status.Event) {
+	err := RunDrill(testenv.Context(t, 30*time.Second), path, 90*time.Second, func(ev status.Event) {
 		if len(got) == 0 {
 			close(firstSeen)
 		}
@@ -150,7 +145,7 @@ func TestDrillErrorReachesClient(t *testing.T) {
 	}}
 	_, path := start(t, agent)
 	n := 0
-	err := RunDrill(ctx30(t), path, 0, func(status.Event) { n++ })
+	err := RunDrill(testenv.Context(t, 30*time.Second), path, 0, func(status.Event) { n++ })
 	if err == nil || !strings.Contains(err.Error(), "container_stop: timeout") {
 		t.Errorf("RunDrill = %v, want the plan's error", err)
 	}
@@ -177,7 +172,7 @@ func TestDrillConcurrentEmit(t *testing.T) {
 	}}
 	_, path := start(t, agent)
 	n := 0
-	if err := RunDrill(ctx30(t), path, time.Minute, func(status.Event) { n++ }); err != nil {
+	if err := RunDrill(testenv.Context(t, 30*time.Second), path, time.Minute, func(status.Event) { n++ }); err != nil {
 		t.Fatal(err)
 	}
 	if n != workers*each {
@@ -223,7 +218,7 @@ func TestStaleSocketReplaced(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
-	st, err := QueryStatus(ctx30(t), path)
+	st, err := QueryStatus(testenv.Context(t, 30*time.Second), path)
 	if err != nil || st.Phase != status.PhaseServing {
 		t.Errorf("status after replacing stale socket = %+v, %v", st, err)
 	}
@@ -243,7 +238,7 @@ func TestSecondAgentRefused(t *testing.T) {
 		t.Fatalf("second Listen = %v, want 'another agent is running'", err)
 	}
 	// The first agent still answers on its socket.
-	if st, err := QueryStatus(ctx30(t), path); err != nil || st.Phase != status.PhaseServing {
+	if st, err := QueryStatus(testenv.Context(t, 30*time.Second), path); err != nil || st.Phase != status.PhaseServing {
 		t.Errorf("first agent after refused second = %+v, %v", st, err)
 	}
 }
@@ -263,11 +258,11 @@ func TestNotASocketRefused(t *testing.T) {
 
 func TestNoAgent(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "control.sock")
-	_, err := QueryStatus(ctx30(t), path)
+	_, err := QueryStatus(testenv.Context(t, 30*time.Second), path)
 	if err == nil || !strings.Contains(err.Error(), "is jenkins-spot-agent running? socket "+path) {
 		t.Errorf("QueryStatus without agent = %v", err)
 	}
-	err = RunDrill(ctx30(t), path, time.Minute, func(status.Event) {})
+	err = RunDrill(testenv.Context(t, 30*time.Second), path, time.Minute, func(status.Event) {})
 	if err == nil || !strings.Contains(err.Error(), "is jenkins-spot-agent running?") {
 		t.Errorf("RunDrill without agent = %v", err)
 	}
@@ -284,7 +279,7 @@ func TestPeerRefused(t *testing.T) {
 			return false
 		}
 	})
-	_, err := QueryStatus(ctx30(t), path)
+	_, err := QueryStatus(testenv.Context(t, 30*time.Second), path)
 	if err == nil || !strings.Contains(err.Error(), "permission denied") {
 		t.Errorf("QueryStatus from a refused peer = %v", err)
 	}
@@ -349,9 +344,15 @@ func TestBadRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
-	conn.Write([]byte(`{"command":"status"}`))
-	conn.CloseWrite()
+	if err := conn.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write([]byte(`{"command":"status"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
 	resp, err := bufio.NewReader(conn).ReadString('\n')
 	if err != nil || !strings.HasPrefix(resp, `{"status":{"Phase":"draining"`) {
 		t.Errorf("status without newline = %q, %v", resp, err)
@@ -367,7 +368,9 @@ func TestSilentClientDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := conn.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	var buf [1]byte
 	if _, err := conn.Read(buf[:]); err == nil {
 		t.Error("server wrote to a client that sent nothing")
@@ -377,7 +380,7 @@ func TestSilentClientDropped(t *testing.T) {
 }
 
 func TestDrillBudgetChecked(t *testing.T) {
-	if err := RunDrill(ctx30(t), "/nonexistent", 3*time.Hour, func(status.Event) {}); err == nil || !strings.Contains(err.Error(), "budget") {
+	if err := RunDrill(testenv.Context(t, 30*time.Second), "/nonexistent", 3*time.Hour, func(status.Event) {}); err == nil || !strings.Contains(err.Error(), "budget") {
 		t.Errorf("RunDrill with a 3h budget = %v", err)
 	}
 }
@@ -398,5 +401,7 @@ func BenchmarkQueryStatus(b *testing.B) {
 		}
 	}
 	cancel()
-	<-done
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
 }

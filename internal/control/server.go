@@ -233,7 +233,7 @@ func (s *Server) readRequest(conn *net.UnixConn) ([]byte, error) {
 		return nil, err
 	}
 	line, err := bufio.NewReader(io.LimitReader(conn, maxRequest)).ReadBytes('\n')
-	if err != nil && !(errors.Is(err, io.EOF) && len(line) > 0) {
+	if err != nil && (!errors.Is(err, io.EOF) || len(line) == 0) {
 		return nil, err
 	}
 	return line, nil

@@ -28,7 +28,7 @@ func writeStatus(w io.Writer, st status.Snapshot, now time.Time) error {
 		phase += " since " + when(st.Since, now)
 	}
 	row("phase", phase)
-	row("instance", orNone(st.InstanceID))
+	row("instance", status.OrNone(st.InstanceID))
 	row("lease", lease(st.Lease, now))
 
 	if st.Watch.LastSuccess.IsZero() {
@@ -133,11 +133,4 @@ func round(d time.Duration) string {
 		return d.Round(100 * time.Millisecond).String()
 	}
 	return d.Round(time.Second).String()
-}
-
-func orNone(s string) string {
-	if s == "" {
-		return "none"
-	}
-	return s
 }

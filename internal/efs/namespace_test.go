@@ -43,9 +43,7 @@ func TestRealMount(t *testing.T) {
 	if os.Getenv(nsEnv) != "" {
 		t.Skip("inner run")
 	}
-	if testing.Short() {
-		t.Skip("mounts file systems in a private mount namespace")
-	}
+	testenv.SkipShort(t, "mounts tmpfs in a private mount namespace")
 	if os.Geteuid() != 0 {
 		testenv.Missing(t, "%s", "mounting needs root")
 	}

@@ -181,7 +181,8 @@ func faultMix() []imdstest.Fault {
 		{Delay: 2 * time.Second}, // longer than the poll's deadline
 		{Drop: true},
 		{Body: []byte(`{"action":"terminate","ti`)},
-		{Status: http.StatusUnauthorized}, {Status: http.StatusUnauthorized},
+		{Status: http.StatusUnauthorized},
+		{Status: http.StatusUnauthorized},
 		{Body: []byte(`<html><body>Bad Gateway</body></html>`)},
 		{Status: http.StatusServiceUnavailable},
 		{Body: []byte(`{"action":"terminate","time":"soon"}`)},

@@ -3,6 +3,7 @@ package imds_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -55,7 +56,9 @@ func BenchmarkDetectionDelay(b *testing.B) {
 				}
 			}
 			cancel()
-			<-done
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				b.Fatalf("watcher ended with %v, want context.Canceled", err)
+			}
 		}
 	}
 	slices.Sort(delays)

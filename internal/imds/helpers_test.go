@@ -2,6 +2,7 @@ package imds_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"testing"
@@ -10,12 +11,13 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds/imdstest"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
-
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
+// testLogger returns a debug logger writing to a buffer that the test reads and that is
+// printed if the test fails.
 func testLogger(t testing.TB) (*slog.Logger, *testenv.Buffer) {
-	buf := &testenv.Buffer{}
+	buf := testenv.NewLog(t, "watcher logs")
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
 }
 
@@ -42,6 +44,7 @@ func (c *requestCounts) get(endpoint, result string) int {
 
 // running is a watcher started in the background; stop ends it and waits.
 type running struct {
+	t       testing.TB
 	w       *imds.Watcher
 	notices chan instance.Notice
 	cancel  context.CancelFunc
@@ -51,7 +54,7 @@ type running struct {
 func startWatcher(t testing.TB, c *imds.Client, opts imds.WatchOptions, buffered int) *running {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*testenv.WaitLimit)
-	r := &running{w: imds.NewWatcher(c, opts), notices: make(chan instance.Notice, buffered), cancel: cancel, done: make(chan error, 1)}
+	r := &running{t: t, w: imds.NewWatcher(c, opts), notices: make(chan instance.Notice, buffered), cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- r.w.Run(ctx, r.notices) }()
 	t.Cleanup(r.stop)
 	return r
@@ -59,7 +62,9 @@ func startWatcher(t testing.TB, c *imds.Client, opts imds.WatchOptions, buffered
 
 func (r *running) stop() {
 	r.cancel()
-	<-r.done
+	if err := <-r.done; err != nil && !errors.Is(err, context.Canceled) {
+		r.t.Errorf("watcher ended with %v, want context.Canceled", err)
+	}
 	r.done <- nil // later stops return at once
 }
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/clock"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 )
 
@@ -147,7 +148,7 @@ func (c *Client) readItem(ctx context.Context, it identityItem) (string, error) 
 		if garbage >= garbageLimit {
 			return "", fmt.Errorf("%w (%d answers like it; is something between the agent and IMDS rewriting answers?)", last, garbage)
 		}
-		if ctx.Err() != nil || !sleep(ctx, identityBackoff(attempts)) {
+		if ctx.Err() != nil || !clock.Sleep(ctx, identityBackoff(attempts)) {
 			return "", &identityTimeout{path: it.path, attempts: attempts, waited: time.Since(start), last: last, ctx: ctx.Err()}
 		}
 	}

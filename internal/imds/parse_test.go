@@ -79,16 +79,20 @@ func TestParseRebalance(t *testing.T) {
 }
 
 func TestParseTargetLifecycleState(t *testing.T) {
-	good := []string{"InService", "Terminated", "Detached", "Standby", "Pending", "Pending:Wait",
-		"Warmed:Running", "Warmed:Hibernated", "Warmed:Pending:Wait", "Warmed:Terminated", "Terminated\n", " InService "}
+	good := []string{
+		"InService", "Terminated", "Detached", "Standby", "Pending", "Pending:Wait",
+		"Warmed:Running", "Warmed:Hibernated", "Warmed:Pending:Wait", "Warmed:Terminated", "Terminated\n", " InService ",
+	}
 	for _, s := range good {
 		got, err := ParseTargetLifecycleState([]byte(s))
 		if err != nil || got != strings.TrimSpace(s) {
 			t.Errorf("ParseTargetLifecycleState(%q) = %q, %v; want %q", s, got, err, strings.TrimSpace(s))
 		}
 	}
-	bad := []string{"", "terminated", "In Service", "Warmed:", ":Running", "A:B:C:D", "<html>", `{"state":"InService"}`,
-		"Terminated\nInService", strings.Repeat("X", 100)}
+	bad := []string{
+		"", "terminated", "In Service", "Warmed:", ":Running", "A:B:C:D", "<html>", `{"state":"InService"}`,
+		"Terminated\nInService", strings.Repeat("X", 100),
+	}
 	for _, s := range bad {
 		if got, err := ParseTargetLifecycleState([]byte(s)); err == nil {
 			t.Errorf("ParseTargetLifecycleState(%q) = %q, want an error", s, got)

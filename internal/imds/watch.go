@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/clock"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
@@ -93,18 +94,6 @@ func backoff(interval time.Duration, n int) time.Duration {
 	return interval << min(max(n-1, 0), 2)
 }
 
-// sleep waits d or until ctx is done; false when ctx is done.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 func send(ctx context.Context, notices chan<- instance.Notice, n instance.Notice) bool {
 	select {
 	case notices <- n:
@@ -175,7 +164,7 @@ func (w *Watcher) spotLoop(ctx context.Context, notices chan<- instance.Notice) 
 			}
 		}
 		// The period runs from the start of the poll, so a slow answer does not stretch it.
-		if !sleep(ctx, wait-time.Since(start)) {
+		if !clock.Sleep(ctx, wait-time.Since(start)) {
 			return
 		}
 	}
@@ -264,7 +253,7 @@ func (w *Watcher) slowLoop(ctx context.Context, notices chan<- instance.Notice) 
 		if worst > 0 {
 			wait = jitter(backoff(interval, worst))
 		}
-		if !sleep(ctx, wait-time.Since(start)) {
+		if !clock.Sleep(ctx, wait-time.Since(start)) {
 			return
 		}
 	}

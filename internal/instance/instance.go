@@ -36,8 +36,10 @@ const (
 )
 
 // Kinds lists every kind, for exporting one counter per kind.
-var Kinds = []Kind{KindSpotTerminate, KindSpotStop, KindSpotHibernate, KindRebalance, KindASGTerminated,
-	KindScheduledEvent, KindSignal, KindDrill}
+var Kinds = []Kind{
+	KindSpotTerminate, KindSpotStop, KindSpotHibernate, KindRebalance, KindASGTerminated,
+	KindScheduledEvent, KindSignal, KindDrill,
+}
 
 // Notice is one observed end-of-instance signal.
 type Notice struct {

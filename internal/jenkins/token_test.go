@@ -108,8 +108,8 @@ func TestTokenSourceUnreadable(t *testing.T) {
 		t.Fatalf("RunningBuilds = %v, want the source's error", err)
 	}
 	// The readiness probe carries no credentials and does not read the token.
-	if err := c.Probe(testContext(t)); err != nil {
-		t.Fatalf("Probe = %v", err)
+	if ready, err := c.Ready(testContext(t)); err != nil || !ready {
+		t.Fatalf("Ready = %v, %v", ready, err)
 	}
 }
 

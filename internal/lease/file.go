@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/clock"
 )
 
 // lockPollInterval is how often a contended lock is retried. The lock is only held for
@@ -37,13 +39,9 @@ func lockExclusive(ctx context.Context, path string) (func(), error) {
 			_ = f.Close()
 			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}
-		t := time.NewTimer(lockPollInterval)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !clock.Sleep(ctx, lockPollInterval) {
 			_ = f.Close()
 			return nil, fmt.Errorf("lock %s: %w", path, ctx.Err())
-		case <-t.C:
 		}
 	}
 }

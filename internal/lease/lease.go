@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/clock"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
@@ -42,6 +43,38 @@ const (
 	DefaultClockSkew    = 2 * time.Second
 	DefaultPollInterval = 250 * time.Millisecond
 )
+
+// MaxTTL is the longest ttl CheckTTL accepts: a holder that crashes without releasing
+// blocks its successor for up to a ttl.
+const MaxTTL = 10 * time.Minute
+
+// CheckTTL is the rule for the configured ttl (lease.ttl), which the agent uses with
+// the default clock-skew allowance DefaultClockSkew: the ttl must be more than twice
+// the allowance (so more than 4s) and at most MaxTTL. config.Validate calls it, so a
+// ttl the lease would refuse at run time stops the agent before anything is touched.
+// The error says what to change.
+func CheckTTL(ttl time.Duration) error {
+	if err := checkTiming(ttl, DefaultClockSkew); err != nil {
+		return err
+	}
+	if ttl > MaxTTL {
+		return fmt.Errorf("%s is too long: a holder that crashes would block its successor that long (at most %s; 30s is usual)", ttl, MaxTTL)
+	}
+	return nil
+}
+
+// checkTiming is the rule that New applies to every lease. The fence point (ttl - skew
+// - ttl/6 after a renewal) must come after the first renewal retry (ttl/3), or a
+// single slow write would stop Jenkins: the skew allowance must be under ttl/2.
+func checkTiming(ttl, skew time.Duration) error {
+	if ttl <= 0 {
+		return fmt.Errorf("%s must be positive (30s is usual)", ttl)
+	}
+	if skew >= ttl/2 {
+		return fmt.Errorf("%s is too short: the allowance for clock error between instances (%s) must be under half the ttl, so the ttl must be more than %s (30s is usual)", ttl, skew, 2*skew)
+	}
+	return nil
+}
 
 // holderCheckEvery bounds how often a waiting successor asks EC2 about the holder:
 // DescribeInstances is rate limited per account, and the answer changes slowly.
@@ -124,10 +157,8 @@ func New(opts Options) (*Lease, error) {
 	if opts.TTL < 0 || opts.ClockSkew < 0 || opts.PollInterval < 0 {
 		return nil, errors.New("lease: ttl, clock skew and poll interval must be positive")
 	}
-	// The fence point (TTL - skew - TTL/6 after a renewal) must come after the first
-	// renewal retry (TTL/3), or a single slow write would stop Jenkins.
-	if opts.ClockSkew >= opts.TTL/2 {
-		return nil, fmt.Errorf("lease: clock skew %s must be under half the ttl %s; raise the ttl", opts.ClockSkew, opts.TTL)
+	if err := checkTiming(opts.TTL, opts.ClockSkew); err != nil {
+		return nil, fmt.Errorf("lease: ttl %w", err)
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -276,13 +307,9 @@ func (l *Lease) Acquire(ctx context.Context, waiting func(status.LeaseState)) (s
 				continue // take it now, under the lock, if the record has not changed
 			}
 		}
-		t := time.NewTimer(l.opts.PollInterval)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !clock.Sleep(ctx, l.opts.PollInterval) {
 			return status.LeaseState{}, fmt.Errorf("acquire lease: still held by %s (epoch %d, expires %s): %w",
 				rec.Holder, rec.Epoch, rec.Expires.Format(time.RFC3339), ctx.Err())
-		case <-t.C:
 		}
 	}
 }

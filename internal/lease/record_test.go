@@ -61,8 +61,10 @@ func TestParseRecord(t *testing.T) {
 }
 
 func TestRecordRoundTrip(t *testing.T) {
-	in := Record{Holder: "i-1", Epoch: 1 << 60, Expires: time.Date(2030, 5, 6, 7, 8, 9, 1, time.UTC), Released: true,
-		RenewedAt: time.Date(2030, 5, 6, 7, 8, 9, 0, time.UTC)}
+	in := Record{
+		Holder: "i-1", Epoch: 1 << 60, Expires: time.Date(2030, 5, 6, 7, 8, 9, 1, time.UTC), Released: true,
+		RenewedAt: time.Date(2030, 5, 6, 7, 8, 9, 0, time.UTC),
+	}
 	out, err := ParseRecord(in.Marshal())
 	if err != nil {
 		t.Fatal(err)

@@ -1,8 +1,9 @@
 // Package metrics holds the agent's Prometheus collectors and serves them on
 // metrics.listen_address, behind the exporter-toolkit web config (TLS, basic auth).
 //
-// The names, types and labels are part of the product contract (SPEC, "Metrics");
-// the alert rules in packaging/alerts.yml depend on them.
+// The names, types and labels are part of the product contract, listed in
+// docs/metrics.md (a test keeps that table complete); the alert rules in
+// packaging/alerts.yml depend on them.
 package metrics
 
 import (

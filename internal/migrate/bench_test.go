@@ -56,9 +56,7 @@ func makeJenkinsHome(b *testing.B, root string, jobs, builds int) (files int, si
 // without parallel workers, verification off and on) and with `cp -a`, for comparison.
 // It only runs when asked: go test -run '^$' -bench MigrateHome -benchtime 1x -timeout 30m ./internal/migrate/
 func BenchmarkMigrateHome(b *testing.B) {
-	if os.Geteuid() != 0 {
-		testenv.Missing(b, "%s", "needs root to keep owners")
-	}
+	testenv.Root(b, "to keep owners")
 	src := filepath.Join(b.TempDir(), "home")
 	if err := os.Mkdir(src, 0o755); err != nil {
 		b.Fatal(err)

@@ -282,7 +282,7 @@ func (c *copier) count(ctx context.Context) (files, bytes int64, err error) {
 			}
 			return nil
 		}
-		if d.IsDir() || !(d.Type().IsRegular() || d.Type()&fs.ModeSymlink != 0) {
+		if d.IsDir() || (!d.Type().IsRegular() && d.Type()&fs.ModeSymlink == 0) {
 			return nil
 		}
 		files++
@@ -449,7 +449,7 @@ func (c *copier) copyEntry(ctx context.Context, rel string, info fs.FileInfo, st
 		if err := os.Symlink(target, tmp); err != nil {
 			return err
 		}
-	} else if err := c.copyFile(ctx, src, tmp, st); err != nil {
+	} else if err := c.copyFile(ctx, src, tmp); err != nil {
 		_ = os.Remove(tmp)
 		return err
 	}
@@ -483,7 +483,7 @@ func boolInt(b bool) int64 {
 // copyFile writes src's bytes to a new file tmp, in chunks so that ctx is honoured.
 // os.File.ReadFrom uses copy_file_range between two files, so on local disks the
 // bytes do not pass through user space.
-func (c *copier) copyFile(ctx context.Context, src, tmp string, st *syscall.Stat_t) error {
+func (c *copier) copyFile(ctx context.Context, src, tmp string) error {
 	// O_NOATIME keeps the source's access times as they were (root may use it on any file).
 	in, err := os.OpenFile(src, os.O_RDONLY|unix.O_NOATIME, 0)
 	if errors.Is(err, fs.ErrPermission) {

@@ -18,13 +18,6 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		testenv.Missing(t, "%s", "needs root to chown files and keep their owners")
-	}
-}
-
 func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
@@ -115,7 +108,7 @@ func stat(t testing.TB, path string) *syscall.Stat_t {
 }
 
 func TestCopyKeepsEverything(t *testing.T) {
-	requireRoot(t)
+	testenv.Root(t, "to chown files and keep their owners")
 	from, to := t.TempDir(), t.TempDir()
 	makeHome(t, from)
 	var progress bytes.Buffer
@@ -190,7 +183,7 @@ func TestCopyRefusesNonEmptyTarget(t *testing.T) {
 }
 
 func TestResumeAfterCancel(t *testing.T) {
-	requireRoot(t)
+	testenv.Root(t, "to chown files and keep their owners")
 	from, to := t.TempDir(), t.TempDir()
 	makeHome(t, from)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -231,7 +224,7 @@ func TestResumeAfterCancel(t *testing.T) {
 }
 
 func TestVerifyDetectsDifferences(t *testing.T) {
-	requireRoot(t)
+	testenv.Root(t, "to chown files and keep their owners")
 	from, to := t.TempDir(), t.TempDir()
 	makeHome(t, from)
 	if _, err := Copy(context.Background(), Options{From: from, To: to, Verify: true}); err != nil {

@@ -52,8 +52,10 @@ func TestMessages(t *testing.T) {
 		want string
 	}{
 		{"ready", func() error { return n.Ready("serving jenkins") }, "READY=1\nSTATUS=serving jenkins"},
-		{"status", func() error { return n.Status("waiting for i-0abc to release JENKINS_HOME") },
-			"STATUS=waiting for i-0abc to release JENKINS_HOME"},
+		{
+			"status", func() error { return n.Status("waiting for i-0abc to release JENKINS_HOME") },
+			"STATUS=waiting for i-0abc to release JENKINS_HOME",
+		},
 		// A status text must not smuggle in another assignment.
 		{"status with newline", func() error { return n.Status("bad\nREADY=1") }, "STATUS=bad READY=1"},
 		{"extend", func() error { return n.ExtendTimeout(90 * time.Second) }, "EXTEND_TIMEOUT_USEC=90000000"},

@@ -3,6 +3,8 @@ package simulate
 import (
 	"testing"
 	"time"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 // The failover figures, one whole rehearsal per iteration (tens of seconds each): run
@@ -47,7 +49,7 @@ func BenchmarkTakeoverAfterKill(b *testing.B) {
 // kills its own Jenkins, how long before its lease lapses that is, and how long after
 // the fence the successor starts Jenkins. Needs root (a read-only bind mount).
 func BenchmarkSelfFence(b *testing.B) {
-	requireRoot(b)
+	testenv.Root(b, "this benchmark bind-mounts the home")
 	mode, exe := runtimeFor(b)
 	var toFence, beforeExpiry, toStart time.Duration
 	n := 0

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/agent"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/clock"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 
@@ -31,6 +32,7 @@ const (
 )
 
 func TestFailoverAfterKill(t *testing.T) {
+	testenv.SkipShort(t, "a failover of two simulated instances")
 	t.Parallel()
 	mode, exe := runtimeFor(t)
 	f := killScenario(t, mode, exe)
@@ -39,8 +41,9 @@ func TestFailoverAfterKill(t *testing.T) {
 }
 
 func TestFailoverAfterBlockedRenewals(t *testing.T) {
+	testenv.SkipShort(t, "a failover of two simulated instances")
 	t.Parallel()
-	requireRoot(t)
+	testenv.Root(t, "this scenario bind-mounts the home")
 	mode, exe := runtimeFor(t)
 	f := fenceScenario(t, mode, exe)
 	t.Logf("renewals blocked → A killed its Jenkins after %s; that was %s before its lease lapsed; B's container start call came %s after the fence",
@@ -51,6 +54,7 @@ func TestFailoverAfterBlockedRenewals(t *testing.T) {
 // plan (a hung Docker daemon). A's Jenkins may still run, so A must not let its lease
 // lapse while it lives; B must not start.
 func TestFailoverAfterFailedStop(t *testing.T) {
+	testenv.SkipShort(t, "a failover of two simulated instances")
 	t.Parallel()
 	mode, exe := runtimeFor(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -69,7 +73,7 @@ func TestFailoverAfterFailedStop(t *testing.T) {
 		t.Fatalf("A's plan did not finish: %v", err)
 	}
 	// Well past the lease's expiry and allowance had A stopped renewing.
-	if !sleepCtx(ctx, leaseTTL+skew+3*time.Second) {
+	if !clock.Sleep(ctx, leaseTTL+skew+3*time.Second) {
 		t.Fatal(ctx.Err())
 	}
 	rep := p.sampler.stop()
@@ -93,6 +97,7 @@ func (hungRuntime) Kill(context.Context) error {
 }
 
 func TestFailoverAfterNotice(t *testing.T) {
+	testenv.SkipShort(t, "a failover of two simulated instances")
 	t.Parallel()
 	mode, exe := runtimeFor(t)
 	f := cleanScenario(t, mode, exe)
@@ -103,7 +108,7 @@ func TestFailoverAfterNotice(t *testing.T) {
 // the lease, and the sampler watching both runtimes from then on.
 type pair struct {
 	s       *sim
-	log     *testLog
+	log     *testenv.Buffer
 	a, b    *host
 	sampler *sampler
 }
@@ -112,7 +117,7 @@ type pair struct {
 // rehearsal first and returns where A sees the home (B sees the shared directory).
 func newPair(t testing.TB, ctx context.Context, mode, exe string, setup func(t testing.TB, s *sim) string) *pair {
 	t.Helper()
-	log := newTestLog(t)
+	log := testenv.NewLog(t, "timeline and agent logs")
 	s, err := newSim(ctx, options(log, mode, exe))
 	if err != nil {
 		t.Fatalf("set up the rehearsal: %v", err)
@@ -148,7 +153,7 @@ func (p *pair) launch(t testing.TB, ctx context.Context, name, id, home string) 
 
 // takeover waits for B to serve and checks what the sampler saw: B's Jenkins ran, and
 // only after A's was last seen running.
-func (p *pair) takeover(t testing.TB, ctx context.Context) samples {
+func (p *pair) takeover(t testing.TB, ctx context.Context) {
 	t.Helper()
 	if err := p.b.waitPhase(ctx, status.PhaseServing, time.Minute); err != nil {
 		t.Fatalf("B did not take over: %v", err)
@@ -165,7 +170,6 @@ func (p *pair) takeover(t testing.TB, ctx context.Context) samples {
 		t.Errorf("A's Jenkins was last seen running at %s, not before B's was first seen at %s",
 			lastA.Format(time.StampMilli), firstB.Format(time.StampMilli))
 	}
-	return rep
 }
 
 // containerStartCall is when B's agent called the runtime to start Jenkins.
@@ -339,12 +343,6 @@ func bindView(t testing.TB, home, view string) string {
 		t.Errorf("unmount %s: %v; unmount it by hand (umount %s)", view, err, view)
 	})
 	return view
-}
-
-// requireRoot skips a test that mounts, unless CI=true, where it fails.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	testenv.Require(t, os.Geteuid() == 0, "this scenario bind-mounts the home and needs root")
 }
 
 // cleanFigures measure a clean handover.

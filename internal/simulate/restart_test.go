@@ -14,12 +14,13 @@ import (
 // An agent restarted on the same instance (a crash, an upgrade) adopts its own lease and
 // the running Jenkins container: Jenkins is neither stopped nor started again.
 func TestRestartedAgentAdoptsLeaseAndJenkins(t *testing.T) {
+	testenv.SkipShort(t, "needs Docker and a whole boot")
 	t.Parallel()
 	mode, exe := runtimeFor(t)
 	testenv.Require(t, mode == "always", "adopting a running container needs Docker (the in-process stand-in dies with its agent)")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	log := newTestLog(t)
+	log := testenv.NewLog(t, "timeline and agent logs")
 	s, err := newSim(ctx, options(log, mode, exe))
 	if err != nil {
 		t.Fatal(err)

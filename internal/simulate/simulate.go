@@ -26,6 +26,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/agent"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/clock"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/config"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs/efstest"
@@ -257,7 +258,7 @@ func (s *sim) run(ctx context.Context) (*Summary, error) {
 		defer sampler.stop()
 	}
 
-	if !sleepCtx(ctx, s.opts.NoticeAfter) {
+	if !clock.Sleep(ctx, s.opts.NoticeAfter) {
 		return nil, ctx.Err()
 	}
 	s.sum.BuildsAtNotice = builds
@@ -321,9 +322,11 @@ func (s *sim) launch(ctx context.Context, name, instanceID, home string) (*host,
 	in.url = "http://127.0.0.1:" + strconv.Itoa(port)
 	dir := filepath.Join(s.opts.WorkDir, name)
 	cfg := s.config(name, dir, home, port)
-	doubleArgs := []string{"--home", cfg.Jenkins.HomeInContainer, "--user", jenkinsUser, "--token", jenkinsToken,
+	doubleArgs := []string{
+		"--home", cfg.Jenkins.HomeInContainer, "--user", jenkinsUser, "--token", jenkinsToken,
 		"--startup-delay", "1s", "--job", buildJob + "=" + (s.opts.NoticeAfter + 4*time.Second).String(),
-		"--job", pipelineJob + "=pipeline:" + s.opts.Pipeline.String()}
+		"--job", pipelineJob + "=pipeline:" + s.opts.Pipeline.String(),
+	}
 	if s.sum.Docker {
 		rt, err := container.New(containerOptions(cfg, s.opts.Logger, append([]string{"--listen", ":8080"}, doubleArgs...)))
 		if err != nil {
@@ -502,8 +505,12 @@ func (s *sim) startBuilds(ctx context.Context, in *host) int {
 func (s *sim) cleanup(in *host) {
 	in.cancel()
 	select {
-	case <-in.done:
+	case err := <-in.done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			s.opts.Logger.Warn("simulate: agent ended with an error", "instance", in.name, "err", err)
+		}
 	case <-time.After(30 * time.Second):
+		s.opts.Logger.Warn("simulate: agent did not end within 30s of its cancellation", "instance", in.name)
 	}
 	in.lease.crash(10 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -533,27 +540,10 @@ func (s *sim) event(in *host, ev status.Event) {
 		ref, label = s.noticeAt, "after notice"
 	}
 	s.mu.Unlock()
-	at := fmt.Sprintf("%s %+8.3fs", label, ev.At.Sub(ref).Seconds())
-	var line string
-	switch {
-	case ev.Notice != nil && !ev.Notice.Time.IsZero():
-		line = fmt.Sprintf("notice        %s, termination at %s", ev.Notice.Kind, ev.Notice.Time.UTC().Format(time.TimeOnly))
-	case ev.Notice != nil:
-		line = fmt.Sprintf("notice        %s", ev.Notice.Kind)
-	case ev.Phase != "":
-		line = fmt.Sprintf("phase         %s", ev.Message)
-	case !ev.Done && ev.Message != "":
-		line = fmt.Sprintf("%-13s %s", ev.Step, ev.Message)
-	case !ev.Done:
+	if ev.Step != "" && !ev.Done && ev.Message == "" {
 		return // a step start: its end line says all
-	default:
-		outcome := "ok"
-		if ev.Err != "" {
-			outcome = "FAILED: " + ev.Err
-		}
-		line = fmt.Sprintf("%-13s %-4s %8s", ev.Step, outcome, ev.Duration.Round(time.Millisecond))
 	}
-	s.say("%s  [%s] %s", at, in.name, line)
+	s.say("%s %+8.3fs  [%s] %s", label, ev.At.Sub(ref).Seconds(), in.name, ev.Line())
 }
 
 func (s *sim) say(format string, args ...any) {
@@ -613,8 +603,10 @@ func (s *sim) summarize(a, b *host) {
 		}
 		return status.Event{}, false
 	}
-	for _, st := range []status.Step{status.StepDeregister, status.StepQuietDown, status.StepDrain, status.StepContainerStop,
-		status.StepLeaseRelease, status.StepUnmount, status.StepLifecycleComplete} {
+	for _, st := range []status.Step{
+		status.StepDeregister, status.StepQuietDown, status.StepDrain, status.StepContainerStop,
+		status.StepLeaseRelease, status.StepUnmount, status.StepLifecycleComplete,
+	} {
 		ev, ok := done(st)
 		if !ok {
 			s.sum.FailedSteps = append(s.sum.FailedSteps, string(st)+": did not run")
@@ -689,15 +681,4 @@ func isStatic(path string) bool {
 		}
 	}
 	return true
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

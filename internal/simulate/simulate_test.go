@@ -1,7 +1,6 @@
 package simulate
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
@@ -96,38 +95,8 @@ func staticExecutable() (string, error) {
 	return staticAgent.path, staticAgent.err
 }
 
-// testLog collects a rehearsal's timeline and the agents' logs, and shows them only
-// when the test fails. Writes after the test ended (a late log line of a goroutine
-// on its way out) go nowhere harmful.
-type testLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func newTestLog(t testing.TB) *testLog {
-	l := &testLog{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("timeline and agent logs:\n%s", l.String())
-		}
-	})
-	return l
-}
-
-func (l *testLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *testLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // options are the test rehearsal's options, writing to log.
-func options(log *testLog, mode, exe string) Options {
+func options(log *testenv.Buffer, mode, exe string) Options {
 	return Options{
 		NoticeAfter:  testNoticeAfter,
 		Budget:       testBudget,
@@ -144,6 +113,7 @@ func options(log *testLog, mode, exe string) Options {
 // when the builds do; the failover run keeps one running at the stop time, so that it
 // is saved by A and resumed by B.
 func TestRehearsal(t *testing.T) {
+	testenv.SkipShort(t, "a whole rehearsal, in Docker when it answers")
 	mode, exe := runtimeFor(t)
 	for _, tc := range []struct {
 		name     string
@@ -155,7 +125,7 @@ func TestRehearsal(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			opts := options(newTestLog(t), mode, exe)
+			opts := options(testenv.NewLog(t, "timeline and agent logs"), mode, exe)
 			opts.Failover, opts.Pipeline = tc.failover, tc.pipeline
 			sum := rehearse(t, opts)
 			if mode == "always" && !sum.Docker {
@@ -169,8 +139,9 @@ func TestRehearsal(t *testing.T) {
 // TestRehearsalInProcess keeps the path without Docker tested: Jenkins is the in-process
 // stand-in, with the same handover and the same Pipeline saved and resumed.
 func TestRehearsalInProcess(t *testing.T) {
+	testenv.SkipShort(t, "a whole rehearsal with failover")
 	t.Parallel()
-	opts := options(newTestLog(t), "never", "")
+	opts := options(testenv.NewLog(t, "timeline and agent logs"), "never", "")
 	opts.Failover = true
 	sum := rehearse(t, opts)
 	if sum.Docker {
@@ -197,7 +168,7 @@ func TestRunAlwaysFailsWithoutStaticBinary(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	_, err = Run(ctx, Options{Docker: "always", Executable: self, Out: newTestLog(t)})
+	_, err = Run(ctx, Options{Docker: "always", Executable: self, Out: testenv.NewLog(t, "timeline and agent logs")})
 	if err == nil || !strings.Contains(err.Error(), "not static") {
 		t.Fatalf("Run --docker always with a dynamic binary: got %v, want an error saying it is not static", err)
 	}

@@ -77,8 +77,10 @@ func TestServerBehavesLikeIMDSv2(t *testing.T) {
 	if got, _, body := do(t, http.MethodGet, item, auth); got != http.StatusOK || body != id.InstanceID {
 		t.Errorf("instance-id: %d %q", got, body)
 	}
-	for _, p := range []string{"spot/instance-action", "events/recommendations/rebalance", "autoscaling/target-lifecycle-state",
-		"events/maintenance/scheduled", "tags/instance/aws:autoscaling:groupName", "no/such/item"} {
+	for _, p := range []string{
+		"spot/instance-action", "events/recommendations/rebalance", "autoscaling/target-lifecycle-state",
+		"events/maintenance/scheduled", "tags/instance/aws:autoscaling:groupName", "no/such/item",
+	} {
 		if got, _, _ := do(t, http.MethodGet, base+"/latest/meta-data/"+p, auth); got != http.StatusNotFound {
 			t.Errorf("%s: %d, want 404", p, got)
 		}

@@ -95,11 +95,15 @@ func TestCheckOrder(t *testing.T) {
 		{name: "bad credentials before crumb", method: "POST", path: "/quietDown", auth: basic("admin", "wrong"), wantStatus: 401, wantHeader: map[string]string{"WWW-Authenticate": `Basic realm="Jenkins"`}},
 		{name: "crumb before permission", method: "POST", path: "/quietDown", auth: basic("viewer", "viewer-pw"), wantStatus: 403, wantBody: "No valid crumb was included in the request"},
 		{name: "anonymous POST needs a crumb", method: "POST", path: "/quietDown", wantStatus: 403, wantBody: "No valid crumb"},
-		{name: "token needs no crumb, then permission", method: "POST", path: "/quietDown", auth: basic("viewer", "viewer-token"), wantStatus: 403,
-			wantHeader: map[string]string{"X-You-Are-Authenticated-As": "viewer", "X-Required-Permission": PermissionManage}},
+		{
+			name: "token needs no crumb, then permission", method: "POST", path: "/quietDown", auth: basic("viewer", "viewer-token"), wantStatus: 403,
+			wantHeader: map[string]string{"X-You-Are-Authenticated-As": "viewer", "X-Required-Permission": PermissionManage},
+		},
 		{name: "GET quietDown", method: "GET", path: "/quietDown", auth: basic("admin", "admin-token"), wantStatus: 405},
-		{name: "anonymous read refused", method: "GET", path: "/api/json", wantStatus: 403,
-			wantHeader: map[string]string{"X-You-Are-Authenticated-As": "anonymous", "X-Required-Permission": PermissionRead}},
+		{
+			name: "anonymous read refused", method: "GET", path: "/api/json", wantStatus: 403,
+			wantHeader: map[string]string{"X-You-Are-Authenticated-As": "anonymous", "X-Required-Permission": PermissionRead},
+		},
 		{name: "whoAmI open to anonymous", method: "GET", path: "/whoAmI/api/json", wantStatus: 200, wantBody: `"anonymous":true`},
 		{name: "unknown path", method: "GET", path: "/nope", auth: basic("admin", "admin-token"), wantStatus: 404},
 		{name: "quietDown with token", method: "POST", path: "/quietDown?message=bye", auth: basic("admin", "admin-token"), wantStatus: 302, wantHeader: map[string]string{"Location": "/"}},
@@ -327,8 +331,10 @@ func TestMainStopsLikeJenkins(t *testing.T) {
 	var stdout, stderr testenv.Buffer
 	done := make(chan int, 1)
 	go func() {
-		done <- Main(ctx, []string{"--listen", "127.0.0.1:0", "--home", home, "--user", "admin", "--token-file", tokenFile,
-			"--job", "build=0s", "--job", "deploy=pipeline:1h", "--start-build", "build", "--start-build", "deploy"}, &stdout, &stderr)
+		done <- Main(ctx, []string{
+			"--listen", "127.0.0.1:0", "--home", home, "--user", "admin", "--token-file", tokenFile,
+			"--job", "build=0s", "--job", "deploy=pipeline:1h", "--start-build", "build", "--start-build", "deploy",
+		}, &stdout, &stderr)
 	}()
 
 	// The state file names the URL once the double listens.
