@@ -176,7 +176,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	case e := <-a.ends:
 		// A notice during boot aborts the boot: Jenkins is not started with too little time.
 		cancelBoot()
-		<-booted
+		logEnd(a.log, "boot", <-booted)
 		return a.finish(ctx, h, e)
 	case err := <-booted:
 		if err != nil {
@@ -186,7 +186,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	case <-ctx.Done():
 		cancelBoot()
-		<-booted
+		logEnd(a.log, "boot", <-booted)
 		return ctx.Err()
 	}
 	return a.serve(ctx, h)
@@ -301,5 +301,12 @@ func (a *Agent) linger(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		}
+	}
+}
+
+// logEnd logs how a goroutine cut short by its context ended (usually: the context).
+func logEnd(log *slog.Logger, what string, err error) {
+	if err != nil {
+		log.Debug(what+" ended", "err", err)
 	}
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"sort"
 	"sync"
@@ -83,7 +84,9 @@ func BenchmarkBootOverhead(b *testing.B) {
 			b.Fatal("no READY")
 		}
 		cancel()
-		<-done
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			b.Fatal(err)
+		}
 		toStart = append(toStart, rt.started.Sub(begin))
 		toReady = append(toReady, nt.ready.Sub(jk.ready))
 	}

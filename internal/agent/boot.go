@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/clock"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
@@ -142,7 +143,7 @@ func (a *Agent) boot(ctx context.Context, h *host) error {
 	if err := a.extending(ctx, image.wait(ctx)); err != nil {
 		return fmt.Errorf("jenkins image: %w", err)
 	}
-	if err := a.startJenkins(ctx, h); err != nil {
+	if err := a.startJenkins(ctx); err != nil {
 		return err
 	}
 	// The phase is serving before systemd hears READY=1, so status and metrics already
@@ -184,7 +185,7 @@ func (a *Agent) waitInService(ctx context.Context, image *preparation) error {
 				a.log.Info("left the warm pool", "target_lifecycle_state", state)
 				return nil
 			}
-			if !sleep(ctx, warmPoll) {
+			if !clock.Sleep(ctx, warmPoll) {
 				return ctx.Err()
 			}
 		}
@@ -266,7 +267,7 @@ func (a *Agent) register(ctx context.Context, h *host) {
 }
 
 // startJenkins starts (or adopts) the container and waits until Jenkins answers.
-func (a *Agent) startJenkins(ctx context.Context, h *host) error {
+func (a *Agent) startJenkins(ctx context.Context) error {
 	var adopted bool
 	if err := a.tl.step(status.StepContainerStart, func() error {
 		var err error
@@ -320,7 +321,7 @@ func (a *Agent) waitReady(ctx context.Context) error {
 				return fmt.Errorf("the Jenkins container exited while starting; see `docker logs %s`", a.cfg.Jenkins.ContainerName)
 			}
 		}
-		if !sleep(ctx, interval) {
+		if !clock.Sleep(ctx, interval) {
 			return fmt.Errorf("waiting for jenkins: %w", ctx.Err())
 		}
 		// Capped low: READY=1 should follow Jenkins' first answer within a few hundred
@@ -372,16 +373,4 @@ func (a *Agent) extending(ctx context.Context, f func() error) error {
 	close(stop)
 	<-done
 	return err
-}
-
-// sleep waits d or until ctx ends; it reports whether the full time passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

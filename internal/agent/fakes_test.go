@@ -218,11 +218,14 @@ func (l *fakeLease) Successor(context.Context) (status.Successor, bool, error) {
 	return *l.successor, true, nil
 }
 
+// successorID is the instance that announces itself beside the lease in tests.
+const successorID = "i-0bbbbbbbbbbbbbbb2"
+
 // announce makes a successor appear beside the lease.
-func (l *fakeLease) announce(id string, ready bool) {
+func (l *fakeLease) announce(ready bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.successor = &status.Successor{InstanceID: id, Since: time.Now(), Updated: time.Now(), Ready: ready}
+	l.successor = &status.Successor{InstanceID: successorID, Since: time.Now(), Updated: time.Now(), Ready: ready}
 }
 
 // fakeRuntime is a container that runs until stopped, or until the test crashes it.

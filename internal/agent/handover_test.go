@@ -21,6 +21,7 @@ import (
 // waits ready, even with the builds done; then the handover runs.
 func TestSpotNoticeAsksForTheReplacementAndServesUntilItIsReady(t *testing.T) {
 	t.Parallel()
+	testenv.SkipShort(t, "waits several seconds of the plan's clock")
 	r := newRig(t.TempDir(), t.TempDir())
 	r.targets.inGroup = true
 	serving(t, r, 60*time.Second)
@@ -30,12 +31,12 @@ func TestSpotNoticeAsksForTheReplacementAndServesUntilItIsReady(t *testing.T) {
 	if r.j.has("deregister") || r.j.has("container-stop") {
 		t.Fatalf("handed over before a successor was ready: %v", r.j.list())
 	}
-	r.lease.announce("i-0bbbbbbbbbbbbbbb2", false)
+	r.lease.announce(false)
 	time.Sleep(1500 * time.Millisecond)
 	if r.j.has("deregister") {
 		t.Fatalf("handed over to a successor that is not ready: %v", r.j.list())
 	}
-	r.lease.announce("i-0bbbbbbbbbbbbbbb2", true)
+	r.lease.announce(true)
 	if err := r.waitPhase(status.PhaseStopped, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +59,7 @@ func TestWaitingSuccessorMeansNoReplacementRequest(t *testing.T) {
 	t.Parallel()
 	r := newRig(t.TempDir(), t.TempDir())
 	r.targets.inGroup = true
-	r.lease.announce("i-0bbbbbbbbbbbbbbb2", true)
+	r.lease.announce(true)
 	serving(t, r, 60*time.Second)
 	r.watch.in <- spotNotice(60 * time.Second)
 	if err := r.waitPhase(status.PhaseStopped, 20*time.Second); err != nil {
@@ -88,6 +89,7 @@ func TestNoSuccessorExpectedHandsOverWhenBuildsAreDone(t *testing.T) {
 // instance, started again later, stays idle instead of contending for the home.
 func TestReplacedInstanceStaysIdleWhenStartedAgain(t *testing.T) {
 	t.Parallel()
+	testenv.SkipShort(t, "waits several seconds of the plan's clock")
 	home, state := t.TempDir(), t.TempDir()
 	r := newRig(home, state)
 	r.targets.inGroup = true
@@ -199,6 +201,7 @@ func TestAbortedRecordThroughASymlinkIsRefused(t *testing.T) {
 // heartbeats, and a Spot notice moves the deadline in.
 func TestGroupTerminationSendsHeartbeatsWhileBuildsRun(t *testing.T) {
 	t.Parallel()
+	testenv.SkipShort(t, "waits several seconds of the plan's clock")
 	r := newRig(t.TempDir(), t.TempDir())
 	r.cfg.Interruption.ASGMaxDrain = config.Duration(30 * time.Minute)
 	r.jenkins.builds = []status.Build{build("long", 1, false)}

@@ -19,7 +19,7 @@ type hold struct {
 // startHold renews the lease until the plan releases it. A holder that cannot renew
 // kills Jenkins before its lease lapses (the fence). Renewals outlive a boot cancelled
 // by a notice; Run stops them when it returns.
-func (a *Agent) startHold(ctx context.Context, h *host) *hold {
+func (a *Agent) startHold(ctx context.Context, h *host) {
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	hd := &hold{cancel: cancel, done: make(chan struct{})}
 	a.holdMu.Lock()
@@ -38,7 +38,6 @@ func (a *Agent) startHold(ctx context.Context, h *host) *hold {
 			a.tl.emit(status.Event{Kind: status.EventLeaseLost, At: a.now(), Message: hd.err.Error()})
 		}
 	}()
-	return hd
 }
 
 // ended is closed when the renewals have stopped on their own (nil when none run).

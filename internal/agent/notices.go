@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/clock"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/config"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
@@ -152,7 +153,7 @@ func (a *Agent) scheduled(ctx context.Context, n instance.Notice) (ending, bool)
 	a.log.Warn(pending, "event", n.EventID)
 	if wait := at.Sub(a.now()); wait > 0 {
 		go func() {
-			if sleep(ctx, wait) {
+			if clock.Sleep(ctx, wait) {
 				a.end(e)
 			}
 		}()
@@ -170,7 +171,7 @@ func (a *Agent) arm(e ending, pending string) {
 }
 
 // fireArmed starts the plan of an armed advisory notice once a successor waits ready.
-func (a *Agent) fireArmed(h *host) {
+func (a *Agent) fireArmed() {
 	e := a.armed.Load()
 	if e == nil || !a.successor.ready() {
 		return

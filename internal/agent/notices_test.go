@@ -17,6 +17,7 @@ import (
 // waiting ready on the lease, and never leaves Jenkins down with nobody to take over.
 func TestRebalancePolicy(t *testing.T) {
 	t.Parallel()
+	testenv.SkipShort(t, "waits several seconds of the plan's clock")
 	for _, policy := range []config.NoticePolicy{config.PolicyNotify, config.PolicyDrain} {
 		t.Run(string(policy), func(t *testing.T) {
 			r := newRig(t.TempDir(), t.TempDir())
@@ -27,7 +28,7 @@ func TestRebalancePolicy(t *testing.T) {
 			if err := r.waitPhase(status.PhaseDraining, 3*time.Second); err == nil {
 				t.Fatalf("%s drained with no successor waiting: %v", policy, r.j.list())
 			}
-			r.lease.announce("i-0bbbbbbbbbbbbbbb2", true)
+			r.lease.announce(true)
 			within := 20 * time.Second
 			if policy == config.PolicyNotify {
 				within = 4 * time.Second
@@ -56,8 +57,10 @@ func TestScheduledEventFarAwayDoesNotDrainNow(t *testing.T) {
 	r := newRig(t.TempDir(), t.TempDir())
 	r.cfg.Interruption.OnScheduledEvent = config.PolicyDrain
 	run := serving(t, r, 20*time.Second)
-	r.watch.in <- instance.Notice{Kind: instance.KindScheduledEvent, Seen: time.Now(), Time: time.Now().Add(14 * 24 * time.Hour),
-		EventID: "instance-event-0d59937288b749b32", Code: "instance-stop"}
+	r.watch.in <- instance.Notice{
+		Kind: instance.KindScheduledEvent, Seen: time.Now(), Time: time.Now().Add(14 * 24 * time.Hour),
+		EventID: "instance-event-0d59937288b749b32", Code: "instance-stop",
+	}
 	testenv.Eventually(t, "the event pending in status", func() bool { return run.a.Status().Pending != "" })
 	if err := r.waitPhase(status.PhaseDraining, 3*time.Second); err == nil {
 		t.Fatalf("an event two weeks away drained Jenkins: %v", r.j.list())
@@ -72,20 +75,23 @@ func TestScheduledEventFarAwayDoesNotDrainNow(t *testing.T) {
 // is not acted on again.
 func TestScheduledStopHandsOverAndIsRememberedAcrossReboots(t *testing.T) {
 	t.Parallel()
+	testenv.SkipShort(t, "waits several seconds of the plan's clock")
 	home, state := t.TempDir(), t.TempDir()
 	r := newRig(home, state)
 	r.cfg.Interruption.OnScheduledEvent = config.PolicyDrain
 	r.targets.inGroup = true
 	run := serving(t, r, 20*time.Second)
-	ev := instance.Notice{Kind: instance.KindScheduledEvent, Seen: time.Now(), Time: time.Now().Add(10 * time.Minute),
-		EventID: "instance-event-0d59937288b749b32", Code: "instance-stop"}
+	ev := instance.Notice{
+		Kind: instance.KindScheduledEvent, Seen: time.Now(), Time: time.Now().Add(10 * time.Minute),
+		EventID: "instance-event-0d59937288b749b32", Code: "instance-stop",
+	}
 	r.watch.in <- ev
 	testenv.Eventually(t, "the replacement request", func() bool { return r.j.has("request-replacement") })
 	time.Sleep(1500 * time.Millisecond)
 	if r.j.has("quiet-down") {
 		t.Fatalf("quiet-down minutes before the event, with no successor ready: %v", r.j.list())
 	}
-	r.lease.announce("i-0bbbbbbbbbbbbbbb2", true)
+	r.lease.announce(true)
 	if err := r.waitPhase(status.PhaseStopped, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}

@@ -87,8 +87,10 @@ func (p *planRun) begin() {
 	a.tl.update(func(s *status.Snapshot) { s.Deadline = e.deadline; s.Pending = "" })
 	a.deps.Metrics.SetDeadline(e.deadline)
 	if latched(e.notice.Kind) && !p.resumed {
-		rec := latchRecord{Kind: e.notice.Kind, Detail: e.notice.Detail, EventID: e.notice.EventID,
-			Deadline: e.deadline, Started: p.started, Replace: e.replace}
+		rec := latchRecord{
+			Kind: e.notice.Kind, Detail: e.notice.Detail, EventID: e.notice.EventID,
+			Deadline: e.deadline, Started: p.started, Replace: e.replace,
+		}
 		if err := a.state.storeLatch(rec); err != nil {
 			a.log.Error("cannot latch the plan; an agent restart would not resume it", "err", err)
 		}
@@ -194,8 +196,10 @@ func (p *planRun) finish(ctx context.Context) error {
 	a.tl.update(func(s *status.Snapshot) { s.Margin = margin })
 	a.plan.end()
 	if latched(p.e.notice.Kind) {
-		rec := latchRecord{Kind: p.e.notice.Kind, Detail: p.e.notice.Detail, EventID: p.e.notice.EventID,
-			Deadline: p.e.deadline, Started: p.started, Replace: p.e.replace, Finished: a.now()}
+		rec := latchRecord{
+			Kind: p.e.notice.Kind, Detail: p.e.notice.Detail, EventID: p.e.notice.EventID,
+			Deadline: p.e.deadline, Started: p.started, Replace: p.e.replace, Finished: a.now(),
+		}
 		if err := a.state.storeLatch(rec); err != nil {
 			a.log.Error("cannot record the finished plan", "err", err)
 		}
@@ -211,8 +215,10 @@ func (p *planRun) finish(ctx context.Context) error {
 		report.Aborted = append(report.Aborted, b.URL)
 	}
 	p.report(margin)
-	a.tl.emit(status.Event{Kind: status.EventPlanDone, At: a.now(), Report: report,
-		Message: fmt.Sprintf("plan done with %s to spare", margin.Round(time.Millisecond))})
+	a.tl.emit(status.Event{
+		Kind: status.EventPlanDone, At: a.now(), Report: report,
+		Message: fmt.Sprintf("plan done with %s to spare", margin.Round(time.Millisecond)),
+	})
 	a.tl.setPhase(status.PhaseStopped, fmt.Sprintf("stopped: plan done with %s to spare", margin.Round(time.Millisecond)))
 	if !p.stopped {
 		go a.retryStop(ctx, p.h)

@@ -77,6 +77,7 @@ func TestFailedStepDoesNotBlockLaterSteps(t *testing.T) {
 
 func TestLeaseKeptAndHomeMountedWhenContainerWillNotStop(t *testing.T) {
 	t.Parallel()
+	testenv.SkipShort(t, "waits several seconds of the plan's clock")
 	r := newRig(t.TempDir(), t.TempDir())
 	serving(t, r, 20*time.Second)
 	r.rt.mu.Lock()
@@ -278,6 +279,7 @@ func TestAfterANoticePlanOnlyAStopSignalEndsTheAgent(t *testing.T) {
 // answer the stop.
 func TestPlanDoesNotOverrunWithAHungDaemon(t *testing.T) {
 	t.Parallel()
+	testenv.SkipShort(t, "waits several seconds of the plan's clock")
 	r := newRig(t.TempDir(), t.TempDir())
 	r.cfg.Jenkins.StopGrace = config.Duration(5 * time.Second)
 	deps := r.deps()

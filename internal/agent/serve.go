@@ -48,10 +48,10 @@ func (a *Agent) serve(ctx context.Context, h *host) error {
 	for {
 		select {
 		case e := <-a.ends:
-			sv.abortRestart()
+			sv.abortRestart(a)
 			return a.finish(ctx, h, e)
 		case <-a.holdEnded():
-			sv.abortRestart()
+			sv.abortRestart(a)
 			return a.leaseOver(ctx, h)
 		case code := <-sv.exited:
 			a.containerDown(sv, exitReason(code))
@@ -84,9 +84,9 @@ func (a *Agent) serve(ctx context.Context, h *host) error {
 			if sv.down && sv.cancel == nil && !a.now().Before(sv.retryAt) && h.lease.Held() {
 				a.restart(ctx, h, sv)
 			}
-			a.fireArmed(h)
+			a.fireArmed()
 		case <-ctx.Done():
-			sv.abortRestart()
+			sv.abortRestart(a)
 			return ctx.Err()
 		}
 	}
@@ -129,17 +129,17 @@ func (a *Agent) restart(ctx context.Context, h *host, sv *supervisor) {
 		if err != nil {
 			err = fmt.Errorf("mount JENKINS_HOME: verification before restart: %w", err)
 		} else {
-			err = a.startJenkins(rctx, h)
+			err = a.startJenkins(rctx)
 		}
 		sv.restarted <- err
 	}()
 }
 
 // abortRestart ends a restart under way and waits for it to give up.
-func (sv *supervisor) abortRestart() {
+func (sv *supervisor) abortRestart(a *Agent) {
 	if sv.cancel != nil {
 		sv.cancel()
-		<-sv.restarted
+		logEnd(a.log, "restart", <-sv.restarted)
 		sv.cancel = nil
 	}
 }

@@ -38,6 +38,7 @@ func TestCrashedJenkinsIsRestartedWhileLeaseHeld(t *testing.T) {
 // notice within seconds, never say serving while Jenkins is down, and start it again.
 func TestDockerdRestartIsNoticedAndJenkinsStartedAgain(t *testing.T) {
 	t.Parallel()
+	testenv.SkipShort(t, "waits several seconds of the plan's clock")
 	r := newRig(t.TempDir(), t.TempDir())
 	run := serving(t, r, 20*time.Second)
 	r.rt.daemonRestart()

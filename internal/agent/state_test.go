@@ -14,8 +14,10 @@ import (
 func TestResumedPlanWithoutTheLeaseStopsAtOnce(t *testing.T) {
 	t.Parallel()
 	home, state := t.TempDir(), t.TempDir()
-	if err := (stateDir{dir: state, bootID: "boot-1"}).storeLatch(latchRecord{Kind: instance.KindSpotTerminate,
-		Deadline: time.Now().Add(90 * time.Second), Started: time.Now()}); err != nil {
+	if err := (stateDir{dir: state, bootID: "boot-1"}).storeLatch(latchRecord{
+		Kind:     instance.KindSpotTerminate,
+		Deadline: time.Now().Add(90 * time.Second), Started: time.Now(),
+	}); err != nil {
 		t.Fatal(err)
 	}
 	r := newRig(home, state)
@@ -65,8 +67,10 @@ func TestFinishedPlanIsNeverRepeatedOnThisBoot(t *testing.T) {
 func TestInterruptedPlanResumesWithoutBootingJenkins(t *testing.T) {
 	t.Parallel()
 	home, state := t.TempDir(), t.TempDir()
-	if err := (stateDir{dir: state, bootID: "boot-1"}).storeLatch(latchRecord{Kind: instance.KindSpotTerminate,
-		Deadline: time.Now().Add(20 * time.Second), Started: time.Now()}); err != nil {
+	if err := (stateDir{dir: state, bootID: "boot-1"}).storeLatch(latchRecord{
+		Kind:     instance.KindSpotTerminate,
+		Deadline: time.Now().Add(20 * time.Second), Started: time.Now(),
+	}); err != nil {
 		t.Fatal(err)
 	}
 	r := newRig(home, state)

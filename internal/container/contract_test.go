@@ -1,4 +1,4 @@
-package contract_test
+package container_test
 
 import (
 	"context"
@@ -48,7 +48,7 @@ func TestRuntimeDocker(t *testing.T) {
 		t.Skip("starts and stops containers")
 	}
 	cli := containertest.RequireDocker(t)
-	contract.TestRuntime(t, dockerHarness(cli, "", nil))
+	contract.TestRuntime(t, dockerHarness(t, cli, "", nil))
 }
 
 // TestRuntimeDockerDaemonRestart runs the contract on a private dockerd, which the
@@ -58,7 +58,7 @@ func TestRuntimeDockerDaemonRestart(t *testing.T) {
 		t.Skip("starts, kills and restarts a dockerd")
 	}
 	d := containertest.StartDaemon(t)
-	contract.TestRuntime(t, dockerHarness(d.Client(), d.Host(), d))
+	contract.TestRuntime(t, dockerHarness(t, d.Client(), d.Host(), d))
 }
 
 var (
@@ -92,9 +92,11 @@ func suffix() string {
 	return hex.EncodeToString(b)
 }
 
-// dockerHarness builds worlds on the daemon cli talks to (host names it for the
+// dockerHarness builds worlds on the daemon cli talks to; the image is removed when
+// parent, the test that runs the suite, ends.
+// It builds worlds on the daemon cli talks to (host names it for the
 // Runtime; empty means the default). With d, the suite may kill and restart it.
-func dockerHarness(cli *client.Client, host string, d *containertest.Daemon) contract.RuntimeHarness {
+func dockerHarness(parent *testing.T, cli *client.Client, host string, d *containertest.Daemon) contract.RuntimeHarness {
 	var (
 		once sync.Once
 		tag  string
@@ -108,7 +110,7 @@ func dockerHarness(cli *client.Client, host string, d *containertest.Daemon) con
 			err = containertest.BuildImage(ctx, cli, tag, webserver(t), nil)
 			if err == nil {
 				// Removed once the whole suite is done: the parent test's cleanup.
-				parentCleanup(t, func() {
+				parent.Cleanup(func() {
 					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 					defer cancel()
 					_, _ = cli.ImageRemove(ctx, tag, image.RemoveOptions{Force: true, PruneChildren: true})
@@ -170,27 +172,4 @@ func dockerHarness(cli *client.Client, host string, d *containertest.Daemon) con
 		}
 		return w
 	}}
-}
-
-// parentCleanup registers f to run when the test that owns the suite ends. Subtests
-// end first, so an image shared by them outlives every subtest.
-func parentCleanup(_ *testing.T, f func()) {
-	cleanupMu.Lock()
-	defer cleanupMu.Unlock()
-	cleanups = append(cleanups, f)
-}
-
-var (
-	cleanupMu sync.Mutex
-	cleanups  []func()
-)
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	cleanupMu.Lock()
-	for _, f := range cleanups {
-		f()
-	}
-	cleanupMu.Unlock()
-	os.Exit(code)
 }

@@ -1,4 +1,4 @@
-package contract_test
+package imds_test
 
 import (
 	"net/http"
@@ -32,10 +32,6 @@ func proxied(t *testing.T, upstream string, faults func(*imdstest.FaultProxy)) *
 
 func silent(p *imdstest.FaultProxy) { p.SetFault("/latest/", imdstest.Fault{Delay: time.Hour}) }
 
-// aemmIdentity is what amazon-ec2-metadata-mock v1.13.0 serves.
-var aemmIdentity = instance.Identity{InstanceID: "i-1234567890abcdef0", InstanceType: "m4.xlarge", AvailabilityZone: "us-east-1a",
-	AZID: "use1-az4", Region: "us-east-1", Market: "on-demand"}
-
 // TestMetadataAEMM: the IMDS client against amazon-ec2-metadata-mock, the real peer,
 // in an Auto Scaling group (asglifecycle: InService until a termination an hour away).
 func TestMetadataAEMM(t *testing.T) {
@@ -53,8 +49,10 @@ func TestMetadataAEMM(t *testing.T) {
 // TestMetadataEmulator: the IMDS client against the emulator, a warm-pool instance
 // with every identity item, the group tag included.
 func TestMetadataEmulator(t *testing.T) {
-	id := instance.Identity{InstanceID: "i-0abc1234def567890", InstanceType: "c7g.2xlarge", AvailabilityZone: "eu-west-1b",
-		AZID: "euw1-az2", Region: "eu-west-1", Market: "spot", AutoScalingGroup: "jenkins-controller"}
+	id := instance.Identity{
+		InstanceID: "i-0abc1234def567890", InstanceType: "c7g.2xlarge", AvailabilityZone: "eu-west-1b",
+		AZID: "euw1-az2", Region: "eu-west-1", Market: "spot", AutoScalingGroup: "jenkins-controller",
+	}
 	world := func(t *testing.T, faults func(*imdstest.FaultProxy)) contract.MetadataWorld {
 		srv := imdstest.NewServer(id)
 		t.Cleanup(srv.Close)
