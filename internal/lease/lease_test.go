@@ -41,7 +41,7 @@ func ctxFor(t testing.TB, d time.Duration) context.Context {
 
 func readOnDisk(t *testing.T, l *Lease) Record {
 	t.Helper()
-	rec, ok, err := readRecord(l.RecordPath())
+	rec, ok, err := l.readRecord()
 	if err != nil || !ok {
 		t.Fatalf("read record: ok=%v err=%v", ok, err)
 	}
@@ -333,7 +333,7 @@ func TestConcurrentAcquireOneWins(t *testing.T) {
 	if winners.Load() != 1 {
 		t.Fatalf("%d holders acquired the lease, want exactly 1", winners.Load())
 	}
-	rec, ok, err := readRecord(filepath.Join(dir, DirName, RecordName))
+	rec, ok, err := newLease(t, dir, "i-reader", nil).readRecord()
 	if err != nil || !ok || rec.Holder != winner.Load().(string) || rec.Epoch != 1 {
 		t.Fatalf("record = %+v (%v %v), winner %v", rec, ok, err, winner.Load())
 	}
@@ -488,13 +488,23 @@ func fenceScenario(t *testing.T) {
 		t.Fatalf("record = %+v", last)
 	}
 
+	// A cannot renew: it fences, and its tenure is over, before B may take over.
+	if err := <-holdDone; !errors.Is(err, ErrFenced) {
+		t.Fatalf("A's Hold() = %v, want ErrFenced", err)
+	}
+	if a.Held() {
+		t.Fatal("A reports Held after its fence")
+	}
 	stB, err := b.Acquire(ctxFor(t, time.Minute), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	recB := readOnDisk(t, b)
-	if err := <-holdDone; !errors.Is(err, ErrLost) {
-		t.Fatalf("A's Hold() = %v, want ErrLost once B took over", err)
+	if err := a.Release(ctxFor(t, 5*time.Second)); err != nil {
+		t.Fatalf("A's Release after its fence = %v, want nil (nothing held)", err)
+	}
+	if rec := readOnDisk(t, b); rec != recB {
+		t.Fatalf("A's Release after its fence changed the record: %+v", rec)
 	}
 
 	mu.Lock()

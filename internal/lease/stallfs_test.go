@@ -38,6 +38,7 @@ type stallFS struct {
 	files    map[*stallFile]struct{}
 	onStall  chan struct{} // signalled when a request starts waiting
 	requests int           // requests seen
+	trigger  func(op, name string) bool // one shot: the first request it matches starts a stall
 }
 
 // mountStallFS mounts a view of backing at a new directory. It needs root and
@@ -96,6 +97,15 @@ func (s *stallFS) Stall() {
 	}
 }
 
+// StallAt arms a one-shot stall: the first request for which match(op, name) is true
+// (op is "lookup", "open", "create", "read", "write", "fsync", "setlk", "rename"...;
+// name is the path inside the view) starts the stall, and waits in it.
+func (s *stallFS) StallAt(match func(op, name string) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.trigger = match
+}
+
 // Resume lets the stalled requests (and every later one) through.
 func (s *stallFS) Resume() {
 	s.mu.Lock()
@@ -131,9 +141,15 @@ func (s *stallFS) LoseState() {
 }
 
 // wait holds a request while the view is stalled.
-func (s *stallFS) wait() {
+func (s *stallFS) wait(op, name string) {
 	s.mu.Lock()
 	s.requests++
+	if s.trigger != nil && s.trigger(op, name) {
+		s.trigger = nil
+		if s.gate == nil {
+			s.gate = make(chan struct{})
+		}
+	}
 	gate := s.gate
 	if gate != nil {
 		s.waiting++
@@ -161,13 +177,17 @@ type stallNode struct {
 	s *stallFS
 }
 
+func (n *stallNode) name(child string) string {
+	return filepath.Join(n.EmbeddedInode().Path(nil), child)
+}
+
 func (n *stallNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	n.s.wait()
+	n.s.wait("lookup", n.name(name))
 	return n.LoopbackNode.Lookup(ctx, name, out)
 }
 
 func (n *stallNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	n.s.wait()
+	n.s.wait("getattr", n.name(""))
 	if sf, ok := f.(*stallFile); ok {
 		f = sf.inner
 	}
@@ -175,7 +195,7 @@ func (n *stallNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.Attr
 }
 
 func (n *stallNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	n.s.wait()
+	n.s.wait("setattr", n.name(""))
 	if sf, ok := f.(*stallFile); ok {
 		if sf.isLost() {
 			return syscall.EIO
@@ -186,27 +206,27 @@ func (n *stallNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAt
 }
 
 func (n *stallNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	n.s.wait()
+	n.s.wait("mkdir", n.name(name))
 	return n.LoopbackNode.Mkdir(ctx, name, mode, out)
 }
 
 func (n *stallNode) Mknod(ctx context.Context, name string, mode, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	n.s.wait()
+	n.s.wait("mknod", n.name(name))
 	return n.LoopbackNode.Mknod(ctx, name, mode, dev, out)
 }
 
 func (n *stallNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	n.s.wait()
+	n.s.wait("symlink", n.name(name))
 	return n.LoopbackNode.Symlink(ctx, target, name, out)
 }
 
 func (n *stallNode) Unlink(ctx context.Context, name string) syscall.Errno {
-	n.s.wait()
+	n.s.wait("unlink", n.name(name))
 	return n.LoopbackNode.Unlink(ctx, name)
 }
 
 func (n *stallNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
-	n.s.wait()
+	n.s.wait("rename", n.name(name))
 	if p, ok := newParent.(*stallNode); ok {
 		newParent = &p.LoopbackNode
 	}
@@ -214,25 +234,25 @@ func (n *stallNode) Rename(ctx context.Context, name string, newParent fs.InodeE
 }
 
 func (n *stallNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	n.s.wait()
+	n.s.wait("open", n.name(""))
 	fh, _, errno := n.LoopbackNode.Open(ctx, flags)
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	return n.s.track(fh), fuse.FOPEN_DIRECT_IO, 0
+	return n.s.track(fh, n.name("")), fuse.FOPEN_DIRECT_IO, 0
 }
 
 func (n *stallNode) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	n.s.wait()
+	n.s.wait("create", n.name(name))
 	in, fh, _, errno := n.LoopbackNode.Create(ctx, name, flags, mode, out)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	return in, n.s.track(fh), fuse.FOPEN_DIRECT_IO, 0
+	return in, n.s.track(fh, n.name(name)), fuse.FOPEN_DIRECT_IO, 0
 }
 
-func (s *stallFS) track(fh fs.FileHandle) *stallFile {
-	f := &stallFile{inner: fh.(*fs.LoopbackFile), s: s}
+func (s *stallFS) track(fh fs.FileHandle, name string) *stallFile {
+	f := &stallFile{inner: fh.(*fs.LoopbackFile), s: s, name: name}
 	s.mu.Lock()
 	s.files[f] = struct{}{}
 	s.mu.Unlock()
@@ -243,6 +263,7 @@ func (s *stallFS) track(fh fs.FileHandle) *stallFile {
 type stallFile struct {
 	inner *fs.LoopbackFile
 	s     *stallFS
+	name  string
 
 	mu   sync.Mutex
 	lost bool
@@ -264,7 +285,7 @@ func (f *stallFile) lose() {
 }
 
 func (f *stallFile) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	f.s.wait()
+	f.s.wait("read", f.name)
 	if f.isLost() {
 		return nil, syscall.EIO
 	}
@@ -272,7 +293,7 @@ func (f *stallFile) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadR
 }
 
 func (f *stallFile) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	f.s.wait()
+	f.s.wait("write", f.name)
 	if f.isLost() {
 		return 0, syscall.EIO
 	}
@@ -280,7 +301,7 @@ func (f *stallFile) Write(ctx context.Context, data []byte, off int64) (uint32, 
 }
 
 func (f *stallFile) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	f.s.wait()
+	f.s.wait("fsync", f.name)
 	if f.isLost() {
 		return syscall.EIO
 	}
@@ -288,7 +309,7 @@ func (f *stallFile) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 }
 
 func (f *stallFile) Flush(ctx context.Context) syscall.Errno {
-	f.s.wait()
+	f.s.wait("flush", f.name)
 	return f.inner.Flush(ctx)
 }
 
@@ -300,7 +321,7 @@ func (f *stallFile) Release(ctx context.Context) syscall.Errno {
 }
 
 func (f *stallFile) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
-	f.s.wait()
+	f.s.wait("getattr", f.name)
 	if f.isLost() {
 		return syscall.EIO
 	}
@@ -308,7 +329,7 @@ func (f *stallFile) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errn
 }
 
 func (f *stallFile) Getlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) syscall.Errno {
-	f.s.wait()
+	f.s.wait("getlk", f.name)
 	if f.isLost() {
 		return syscall.EIO
 	}
@@ -316,7 +337,7 @@ func (f *stallFile) Getlk(ctx context.Context, owner uint64, lk *fuse.FileLock, 
 }
 
 func (f *stallFile) Setlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
-	f.s.wait()
+	f.s.wait("setlk", f.name)
 	if f.isLost() {
 		if lk.Typ == syscall.F_UNLCK {
 			return 0
