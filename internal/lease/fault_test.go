@@ -2,6 +2,7 @@ package lease
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -103,5 +104,91 @@ func TestAcquireHungHomeKeepsDeadline(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("Acquire on a hung home did not return 30s after its 300ms deadline")
+	}
+}
+
+// TestAbandonedAttemptChangesNothing: a renewal stalled under the lock outlives its
+// deadline. When the stall ends it must not write (the lock was never lost here, so
+// the file system would let it), and the holder's state must not move.
+func TestAbandonedAttemptChangesNothing(t *testing.T) {
+	backing := t.TempDir()
+	v := mountStallFS(t, backing)
+	l := newLease(t, v.dir, "i-a", nil)
+	st, err := l.Acquire(ctxFor(t, 10*time.Second), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := recordIn(t, backing)
+	l.mu.Lock()
+	lastGood := l.ten.lastGood
+	l.mu.Unlock()
+	// The second read of the renewal is the one under the lock.
+	reads := 0
+	v.StallAt(func(op, name string) bool {
+		if op == "read" && name == DirName+"/"+RecordName {
+			reads++
+		}
+		return reads == 2
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := l.renew(ctx, st.Epoch); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("renew() through a stall = %v, want its deadline", err)
+	}
+	v.Resume()
+	v.settled(t)
+	if after := recordIn(t, backing); after != before {
+		t.Fatalf("the abandoned renewal wrote %+v over %+v", after, before)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ten.lastGood != lastGood || l.seen != before {
+		t.Fatal("the abandoned renewal changed the holder's state")
+	}
+}
+
+// TestHungHomeEveryOperationKeepsDeadline: Peek, Successor, Release and the renewal
+// all return at their deadline while the home hangs.
+func TestHungHomeEveryOperationKeepsDeadline(t *testing.T) {
+	backing := t.TempDir()
+	v := mountStallFS(t, backing)
+	l := newLease(t, v.dir, "i-a", nil)
+	st, err := l.Acquire(ctxFor(t, 10*time.Second), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Stall()
+	for _, o := range []struct {
+		name string
+		op   func(context.Context) error
+	}{
+		{"Peek", func(ctx context.Context) error { _, err := l.Peek(ctx); return err }},
+		{"Successor", func(ctx context.Context) error { _, _, err := l.Successor(ctx); return err }},
+		{"renew", func(ctx context.Context) error { _, err := l.renew(ctx, st.Epoch); return err }},
+		{"Release", l.Release},
+	} {
+		name, op := o.name, o.op
+		done := make(chan error, 1)
+		go func() { done <- op(ctxFor(t, 200*time.Millisecond)) }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("%s on a hung home = %v, want its deadline", name, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s on a hung home did not return 30s after its deadline", name)
+		}
+	}
+	// The abandoned release may still land: the tenure is in doubt, not renewed, not
+	// held; a second Release once the home answers finishes the job.
+	if l.Held() {
+		t.Fatal("Held is true after a release abandoned in flight")
+	}
+	v.Resume()
+	if err := l.Release(ctxFor(t, 10*time.Second)); err != nil {
+		t.Fatalf("Release once the home answers again: %v", err)
+	}
+	if rec := recordIn(t, backing); !rec.Released || rec.Epoch != st.Epoch {
+		t.Fatalf("record after the second Release = %+v", rec)
 	}
 }

@@ -99,6 +99,8 @@ func openIn(dir *os.File, name string, flags int, perm uint32) (*os.File, error)
 		return nil, fmt.Errorf("%s: %w", path, os.ErrNotExist)
 	case errors.Is(err, unix.ELOOP):
 		return nil, fmt.Errorf("%s is a symbolic link; the lease never follows links: make sure no controller runs on this home, then remove it (rm %s)", path, path)
+	case errors.Is(err, unix.EISDIR):
+		return nil, fmt.Errorf("%s is not a regular file (a directory); make sure no controller runs on this home, then remove it (rm -r %s)", path, path)
 	case err != nil:
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -228,13 +230,17 @@ type change struct {
 }
 
 // change runs one read-modify-write of the record under its lock, behind ctx. decide
-// sees the record read (nil when none) and the clocks taken before the first I/O, and
+// sees the record read (nil when none) and the clocks taken before the first I/O of
+// the attempt (start, or now if start is zero), and
 // returns the record to write (nil: write nothing). The write goes through the locked
 // descriptor into the slot not holding the current record; an attempt whose ctx ended
 // writes nothing.
-func (l *Lease) change(ctx context.Context, decide func(cur *Record, start instant) (*Record, any, error)) (change, error) {
+func (l *Lease) change(ctx context.Context, start instant, decide func(cur *Record, start instant) (*Record, any, error)) (change, error) {
+	if start.wall.IsZero() {
+		start = readClock(l.opts.Clock)
+	}
 	return run(ctx, func() (change, error) {
-		c := change{start: readClock(l.opts.Clock)}
+		c := change{start: start}
 		d, err := l.leaseDir(true)
 		if err != nil {
 			return c, err

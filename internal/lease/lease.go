@@ -264,7 +264,7 @@ func (l *Lease) Acquire(ctx context.Context, waiting func(status.LeaseState)) (s
 		e := l.epochs
 		l.mu.Unlock()
 		obs, obsAt, g := observed, observedAt, gone
-		c, err := l.change(ctx, func(cur *Record, start instant) (*Record, any, error) {
+		c, err := l.change(ctx, instant{}, func(cur *Record, start instant) (*Record, any, error) {
 			vw := view{cur: cur, me: l.opts.HolderID, seen: e.Seen, ended: e.Ended, observed: obs,
 				unchanged: start.boot - obsAt, patience: patience(cur, l.opts.TTL, l.opts.ClockSkew), gone: g}
 			v := decide(vw)
@@ -558,6 +558,8 @@ func (l *Lease) renew(ctx context.Context, epoch uint64) (change, error) {
 		return change{}, errReleased
 	}
 	l.mu.Unlock()
+	// Every time the renewal writes comes from before its first I/O.
+	start := readClock(l.opts.Clock)
 	// Read before locking: when writes fail (a read-only or partitioned mount) this is
 	// how we still learn that a successor took over.
 	if rec, err := run(ctx, func() (readResult, error) {
@@ -570,7 +572,7 @@ func (l *Lease) renew(ctx context.Context, epoch uint64) (change, error) {
 	} else if ctx.Err() != nil {
 		return change{}, fmt.Errorf("renew lease: %w", err)
 	}
-	c, err := l.change(ctx, func(cur *Record, start instant) (*Record, any, error) {
+	c, err := l.change(ctx, start, func(cur *Record, start instant) (*Record, any, error) {
 		if err := l.ours(cur, cur != nil, epoch); err != nil {
 			return nil, nil, err
 		}
@@ -637,8 +639,11 @@ func (l *Lease) heldLocked() bool {
 // Release gives the lease up (released, expiring now) if the record is still our
 // tenure, so that a waiting successor takes it at its next poll. Releasing twice, or
 // without holding (never acquired, fenced or lost), does nothing. If another holder
-// took the lease meanwhile, the record is left alone and the error wraps ErrLost. An
-// attempt abandoned at its deadline changes nothing, and the tenure goes on.
+// took the lease meanwhile, the record is left alone and the error wraps ErrLost. Call
+// it only once Jenkins is stopped: a release abandoned at its deadline may still land
+// (its write may be in flight on a hung mount), so from then on the tenure is no
+// longer renewed and Held is false; Release may be called again. Any other failure
+// leaves the tenure as it was.
 func (l *Lease) Release(ctx context.Context) error {
 	l.mu.Lock()
 	ten := l.ten
@@ -649,7 +654,7 @@ func (l *Lease) Release(ctx context.Context) error {
 	l.releasing = true
 	epoch := ten.epoch
 	l.mu.Unlock()
-	c, err := l.change(ctx, func(cur *Record, start instant) (*Record, any, error) {
+	c, err := l.change(ctx, instant{}, func(cur *Record, start instant) (*Record, any, error) {
 		if err := l.ours(cur, cur != nil, epoch); err != nil {
 			if errors.Is(err, errReleased) {
 				return nil, nil, nil // released already
@@ -679,6 +684,12 @@ func (l *Lease) Release(ctx context.Context) error {
 		}
 		l.mu.Unlock()
 		l.noteEpochs(0, epoch)
+	case ctx.Err() != nil:
+		// Abandoned while its write may be in flight on a hung mount: the release may
+		// still land. The tenure is in doubt, so it is not renewed any more and Held
+		// stays false (Jenkins is stopped before a release); Release can be retried.
+		l.mu.Unlock()
+		l.log.Warn("lease release did not finish in time and may still land; no longer renewing; call Release again", "epoch", epoch, "err", err)
 	default:
 		l.releasing = false
 		l.mu.Unlock()

@@ -36,8 +36,8 @@ type stallFS struct {
 	gate     chan struct{} // non-nil while stalled; closed when the stall ends
 	waiting  int           // requests held by the stall
 	files    map[*stallFile]struct{}
-	onStall  chan struct{} // signalled when a request starts waiting
-	requests int           // requests seen
+	onStall  chan struct{}              // signalled when a request starts waiting
+	requests int                        // requests seen
 	trigger  func(op, name string) bool // one shot: the first request it matches starts a stall
 }
 
