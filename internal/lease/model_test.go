@@ -184,7 +184,9 @@ func older(a *int8, by, limit int8) { *a = min(*a+by, limit) }
 // close that window (stop Jenkins before a suspend).
 func writing(in mInst) bool { return in.jenkins != 0 && !in.frozen && !in.lateResume }
 
-func (c *mChecker) push(to mState, what string) { c.pending = append(c.pending, mEdge{canon(to), what}) }
+func (c *mChecker) push(to mState, what string) {
+	c.pending = append(c.pending, mEdge{canon(to), what})
+}
 
 // stopJenkins starts the fence: Jenkins is gone within fenceRun.
 func stopJenkins(in *mInst) {
