@@ -248,6 +248,7 @@ func (l *Lease) Acquire(ctx context.Context, waiting func(status.LeaseState)) (s
 		asked      tenure
 		askedAt    time.Duration
 		haveAsked  bool
+		warnedSkew bool
 		stopAnn    chan struct{}
 	)
 	// The announcer is not waited for: a write hung on the file system must not delay
@@ -304,8 +305,9 @@ func (l *Lease) Acquire(ctx context.Context, waiting func(status.LeaseState)) (s
 			l.mu.Lock()
 			l.skew = skew
 			l.mu.Unlock()
-			if d := skew.Abs(); d > l.opts.ClockSkew+l.opts.PollInterval && !rec.Released {
-				l.log.Debug("this instance's clock differs from the holder's; the lease does not depend on it, but check NTP",
+			if d := skew.Abs(); d > l.opts.ClockSkew+l.opts.PollInterval && !rec.Released && !warnedSkew {
+				warnedSkew = true
+				l.log.Warn("this instance's clock differs from the lease holder's; the lease does not depend on it, but check NTP (chronyc tracking) on both",
 					"clock_skew", skew.Round(time.Millisecond), "current_holder", rec.Holder)
 			}
 		}
