@@ -82,7 +82,9 @@ func (l *Lease) leaseDir(create bool) (*os.File, error) {
 	if euid := os.Geteuid(); int(st.Uid) != euid || st.Mode&0o022 != 0 {
 		d.Close()
 		return nil, fmt.Errorf("%s belongs to uid %d with mode %o; it must belong to the agent (uid %d) and be writable by it alone, "+
-			"or another user can replace the lease files: check it, then chown %d %s && chmod 755 %s",
+			"or the Jenkins user can replace the lease's files: check it, then chown %d %s && chmod 755 %s "+
+			"(on EFS, a file system policy without ClientRootAccess or an access point with a POSIX user makes every file the same user's: "+
+			"the agent needs root access to keep the lease apart from Jenkins)",
 			l.dir, st.Uid, st.Mode&0o7777, euid, euid, l.dir, l.dir)
 	}
 	return d, nil

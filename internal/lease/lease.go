@@ -431,6 +431,7 @@ func (l *Lease) Hold(ctx context.Context, fence func(context.Context) error) err
 		l.mu.Unlock()
 		return errors.New("hold lease: not acquired; call Acquire first")
 	}
+	epoch := ten.epoch
 	l.mu.Unlock()
 	every := l.opts.TTL / 3
 	retry := max(l.opts.TTL/10, time.Millisecond)
@@ -506,7 +507,7 @@ func (l *Lease) Hold(ctx context.Context, fence func(context.Context) error) err
 			why := fmt.Errorf("%w: no renewal succeeded in %s (the limit is %s: the file system hung, or the instance was frozen or suspended)",
 				ErrFenced, since.Round(time.Millisecond), limit)
 			l.log.Error("LEASE NOT RENEWED IN TIME: stopping Jenkins before a successor may take over; this tenure is over",
-				"epoch", ten.epoch, "since_last_renewal", since.Round(time.Millisecond), "limit", limit)
+				"epoch", epoch, "since_last_renewal", since.Round(time.Millisecond), "limit", limit)
 			l.fence(ctx, ten, fence, why)
 			return fmt.Errorf("hold lease: %w", why)
 		}
@@ -515,7 +516,7 @@ func (l *Lease) Hold(ctx context.Context, fence func(context.Context) error) err
 			go func() {
 				rctx, cancel := context.WithTimeout(ctx, every)
 				defer cancel()
-				c, err := l.renew(rctx, ten.epoch)
+				c, err := l.renew(rctx, epoch)
 				results <- renewal{c, err}
 			}()
 		}

@@ -409,6 +409,9 @@ func TestFenceBeforeExpiry(t *testing.T) {
 		fenceScenario(t)
 		return
 	}
+	if testing.Short() {
+		t.Skip("mounts in a private namespace and waits a ttl; skipped in -short")
+	}
 	if os.Geteuid() != 0 {
 		testenv.Missing(t, "%s", "needs root to mount a tmpfs in a private mount namespace")
 	}

@@ -109,6 +109,7 @@ func TestSuccessorCannotHarmHolder(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			dir := t.TempDir()
 			a := newLease(t, dir, "i-a", func(o *Options) { o.TTL = 3 * time.Second; o.ClockSkew = 100 * time.Millisecond })
 			if _, err := a.Acquire(ctxFor(t, 5*time.Second), nil); err != nil {

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -74,27 +76,33 @@ func TestHolderNotTerminatedIsNotGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { _ = a.Hold(ctxFor(t, time.Minute), nil) }()
-	for _, state := range []string{"running", "shutting-down", "stopping", "stopped", "terminated"} {
-		var asked []string
-		b := newLease(t, dir, "i-b", func(o *Options) {
-			o.HolderTerminated = func(_ context.Context, id string) (bool, error) {
-				asked = append(asked, id)
-				return state == "terminated", nil
+	var wg sync.WaitGroup
+	for _, state := range []string{"running", "shutting-down", "stopping", "stopped"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var asked atomic.Value
+			b := newLease(t, dir, "i-b-"+state, func(o *Options) {
+				o.HolderTerminated = func(_ context.Context, id string) (bool, error) {
+					asked.Store(id)
+					return state == "terminated", nil
+				}
+			})
+			_, err := b.Acquire(ctxFor(t, time.Second), nil)
+			if id, _ := asked.Load().(string); id != "i-a" {
+				t.Errorf("%s: HolderTerminated asked about %q, want i-a", state, id)
 			}
-		})
-		_, err := b.Acquire(ctxFor(t, time.Second), nil)
-		if len(asked) == 0 || asked[0] != "i-a" {
-			t.Fatalf("%s: HolderTerminated asked about %v, want i-a", state, asked)
-		}
-		if state != "terminated" {
 			if !errors.Is(err, context.DeadlineExceeded) {
-				t.Fatalf("holder %s: B's Acquire = %v; want to keep waiting while A renews", state, err)
+				t.Errorf("holder %s: B's Acquire = %v; want to keep waiting while A renews", state, err)
 			}
-			continue
-		}
-		if err != nil {
-			t.Fatalf("holder terminated: B's Acquire = %v, want the lease at once", err)
-		}
+		}()
+	}
+	wg.Wait()
+	b := newLease(t, dir, "i-b", func(o *Options) {
+		o.HolderTerminated = func(context.Context, string) (bool, error) { return true, nil } // terminated
+	})
+	if _, err := b.Acquire(ctxFor(t, 5*time.Second), nil); err != nil {
+		t.Fatalf("holder terminated: B's Acquire = %v, want the lease at once", err)
 	}
 }
 
