@@ -14,9 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
+	"golang.org/x/sys/unix"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
@@ -34,9 +33,15 @@ func newLease(t testing.TB, dir, id string, mod func(*Options)) *Lease {
 	return l
 }
 
+func ctxFor(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 func readOnDisk(t *testing.T, l *Lease) Record {
 	t.Helper()
-	rec, ok, err := readRecord(l.RecordPath())
+	rec, ok, err := l.readRecord()
 	if err != nil || !ok {
 		t.Fatalf("read record: ok=%v err=%v", ok, err)
 	}
@@ -63,40 +68,9 @@ func TestNewValidates(t *testing.T) {
 	}
 }
 
-// TestCheckTTLIsTheRuleNewApplies: a ttl that CheckTTL (and so the configuration)
-// accepts is one New accepts with the default clock-skew allowance, and the other way
-// round up to MaxTTL, which only CheckTTL bounds. (New reads a zero ttl as the
-// default; the configuration has no "unset" and CheckTTL refuses it.)
-func TestCheckTTLIsTheRuleNewApplies(t *testing.T) {
-	if err := CheckTTL(0); err == nil {
-		t.Error("CheckTTL(0) accepted")
-	}
-	for _, ttl := range []time.Duration{
-		-time.Second, time.Second, 3 * time.Second, 2 * DefaultClockSkew, 2*DefaultClockSkew + time.Millisecond,
-		5 * time.Second, DefaultTTL, MaxTTL, MaxTTL + time.Second, time.Hour,
-	} {
-		checked := CheckTTL(ttl)
-		_, newErr := New(Options{Dir: "/x", HolderID: "i-1", TTL: ttl})
-		switch {
-		case ttl > MaxTTL:
-			if checked == nil || !strings.Contains(checked.Error(), "too long") {
-				t.Errorf("CheckTTL(%s) = %v, want too long", ttl, checked)
-			}
-		case (checked == nil) != (newErr == nil):
-			t.Errorf("ttl %s: CheckTTL says %v, New says %v", ttl, checked, newErr)
-		}
-	}
-	if err := CheckTTL(3 * time.Second); err == nil || !strings.Contains(err.Error(), "more than 4s") {
-		t.Errorf("CheckTTL(3s) = %v, want an error naming the 4s floor", err)
-	}
-	if err := CheckTTL(DefaultTTL); err != nil {
-		t.Errorf("CheckTTL(default %s) = %v", DefaultTTL, err)
-	}
-}
-
 func TestAcquireRefusesMissingHome(t *testing.T) {
 	l := newLease(t, filepath.Join(t.TempDir(), "not-mounted"), "i-a", nil)
-	_, err := l.Acquire(testenv.Context(t, 5*time.Second), nil)
+	_, err := l.Acquire(ctxFor(t, 5*time.Second), nil)
 	if err == nil || !strings.Contains(err.Error(), "mounted") {
 		t.Fatalf("Acquire() on a missing home = %v, want an error asking about the mount", err)
 	}
@@ -106,7 +80,7 @@ func TestExclusive(t *testing.T) {
 	dir := t.TempDir()
 	a := newLease(t, dir, "i-a", nil)
 	b := newLease(t, dir, "i-b", nil)
-	st, err := a.Acquire(testenv.Context(t, 5*time.Second), nil)
+	st, err := a.Acquire(ctxFor(t, 5*time.Second), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +88,7 @@ func TestExclusive(t *testing.T) {
 		t.Fatalf("A's state after Acquire = %+v, Held()=%v", st, a.Held())
 	}
 	var seen []status.LeaseState
-	_, err = b.Acquire(testenv.Context(t, 300*time.Millisecond), func(s status.LeaseState) { seen = append(seen, s) })
+	_, err = b.Acquire(ctxFor(t, 300*time.Millisecond), func(s status.LeaseState) { seen = append(seen, s) })
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("B's Acquire while A holds = %v, want deadline exceeded", err)
 	}
@@ -127,7 +101,7 @@ func TestExclusive(t *testing.T) {
 	if b.Held() {
 		t.Fatal("B reports Held while A holds the lease")
 	}
-	peek, err := b.Peek(testenv.Context(t, 5*time.Second))
+	peek, err := b.Peek(ctxFor(t, 5*time.Second))
 	if err != nil || !peek.Held || peek.Holder != "i-a" {
 		t.Fatalf("Peek() = %+v, %v; want held by i-a", peek, err)
 	}
@@ -137,11 +111,11 @@ func TestHandoverOnRelease(t *testing.T) {
 	dir := t.TempDir()
 	a := newLease(t, dir, "i-a", nil) // one-hour TTL: only a release can hand over
 	b := newLease(t, dir, "i-b", nil)
-	if _, err := a.Acquire(testenv.Context(t, 5*time.Second), nil); err != nil {
+	if _, err := a.Acquire(ctxFor(t, 5*time.Second), nil); err != nil {
 		t.Fatal(err)
 	}
 	holdDone := make(chan error, 1)
-	go func() { holdDone <- a.Hold(testenv.Context(t, time.Minute), nil) }()
+	go func() { holdDone <- a.Hold(ctxFor(t, time.Minute), nil) }()
 
 	waiting := make(chan struct{})
 	var once sync.Once
@@ -151,14 +125,14 @@ func TestHandoverOnRelease(t *testing.T) {
 	}
 	got := make(chan result, 1)
 	go func() {
-		st, err := b.Acquire(testenv.Context(t, time.Minute), func(status.LeaseState) { once.Do(func() { close(waiting) }) })
+		st, err := b.Acquire(ctxFor(t, time.Minute), func(status.LeaseState) { once.Do(func() { close(waiting) }) })
 		got <- result{st, err}
 	}()
 	<-waiting
-	if err := a.Release(testenv.Context(t, 5*time.Second)); err != nil {
+	if err := a.Release(ctxFor(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Release(testenv.Context(t, 5*time.Second)); err != nil {
+	if err := a.Release(ctxFor(t, 5*time.Second)); err != nil {
 		t.Fatalf("second Release() = %v, want nil (idempotent)", err)
 	}
 	r := <-got
@@ -184,13 +158,13 @@ func TestWaitsForExpiryWhenHolderVanished(t *testing.T) {
 	skew := 50 * time.Millisecond
 	a := newLease(t, dir, "i-a", func(o *Options) { o.TTL = 600 * time.Millisecond; o.ClockSkew = skew })
 	b := newLease(t, dir, "i-b", func(o *Options) { o.ClockSkew = skew })
-	st, err := a.Acquire(testenv.Context(t, 5*time.Second), nil)
+	st, err := a.Acquire(ctxFor(t, 5*time.Second), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A never renews: it vanished.
 	var waited []status.LeaseState
-	got, err := b.Acquire(testenv.Context(t, time.Minute), func(s status.LeaseState) { waited = append(waited, s) })
+	got, err := b.Acquire(ctxFor(t, time.Minute), func(s status.LeaseState) { waited = append(waited, s) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,12 +186,12 @@ func TestEpochGrowsWithEachTenure(t *testing.T) {
 	b := newLease(t, dir, "i-b", nil)
 	var epochs []uint64
 	for _, l := range []*Lease{a, b, a, a} {
-		st, err := l.Acquire(testenv.Context(t, 10*time.Second), nil)
+		st, err := l.Acquire(ctxFor(t, 10*time.Second), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		epochs = append(epochs, st.Epoch)
-		if err := l.Release(testenv.Context(t, 5*time.Second)); err != nil {
+		if err := l.Release(ctxFor(t, 5*time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		if rec := readOnDisk(t, l); !rec.Released || rec.Epoch != st.Epoch {
@@ -245,14 +219,14 @@ func slicesEqual(a, b []uint64) bool {
 func TestAdoptsOwnLease(t *testing.T) {
 	dir := t.TempDir()
 	first := newLease(t, dir, "i-a", nil)
-	st1, err := first.Acquire(testenv.Context(t, 5*time.Second), nil)
+	st1, err := first.Acquire(ctxFor(t, 5*time.Second), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The agent restarts on the same instance: a new Lease with the same holder id.
 	var logs bytes.Buffer
 	again := newLease(t, dir, "i-a", func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
-	st2, err := again.Acquire(testenv.Context(t, 5*time.Second), func(status.LeaseState) { t.Error("adoption must not wait") })
+	st2, err := again.Acquire(ctxFor(t, 5*time.Second), func(status.LeaseState) { t.Error("adoption must not wait") })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,14 +241,14 @@ func TestAdoptsOwnLease(t *testing.T) {
 func TestHolderTerminatedShortcut(t *testing.T) {
 	dir := t.TempDir()
 	a := newLease(t, dir, "i-a", nil)
-	if _, err := a.Acquire(testenv.Context(t, 5*time.Second), nil); err != nil {
+	if _, err := a.Acquire(ctxFor(t, 5*time.Second), nil); err != nil {
 		t.Fatal(err)
 	}
 
 	failing := newLease(t, dir, "i-c", func(o *Options) {
 		o.HolderTerminated = func(context.Context, string) (bool, error) { return false, errors.New("throttled") }
 	})
-	if _, err := failing.Acquire(testenv.Context(t, 200*time.Millisecond), nil); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := failing.Acquire(ctxFor(t, 200*time.Millisecond), nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Acquire with a failing EC2 check = %v, want to keep waiting", err)
 	}
 
@@ -285,7 +259,7 @@ func TestHolderTerminatedShortcut(t *testing.T) {
 			return id == "i-a", nil
 		}
 	})
-	st, err := b.Acquire(testenv.Context(t, 10*time.Second), nil)
+	st, err := b.Acquire(ctxFor(t, 10*time.Second), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +270,7 @@ func TestHolderTerminatedShortcut(t *testing.T) {
 		t.Fatalf("HolderTerminated asked about %v, want [i-a]", asked)
 	}
 	// A, still alive, must not release B's lease.
-	if err := a.Release(testenv.Context(t, 5*time.Second)); !errors.Is(err, ErrLost) {
+	if err := a.Release(ctxFor(t, 5*time.Second)); !errors.Is(err, ErrLost) {
 		t.Fatalf("A's Release after takeover = %v, want ErrLost", err)
 	}
 	if rec := readOnDisk(t, b); rec.Holder != "i-b" || rec.Released {
@@ -314,14 +288,14 @@ func TestUnreadableRecordIsRefused(t *testing.T) {
 	if err := os.WriteFile(a.RecordPath(), torn, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := a.Acquire(testenv.Context(t, 5*time.Second), nil)
+	_, err := a.Acquire(ctxFor(t, 5*time.Second), nil)
 	if !errors.Is(err, ErrUnreadable) {
 		t.Fatalf("Acquire() over a torn record = %v, want ErrUnreadable", err)
 	}
 	if !strings.Contains(err.Error(), "then remove "+a.RecordPath()) || !strings.Contains(err.Error(), "no other controller") {
 		t.Fatalf("error %q does not say how to recover", err)
 	}
-	if _, err := a.Peek(testenv.Context(t, 5*time.Second)); !errors.Is(err, ErrUnreadable) {
+	if _, err := a.Peek(ctxFor(t, 5*time.Second)); !errors.Is(err, ErrUnreadable) {
 		t.Fatalf("Peek() = %v, want ErrUnreadable", err)
 	}
 	if data, _ := os.ReadFile(a.RecordPath()); !bytes.Equal(data, torn) {
@@ -344,7 +318,7 @@ func TestConcurrentAcquireOneWins(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			st, err := l.Acquire(testenv.Context(t, 2*time.Second), nil)
+			st, err := l.Acquire(ctxFor(t, 2*time.Second), nil)
 			switch {
 			case err == nil:
 				winners.Add(1)
@@ -359,7 +333,7 @@ func TestConcurrentAcquireOneWins(t *testing.T) {
 	if winners.Load() != 1 {
 		t.Fatalf("%d holders acquired the lease, want exactly 1", winners.Load())
 	}
-	rec, ok, err := readRecord(filepath.Join(dir, DirName, RecordName))
+	rec, ok, err := newLease(t, dir, "i-reader", nil).readRecord()
 	if err != nil || !ok || rec.Holder != winner.Load().(string) || rec.Epoch != 1 {
 		t.Fatalf("record = %+v (%v %v), winner %v", rec, ok, err, winner.Load())
 	}
@@ -368,18 +342,18 @@ func TestConcurrentAcquireOneWins(t *testing.T) {
 func TestHoldReturnsLostAndFences(t *testing.T) {
 	dir := t.TempDir()
 	a := newLease(t, dir, "i-a", func(o *Options) { o.TTL = 300 * time.Millisecond; o.ClockSkew = 10 * time.Millisecond })
-	if _, err := a.Acquire(testenv.Context(t, 5*time.Second), nil); err != nil {
+	if _, err := a.Acquire(ctxFor(t, 5*time.Second), nil); err != nil {
 		t.Fatal(err)
 	}
 	var fences atomic.Int32
 	holdDone := make(chan error, 1)
 	go func() {
-		holdDone <- a.Hold(testenv.Context(t, time.Minute), func(context.Context) error { fences.Add(1); return nil })
+		holdDone <- a.Hold(ctxFor(t, time.Minute), func(context.Context) error { fences.Add(1); return nil })
 	}()
 	b := newLease(t, dir, "i-b", func(o *Options) {
 		o.HolderTerminated = func(context.Context, string) (bool, error) { return true, nil } // EC2 is wrong: A lives
 	})
-	if _, err := b.Acquire(testenv.Context(t, 10*time.Second), nil); err != nil {
+	if _, err := b.Acquire(ctxFor(t, 10*time.Second), nil); err != nil {
 		t.Fatal(err)
 	}
 	err := <-holdDone
@@ -401,7 +375,7 @@ func TestHoldRenewsUntilCancelled(t *testing.T) {
 	dir := t.TempDir()
 	// A TTL long enough that a slow fsync on a loaded machine does not trigger the fence.
 	a := newLease(t, dir, "i-a", func(o *Options) { o.TTL = 3 * time.Second; o.ClockSkew = 100 * time.Millisecond })
-	st, err := a.Acquire(testenv.Context(t, 5*time.Second), nil)
+	st, err := a.Acquire(ctxFor(t, 5*time.Second), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,7 +396,7 @@ func TestHoldRenewsUntilCancelled(t *testing.T) {
 	if err := <-holdDone; err != nil {
 		t.Fatalf("Hold() after cancel = %v, want nil", err)
 	}
-	if err := a.Release(testenv.Context(t, 5*time.Second)); err != nil {
+	if err := a.Release(ctxFor(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -435,13 +409,17 @@ func TestFenceBeforeExpiry(t *testing.T) {
 		fenceScenario(t)
 		return
 	}
-	testenv.SkipShort(t, "mounts in a private mount namespace and waits out a lease")
-	testenv.Root(t, "to mount a tmpfs in a private mount namespace")
+	if testing.Short() {
+		t.Skip("mounts in a private namespace and waits a ttl; skipped in -short")
+	}
+	if os.Geteuid() != 0 {
+		testenv.Missing(t, "%s", "needs root to mount a tmpfs in a private mount namespace")
+	}
 	unshare, err := exec.LookPath("unshare")
 	if err != nil {
 		testenv.Missing(t, "%s", "needs unshare(1) from util-linux")
 	}
-	cmd := exec.CommandContext(testenv.Context(t, 2*time.Minute), unshare, "-m", "--propagation", "private",
+	cmd := exec.CommandContext(ctxFor(t, 2*time.Minute), unshare, "-m", "--propagation", "private",
 		os.Args[0], "-test.run=^TestFenceBeforeExpiry$", "-test.count=1", "-test.v")
 	cmd.Env = append(os.Environ(), "LEASE_FENCE_CHILD=1")
 	out, err := cmd.CombinedOutput()
@@ -476,7 +454,7 @@ func fenceScenario(t *testing.T) {
 	ttl, skew := 3*time.Second, 300*time.Millisecond
 	a := newLease(t, aView, "i-a", func(o *Options) { o.TTL = ttl; o.ClockSkew = skew })
 	b := newLease(t, bView, "i-b", func(o *Options) { o.TTL = ttl; o.ClockSkew = skew })
-	stA, err := a.Acquire(testenv.Context(t, 5*time.Second), nil)
+	stA, err := a.Acquire(ctxFor(t, 5*time.Second), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,7 +465,7 @@ func fenceScenario(t *testing.T) {
 	)
 	holdDone := make(chan error, 1)
 	go func() {
-		holdDone <- a.Hold(testenv.Context(t, time.Minute), func(context.Context) error {
+		holdDone <- a.Hold(ctxFor(t, time.Minute), func(context.Context) error {
 			mu.Lock()
 			defer mu.Unlock()
 			fencedAt = append(fencedAt, time.Now())
@@ -513,13 +491,23 @@ func fenceScenario(t *testing.T) {
 		t.Fatalf("record = %+v", last)
 	}
 
-	stB, err := b.Acquire(testenv.Context(t, time.Minute), nil)
+	// A cannot renew: it fences, and its tenure is over, before B may take over.
+	if err := <-holdDone; !errors.Is(err, ErrFenced) {
+		t.Fatalf("A's Hold() = %v, want ErrFenced", err)
+	}
+	if a.Held() {
+		t.Fatal("A reports Held after its fence")
+	}
+	stB, err := b.Acquire(ctxFor(t, time.Minute), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	recB := readOnDisk(t, b)
-	if err := <-holdDone; !errors.Is(err, ErrLost) {
-		t.Fatalf("A's Hold() = %v, want ErrLost once B took over", err)
+	if err := a.Release(ctxFor(t, 5*time.Second)); err != nil {
+		t.Fatalf("A's Release after its fence = %v, want nil (nothing held)", err)
+	}
+	if rec := readOnDisk(t, b); rec != recB {
+		t.Fatalf("A's Release after its fence changed the record: %+v", rec)
 	}
 
 	mu.Lock()
@@ -544,4 +532,32 @@ func fenceScenario(t *testing.T) {
 	}
 	t.Logf("fenced %s before expiry; successor took over %s after expiry",
 		last.Expires.Sub(fencedAt[0]).Round(time.Millisecond), recB.RenewedAt.Sub(last.Expires).Round(time.Millisecond))
+}
+
+// The configured ttl is refused at load exactly when the lease would refuse it.
+func TestCheckTTLIsTheRuleNewApplies(t *testing.T) {
+	if err := CheckTTL(0); err == nil {
+		t.Error("CheckTTL(0) accepted")
+	}
+	for _, ttl := range []time.Duration{
+		-time.Second, time.Second, 3 * time.Second, 2 * DefaultClockSkew, 2*DefaultClockSkew + time.Millisecond,
+		5 * time.Second, DefaultTTL, MaxTTL, MaxTTL + time.Second, time.Hour,
+	} {
+		checked := CheckTTL(ttl)
+		_, newErr := New(Options{Dir: "/x", HolderID: "i-1", TTL: ttl})
+		switch {
+		case ttl > MaxTTL:
+			if checked == nil || !strings.Contains(checked.Error(), "too long") {
+				t.Errorf("CheckTTL(%s) = %v, want too long", ttl, checked)
+			}
+		case (checked == nil) != (newErr == nil):
+			t.Errorf("ttl %s: CheckTTL says %v, New says %v", ttl, checked, newErr)
+		}
+	}
+	if err := CheckTTL(3 * time.Second); err == nil || !strings.Contains(err.Error(), "more than 4s") {
+		t.Errorf("CheckTTL(3s) = %v, want an error naming the 4s floor", err)
+	}
+	if err := CheckTTL(DefaultTTL); err != nil {
+		t.Errorf("CheckTTL(default %s) = %v", DefaultTTL, err)
+	}
 }

@@ -137,6 +137,12 @@ type LeaseState struct {
 	// Successor is the instance that announced itself waiting beside the lease; nil
 	// when none has, or its announcement is stale.
 	Successor *Successor
+	// ClockSkew, while waiting on another holder, is this instance's wall clock minus
+	// the holder's renewed_at when this instance first read that renewal: the skew
+	// between the two clocks plus up to one poll interval. The lease does not depend
+	// on it (no instance trusts another's clock); it is shown so that a drifting clock
+	// gets fixed. Zero when unknown.
+	ClockSkew time.Duration
 }
 
 // Snapshot is the agent's answer to `status`.

@@ -247,7 +247,7 @@ func ContainerOptions(cfg config.Config, ep Endpoints, log *slog.Logger) (contai
 // NewLease builds the lease on the home for this instance. terminated, used only with
 // lease.takeover_when_holder_terminated, asks EC2 whether a holder is gone.
 func NewLease(cfg config.Config, id instance.Identity, home string, terminated func(context.Context, string) (bool, error), log *slog.Logger) (*lease.Lease, error) {
-	opts := lease.Options{Dir: home, HolderID: id.InstanceID, TTL: cfg.Lease.TTL.D(), Logger: log}
+	opts := lease.Options{Dir: home, HolderID: id.InstanceID, TTL: cfg.Lease.TTL.D(), StateDir: cfg.StateDir, Logger: log}
 	if cfg.Lease.TakeoverWhenHolderTerminated {
 		opts.HolderTerminated = terminated
 	}
