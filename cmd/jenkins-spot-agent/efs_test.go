@@ -43,18 +43,18 @@ func pfOldJenkins(t *testing.T, w *pfWorld) string {
 	t.Cleanup(func() { cli.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tag := "jenkins-spot-agent-pf-old:" + pfRandom(t)
+	tag := "jenkins-spot-agent-pf-old:" + testenv.RandomSuffix(t)
 	placeholder := filepath.Join(t.TempDir(), "jenkins")
 	pfWrite(t, placeholder, "never run\n")
 	if err := containertest.BuildImage(ctx, cli, tag, placeholder, nil); err != nil {
 		t.Fatalf("build image: %v", err)
 	}
-	name := "pf-old-jenkins-" + pfRandom(t)
+	name := "pf-old-jenkins-" + testenv.RandomSuffix(t)
 	_, err = cli.ContainerCreate(ctx,
 		&container.Config{Image: tag, ExposedPorts: nat.PortSet{"8080/tcp": {}}},
 		&container.HostConfig{
 			Binds:         []string{filepath.Join(w.dir, "home") + ":/var/jenkins_home"},
-			PortBindings:  nat.PortMap{"8080/tcp": {{HostIP: "127.0.0.1", HostPort: strconv.Itoa(w.JenkinsPort)}}},
+			PortBindings:  nat.PortMap{"8080/tcp": {{HostIP: "127.0.0.1", HostPort: strconv.Itoa(w.jenkinsPort)}}},
 			RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyAlways},
 		}, nil, nil, name)
 	if err != nil {
@@ -92,7 +92,7 @@ func TestPreflightForeignJenkinsContainer(t *testing.T) {
 		}
 	}
 	r := pfFind(t, rows, "other containers")
-	for _, want := range []string{old, "restart always", strconv.Itoa(w.JenkinsPort) + "/tcp", filepath.Join(w.dir, "home")} {
+	for _, want := range []string{old, "restart always", strconv.Itoa(w.jenkinsPort) + "/tcp", filepath.Join(w.dir, "home")} {
 		if !strings.Contains(r.detail, want) {
 			t.Errorf("detail %q lacks %q", r.detail, want)
 		}
@@ -125,7 +125,7 @@ func TestRunRefusesToMountOverAForeignHome(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(t.Output(), nil))
-	wired, err := wiring.New(cfg, "", nil, wiring.Endpoints{IMDS: w.IMDS.URL()}, log)
+	wired, err := wiring.New(cfg, "", nil, wiring.Endpoints{IMDS: w.imds.URL()}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,17 +20,13 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/agent"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/config"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/control"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs/efstest"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds/imdstest"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/jenkins"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/jenkins/jenkinstest"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/metrics"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets/awstest"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/wiring"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
@@ -104,6 +100,8 @@ func TestStatusDrillAndMetricsAgainstARunningAgent(t *testing.T) {
 	cfg.EFS.FileSystemID = "fs-0123456789abcdef0"
 	cfg.EFS.MountPoint = filepath.Join(dir, "home")
 	cfg.Jenkins.URL, cfg.Jenkins.User = jurl, "admin"
+	cfg.TargetGroups = []config.TargetGroup{{ARN: opARN, Port: 8080}}
+	cfg.DiscoverTargetGroups = false
 	cfg.Jenkins.StopGrace = config.Duration(2 * time.Second)
 	cfg.Jenkins.UID, cfg.Jenkins.GID = os.Getuid(), os.Getgid()
 	cfg.Interruption.SafetyMargin = config.Duration(2 * time.Second)
@@ -115,32 +113,17 @@ func TestStatusDrillAndMetricsAgainstARunningAgent(t *testing.T) {
 
 	log := slog.New(slog.DiscardHandler)
 	m := metrics.New("test", "test")
-	client := imds.New(imds.Options{Endpoint: md.URL(), Logger: log, OnRequest: m.IMDSRequest})
-	jc, err := jenkins.New(jenkins.Options{URL: jurl, User: "admin", Token: opToken, Logger: log})
+	// The composition root run uses; only the endpoints differ.
+	w, err := wiring.New(cfg, opToken, m, wiring.Endpoints{
+		IMDS: md.URL(), AWS: aws.URL(), Credentials: aws.Credentials(),
+		Home: cfg.EFS.MountPoint, Runtime: &opRuntime{},
+	}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	a, err := agent.New(agent.Options{
-		Config: cfg,
-		Deps: agent.Deps{
-			Metadata: client,
-			Watcher:  imds.NewWatcher(client, imds.WatchOptions{PollInterval: 200 * time.Millisecond, Logger: log}),
-			NewMounter: func(instance.Identity) (agent.Mounter, error) {
-				return efstest.NewDir(cfg.EFS.MountPoint, cfg.EFS.FileSystemID), nil
-			},
-			NewLease: func(id instance.Identity, home string) (agent.Lease, error) {
-				return lease.New(lease.Options{Dir: home, HolderID: id.InstanceID, TTL: cfg.Lease.TTL.D(), Logger: log})
-			},
-			NewTargets: func(ctx context.Context, id instance.Identity) (agent.Targets, error) {
-				return targets.New(ctx, targets.Options{
-					Region: id.Region, TargetGroups: []targets.TargetGroup{{ARN: opARN, Port: 8080}},
-					Endpoint: aws.URL(), Credentials: aws.Credentials(), Logger: log,
-				})
-			},
-			Runtime: &opRuntime{},
-			Jenkins: jenkins.V1{Client: jc}, // until the agent takes Ready and []jenkins.Build
-			Metrics: m,
-		},
+		Config:        cfg,
+		Deps:          w.Deps,
 		Logger:        log,
 		DefaultBudget: 30 * time.Second,
 		BootID:        "operator-test",

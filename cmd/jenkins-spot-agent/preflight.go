@@ -308,7 +308,7 @@ func efsRootAccessRow(ctx context.Context, cfg config.Config, id instance.Identi
 // occupantsRow fails when another container publishes a Jenkins host port or
 // bind-mounts the home: a Jenkins left by an old compose file (restart: always) comes
 // up on the bare local directory at boot and takes the agent's ports.
-func occupantsRow(ctx context.Context, cfg config.Config, w *wiring) check {
+func occupantsRow(ctx context.Context, cfg config.Config, w *wiring.Wiring) check {
 	row := check{Name: "other containers on the jenkins ports or home"}
 	occ, err := w.Docker.Occupants(ctx)
 	if err != nil {

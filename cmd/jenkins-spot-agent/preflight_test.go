@@ -71,20 +71,20 @@ func pfNewWorld(t *testing.T) *pfWorld {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 
 	w := &pfWorld{dir: dir, token: "pf-token-" + testenv.RandomSuffix(t), jenkinsPort: 20000 + int(time.Now().UnixNano()%40000)}
-	w.IMDS = imdstest.NewServer(instance.Identity{
+	w.imds = imdstest.NewServer(instance.Identity{
 		InstanceID:       pfInstance,
 		AvailabilityZone: pfAZ,
 		AZID:             "use1-az4",
 		Region:           pfRegion,
 		Market:           "spot",
 	})
-	t.Cleanup(w.IMDS.Close)
+	t.Cleanup(w.imds.Close)
 	w.aws = awstest.NewServer()
 	t.Cleanup(w.aws.Close)
 	w.aws.AddAutoScalingGroup(pfASG, []string{pfInstance}, []string{pfTargetGroup}, pfHook)
 
-	w.TokenFile = filepath.Join(dir, "jenkins-token")
-	pfWrite(t, w.TokenFile, w.Token+"\n")
+	w.tokenFile = filepath.Join(dir, "jenkins-token")
+	pfWrite(t, w.tokenFile, w.token+"\n")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -95,7 +95,7 @@ func pfNewWorld(t *testing.T) *pfWorld {
 	w.awsSecret = creds.SecretAccessKey
 
 	for k, v := range map[string]string{
-		"AWS_EC2_METADATA_SERVICE_ENDPOINT":          w.IMDS.URL(),
+		"AWS_EC2_METADATA_SERVICE_ENDPOINT":          w.imds.URL(),
 		"AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2": w.aws.URL(),
 		"AWS_ENDPOINT_URL_AUTO_SCALING":              w.aws.URL(),
 		"AWS_ENDPOINT_URL_EC2":                       w.aws.URL(),
@@ -119,7 +119,7 @@ func pfNewWorld(t *testing.T) *pfWorld {
 }
 
 // pfConfig is the configuration of the world; efs.dns and efs.mount_program vary per test.
-func (w *pfWorld) pfConfig(t *testing.T, dns, mountProgram string) string {
+func (w *pfWorld) pfConfig(t *testing.T, dns, mountProgram, extra string) string {
 	t.Helper()
 	path := filepath.Join(w.dir, "config.yaml")
 	pfWrite(t, path, fmt.Sprintf(`efs:
@@ -147,7 +147,7 @@ metrics:
   listen_address: ""
 control_socket: %s
 state_dir: %s
-%s`, pfFileSystem, filepath.Join(w.dir, "home"), dns, mountProgram, testenv.RandomSuffix(t), testenv.RandomSuffix(t), w.JenkinsPort, pfUser, w.TokenFile,
+%s`, pfFileSystem, filepath.Join(w.dir, "home"), dns, mountProgram, testenv.RandomSuffix(t), testenv.RandomSuffix(t), w.jenkinsPort, pfUser, w.tokenFile,
 		pfTargetGroup, pfHook, filepath.Join(w.dir, "run", "control.sock"), filepath.Join(w.dir, "state"), extra))
 	return path
 }
@@ -294,7 +294,7 @@ func TestPreflightAgainstEmulatorsReportsEachMissingPiece(t *testing.T) {
 	t.Run("one permission and the DNS name missing", func(t *testing.T) {
 		w := pfNewWorld(t)
 		w.aws.Deny("DeregisterTargets")
-		cfg := w.pfConfig(t, pfUnresolvable, pfTrue(t))
+		cfg := w.pfConfig(t, pfUnresolvable, pfTrue(t), "")
 
 		code, out, errOut := pfRun(t, "preflight", "--config", cfg, "--log-level", "debug")
 		t.Logf("stdout:\n%s", out)
@@ -342,7 +342,7 @@ func TestPreflightAgainstEmulatorsReportsEachMissingPiece(t *testing.T) {
 		if r := pfFind(t, rows, "jenkins image"); !strings.Contains(r.detail, "absent") {
 			t.Errorf("jenkins image detail %q: the image is absent and pulled at boot", r.detail)
 		}
-		if r := pfFind(t, rows, "jenkins credentials"); !strings.Contains(r.detail, w.TokenFile) {
+		if r := pfFind(t, rows, "jenkins credentials"); !strings.Contains(r.detail, w.tokenFile) {
 			t.Errorf("jenkins credentials detail %q does not name the token file", r.detail)
 		}
 
@@ -357,7 +357,7 @@ func TestPreflightAgainstEmulatorsReportsEachMissingPiece(t *testing.T) {
 
 	t.Run("everything in place", func(t *testing.T) {
 		w := pfNewWorld(t)
-		cfg := w.pfConfig(t, pfResolvable, pfTrue(t))
+		cfg := w.pfConfig(t, pfResolvable, pfTrue(t), "")
 
 		code, out, errOut := pfRun(t, "preflight", "--config", cfg)
 		t.Logf("stdout:\n%s", out)
@@ -393,7 +393,7 @@ func TestPreflightAgainstEmulatorsReportsEachMissingPiece(t *testing.T) {
 // when the reason lists several groups.
 func TestPreflightTargetGroupsInAnotherRegion(t *testing.T) {
 	w := pfNewWorld(t)
-	cfg := w.pfConfig(t, pfResolvable, pfTrue(t))
+	cfg := w.pfConfig(t, pfResolvable, pfTrue(t), "")
 	west := []string{
 		"arn:aws:elasticloadbalancing:us-west-2:123456789012:targetgroup/west-a/0011223344556677",
 		"arn:aws:elasticloadbalancing:us-west-2:123456789012:targetgroup/west-b/8899aabbccddeeff",
@@ -431,7 +431,7 @@ func TestPreflightTargetGroupsInAnotherRegion(t *testing.T) {
 func TestPreflightDockerUnreachable(t *testing.T) {
 	w := pfNewWorld(t)
 	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(w.dir, "no-docker.sock"))
-	cfg := w.pfConfig(t, pfResolvable, pfTrue(t))
+	cfg := w.pfConfig(t, pfResolvable, pfTrue(t), "")
 
 	code, out, errOut := pfRun(t, "preflight", "--config", cfg)
 	t.Logf("stdout:\n%s", out)
@@ -468,7 +468,7 @@ func TestPreflightIMDSUnreachable(t *testing.T) {
 	closed := "http://" + ln.Addr().String()
 	ln.Close()
 	t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", closed)
-	cfg := w.pfConfig(t, pfResolvable, pfTrue(t))
+	cfg := w.pfConfig(t, pfResolvable, pfTrue(t), "")
 
 	code, out, errOut := pfRun(t, "preflight", "--config", cfg)
 	t.Logf("stdout:\n%s", out)

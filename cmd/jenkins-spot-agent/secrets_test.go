@@ -75,8 +75,8 @@ func TestSecretRedactedThroughSlog(t *testing.T) {
 // token as a Basic authorization header carries it, and the AWS secret access key.
 func secForbidden(w *pfWorld) map[string]string {
 	return map[string]string{
-		"jenkins api token":     w.Token,
-		"basic authorization":   base64.StdEncoding.EncodeToString([]byte(pfUser + ":" + w.Token)),
+		"jenkins api token":     w.token,
+		"basic authorization":   base64.StdEncoding.EncodeToString([]byte(pfUser + ":" + w.token)),
 		"aws secret access key": w.awsSecret,
 	}
 }
@@ -110,12 +110,12 @@ func TestSecretNeverInLogs(t *testing.T) {
 			// Failures print the most: a denied call and an unresolvable name.
 			w.aws.Deny("DeregisterTargets")
 			w.aws.Deny("DescribeInstances")
-			cfg := w.pfConfig(t, pfUnresolvable, pfTrue(t))
+			cfg := w.pfConfig(t, pfUnresolvable, pfTrue(t), "")
 			code, out, errOut := pfRun(t, "preflight", "--config", cfg, "--log-level", "debug", "--log-format", format)
 			if code != exitFailed {
 				t.Fatalf("exit code %d, want %d; stderr:\n%s\nstdout:\n%s", code, exitFailed, errOut, out)
 			}
-			if !strings.Contains(out, "token from "+w.TokenFile) {
+			if !strings.Contains(out, "token from "+w.tokenFile) {
 				t.Fatalf("preflight did not load the token:\n%s", out)
 			}
 			secCheck(t, w, "stdout", out, "text")
@@ -129,7 +129,7 @@ func TestSecretNeverInLogs(t *testing.T) {
 			failing := filepath.Join(w.dir, "mount-fails")
 			pfWrite(t, failing, "#!/bin/sh\necho \"mount: bad option\" >&2\nexit 32\n")
 			secExecutable(t, failing)
-			cfg := w.pfConfig(t, pfResolvable, failing)
+			cfg := w.pfConfig(t, pfResolvable, failing, "")
 			code, out, errOut := pfRun(t, "run", "--config", cfg, "--log-level", "debug", "--log-format", format)
 			if code != exitFailed {
 				t.Fatalf("exit code %d, want %d; stderr:\n%s", code, exitFailed, errOut)
@@ -153,7 +153,7 @@ func TestSecretNeverInLogs(t *testing.T) {
 func secRunPlan(t *testing.T, format string) {
 	w := pfNewWorld(t)
 	jd := jenkinstest.NewServer(jenkinstest.Config{
-		Users: map[string]jenkinstest.User{pfUser: {Token: w.Token, Manage: true}},
+		Users: map[string]jenkinstest.User{pfUser: {Token: w.token, Manage: true}},
 	})
 	js := httptest.NewServer(jd.Handler())
 	t.Cleanup(js.Close)
@@ -161,12 +161,12 @@ func secRunPlan(t *testing.T, format string) {
 	slow := filepath.Join(w.dir, "mount-slow")
 	pfWrite(t, slow, "#!/bin/sh\nexec sleep 30\n")
 	secExecutable(t, slow)
-	cfg := w.pfConfig(t, pfResolvable, slow)
+	cfg := w.pfConfig(t, pfResolvable, slow, "")
 	// Point jenkins.url at the double: the config's own url is a closed port.
 	cfgText := strings.Replace(secRead(t, cfg), "url: http://127.0.0.1:1", "url: "+js.URL, 1)
 	pfWrite(t, cfg, cfgText)
 
-	w.IMDS.SetSpotAction("terminate", time.Now().Add(2*time.Minute))
+	w.imds.SetSpotAction("terminate", time.Now().Add(2*time.Minute))
 
 	var out, errOut testenv.Buffer
 	ctx, cancel := context.WithCancel(context.Background())

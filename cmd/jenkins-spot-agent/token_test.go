@@ -19,7 +19,7 @@ func TestPreflightTokenFromSSM(t *testing.T) {
 	defer sm.Close()
 	t.Setenv("AWS_ENDPOINT_URL_SSM", sm.URL())
 	const param = "/jenkins-pf/api-token"
-	sm.PutParameter(param, secretstest.TypeSecureString, w.Token)
+	sm.PutParameter(param, secretstest.TypeSecureString, w.token)
 
 	path := w.pfConfig(t, pfResolvable, pfTrue(t), "")
 	data, err := os.ReadFile(path)
@@ -35,7 +35,7 @@ func TestPreflightTokenFromSSM(t *testing.T) {
 	if row.result != "pass" || row.detail != "token from ssm parameter "+param {
 		t.Errorf("jenkins credentials row = %+v, want a pass naming the parameter", row)
 	}
-	if strings.Contains(out+errOut, w.Token) {
+	if strings.Contains(out+errOut, w.token) {
 		t.Fatalf("the token shows in preflight's output")
 	}
 	var read bool

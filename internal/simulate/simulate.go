@@ -29,16 +29,13 @@ import (
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/clock"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/config"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs/efstest"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/imds/imdstest"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/jenkins"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/metrics"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets/awstest"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/wiring"
 )
 
 // The emulated estate.
@@ -198,6 +195,7 @@ type sim struct {
 	aws        *awstest.Server
 	image      string
 	imageBuilt bool
+	exe        string // the static binary the image and the containers' guard run from
 	runID      string
 
 	// wrapRuntime, when set, wraps the runtime an instance's agent drives (fault
@@ -301,11 +299,6 @@ func (s *sim) launch(ctx context.Context, name, instanceID, home string) (*host,
 		done:    make(chan error, 1),
 		homeDir: home,
 	}
-	l, err := lease.New(lease.Options{Dir: home, HolderID: instanceID, TTL: leaseTTL, Logger: s.opts.Logger.With("instance", name)})
-	if err != nil {
-		return nil, err
-	}
-	in.lease = newObservedLease(l)
 	in.imds = imdstest.NewServer(in.id)
 	s.aws.AddAutoScalingGroup(GroupName, []string{instanceID}, []string{TargetGroupARN}, HookName)
 	s.aws.AddTargetGroup(TargetGroupARN, awstest.Target{ID: instanceID, Port: 8080})
@@ -314,6 +307,7 @@ func (s *sim) launch(ctx context.Context, name, instanceID, home string) (*host,
 	// configuration is the same and the running container is adopted.
 	port := s.ports[name]
 	if port == 0 {
+		var err error
 		if port, err = freePort(); err != nil {
 			return nil, err
 		}
@@ -327,13 +321,30 @@ func (s *sim) launch(ctx context.Context, name, instanceID, home string) (*host,
 		"--startup-delay", "1s", "--job", buildJob + "=" + (s.opts.NoticeAfter + 4*time.Second).String(),
 		"--job", pipelineJob + "=pipeline:" + s.opts.Pipeline.String(),
 	}
-	if s.sum.Docker {
-		rt, err := container.New(containerOptions(cfg, s.opts.Logger, append([]string{"--listen", ":8080"}, doubleArgs...)))
-		if err != nil {
-			return nil, err
-		}
-		in.runtime = rt
-	} else {
+	// The same wiring as run; only the endpoints differ: the emulators on loopback, a
+	// local directory as EFS, and the Jenkins double as the container's command (or,
+	// without Docker, as a process).
+	ep := wiring.Endpoints{
+		IMDS:            in.imds.URL(),
+		AWS:             s.aws.URL(),
+		Credentials:     s.aws.Credentials(),
+		Home:            home,
+		Command:         append([]string{"--listen", ":8080"}, doubleArgs...),
+		GuardExecutable: s.exe,
+		CallTimeout:     5 * time.Second,
+		WrapLease: func(l agent.Lease) agent.Lease {
+			in.lease = newObservedLease(l.(*lease.Lease))
+			return in.lease
+		},
+		WrapRuntime: func(rt agent.Runtime) agent.Runtime {
+			in.runtime = rt
+			if s.wrapRuntime != nil {
+				return s.wrapRuntime(name, rt)
+			}
+			return rt
+		},
+	}
+	if !s.sum.Docker {
 		// In-process: the double listens where the container's port would be published,
 		// and JENKINS_HOME is this instance's view of the home itself.
 		args := []string{"--listen", "127.0.0.1:" + strconv.Itoa(port)}
@@ -343,41 +354,14 @@ func (s *sim) launch(ctx context.Context, name, instanceID, home string) (*host,
 			}
 			args = append(args, a)
 		}
-		in.runtime = newProcessRuntime(args)
+		ep.Runtime = newProcessRuntime(args)
 	}
-	driven := in.runtime
-	if s.wrapRuntime != nil {
-		driven = s.wrapRuntime(name, in.runtime)
-	}
-	jc, err := jenkins.New(jenkins.Options{URL: in.url, User: jenkinsUser, Token: jenkinsToken, Logger: s.opts.Logger})
+	in.metrics = metrics.New("simulate", "simulate")
+	w, err := wiring.New(cfg, jenkinsToken, in.metrics, ep, s.opts.Logger.With("instance", name))
 	if err != nil {
 		return nil, err
 	}
-	md := imds.New(imds.Options{Endpoint: in.imds.URL(), Logger: s.opts.Logger})
-	in.metrics = metrics.New("simulate", "simulate")
-	deps := agent.Deps{
-		Metadata: md,
-		Watcher:  imds.NewWatcher(md, imds.WatchOptions{PollInterval: cfg.Interruption.PollInterval.D(), Logger: s.opts.Logger}),
-		NewMounter: func(instance.Identity) (agent.Mounter, error) {
-			return efstest.NewDir(home, FileSystemID), nil
-		},
-		NewLease: func(id instance.Identity, mountPoint string) (agent.Lease, error) {
-			if id.InstanceID != instanceID || mountPoint != home {
-				return nil, fmt.Errorf("lease for %s on %s, but instance %s sees the home at %s", id.InstanceID, mountPoint, instanceID, home)
-			}
-			return in.lease, nil
-		},
-		NewTargets: func(ctx context.Context, id instance.Identity) (agent.Targets, error) {
-			return targets.New(ctx, targets.Options{
-				Region: id.Region, TargetGroups: []targets.TargetGroup{{ARN: TargetGroupARN, Port: 8080}},
-				Discover: true, LifecycleHook: HookName, CallTimeout: 5 * time.Second,
-				Endpoint: s.aws.URL(), Credentials: s.aws.Credentials(), Logger: s.opts.Logger,
-			})
-		},
-		Runtime: driven,
-		Jenkins: jenkins.V1{Client: jc}, // until the agent takes Ready and []jenkins.Build
-		Metrics: in.metrics,
-	}
+	deps := w.Deps
 	a, err := agent.New(agent.Options{
 		Config: cfg, Deps: deps, Logger: s.opts.Logger.With("instance", name),
 		DefaultBudget: s.opts.Budget,
@@ -409,6 +393,7 @@ func (s *sim) config(name, dir, home string, port int) config.Config {
 	cfg.Jenkins.ReadyTimeout = config.Duration(time.Minute)
 	cfg.Jenkins.StopGrace = config.Duration(5 * time.Second)
 	cfg.Jenkins.UID, cfg.Jenkins.GID = os.Getuid(), os.Getgid()
+	cfg.Jenkins.LocalCacheDir = filepath.Join(dir, "cache")
 	cfg.Lease.TTL = config.Duration(leaseTTL)
 	cfg.TargetGroups = []config.TargetGroup{{ARN: TargetGroupARN, Port: 8080}}
 	cfg.LifecycleHook = HookName
@@ -418,14 +403,6 @@ func (s *sim) config(name, dir, home string, port int) config.Config {
 	cfg.ControlSocket = filepath.Join(dir, "control.sock")
 	cfg.StateDir = filepath.Join(dir, "state")
 	return cfg
-}
-
-func containerOptions(cfg config.Config, log *slog.Logger, cmd []string) container.Options {
-	return container.Options{
-		Image: cfg.Jenkins.Image, Pull: cfg.Jenkins.Pull, Name: cfg.Jenkins.ContainerName,
-		HomeHost: cfg.EFS.MountPoint, HomeContainer: cfg.Jenkins.HomeInContainer,
-		Ports: cfg.Jenkins.Ports, StopGrace: cfg.Jenkins.StopGrace.D(), Cmd: cmd, Logger: log,
-	}
 }
 
 // pickRuntime decides between Docker and the in-process stand-in, and builds the image.
@@ -466,6 +443,7 @@ func (s *sim) pickRuntime(ctx context.Context) {
 	}
 	s.imageBuilt = true
 	s.sum.Docker = true
+	s.exe = exe
 }
 
 // removeImage removes the image built for one run, so rehearsals leave nothing behind.
