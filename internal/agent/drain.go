@@ -123,12 +123,12 @@ func (p *planRun) heartbeat(ctx context.Context) {
 	defer cancel()
 	err := h.targets.Heartbeat(cctx, h.id.InstanceID)
 	if errors.Is(err, instance.ErrNoLifecycleAction) {
-		a.deps.Metrics.LifecycleHeartbeat("none")
+		a.deps.Metrics.LifecycleHeartbeat("failed")
 		a.hurry("the Auto Scaling group no longer waits for the lifecycle action: handing over now")
 		return
 	}
 	if err != nil {
-		a.deps.Metrics.LifecycleHeartbeat("error")
+		a.deps.Metrics.LifecycleHeartbeat("failed")
 		a.log.Warn("lifecycle heartbeat failed; the group may end the instance before builds are done", "err", err)
 		return
 	}

@@ -139,13 +139,13 @@ func (p *planRun) requestReplacement(ctx context.Context) {
 		})
 		switch {
 		case !ok:
-			a.deps.Metrics.ReplacementRequested("error")
+			a.deps.Metrics.ReplacementRequested("failed")
 		case requested:
 			p.replaced.Store(true)
 			a.deps.Metrics.ReplacementRequested("requested")
 			a.tl.message(status.StepRequestReplacement, "the Auto Scaling group launches the replacement; serving until it waits ready on the lease")
 		default:
-			a.deps.Metrics.ReplacementRequested("no_group")
+			a.deps.Metrics.ReplacementRequested("skipped")
 			a.tl.message(status.StepRequestReplacement, "not in an Auto Scaling group: no replacement to ask for")
 		}
 	}()
