@@ -268,10 +268,12 @@ func efsServerRow(ctx context.Context, cfg config.Config, id instance.Identity, 
 		// nothing here can prove; the agent's own lookup needs neither.
 		t, lerr := lookup()
 		if lerr == nil {
-			return check{Name: "efs dns name",
+			return check{
+				Name:   "efs dns name",
 				Detail: fmt.Sprintf("%s does not resolve (%v); mount target %s %s exists in %s", name, err, t.ID, t.IP, az),
 				Fix: fmt.Sprintf("set efs.dns: mount-target-ip, so that the agent mounts %s itself; or rely on amazon-efs-utils' own fallback (botocore on the instance, ec2:DescribeAvailabilityZones for the role); or %s",
-					t.IP, dnsFix)}
+					t.IP, dnsFix),
+			}
 		}
 		err = fmt.Errorf("%w; no mount target to fall back to either: %w", err, lerr)
 	}

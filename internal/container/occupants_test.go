@@ -11,6 +11,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/go-connections/nat"
+
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 

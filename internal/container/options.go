@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/docker/go-connections/nat"
+
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/spec"
 )
 
@@ -431,12 +432,14 @@ func (s request) guardArgs() []string {
 	if !s.Guard.on() {
 		return nil
 	}
-	return []string{GuardPath, "guard",
+	return []string{
+		GuardPath, "guard",
 		"--record", path.Join(s.HomeContainer, s.Guard.Record),
 		"--holder", s.Guard.Holder,
 		"--skew", s.Guard.ClockSkew.String(),
 		"--grace", s.StopGrace.String(),
-		"--"}
+		"--",
+	}
 }
 
 // graceSeconds rounds a grace period up to whole seconds, Docker's unit, so

@@ -197,8 +197,10 @@ func TestGuardCacheAndHardeningNormalised(t *testing.T) {
 	if strings.Join(s.CapDrop, ",") != "ALL" || strings.Join(s.CapAdd, ",") != "CHOWN,SETUID" {
 		t.Errorf("capabilities drop %v add %v", s.CapDrop, s.CapAdd)
 	}
-	wantBinds := []string{"/jenkins_home:/var/jenkins_home", "/etc/jenkins/casc.yaml:/casc.yaml:ro",
-		"/usr/bin/jenkins-spot-agent:" + GuardPath + ":ro", "/var/cache/jenkins-spot-agent:" + CachePath}
+	wantBinds := []string{
+		"/jenkins_home:/var/jenkins_home", "/etc/jenkins/casc.yaml:/casc.yaml:ro",
+		"/usr/bin/jenkins-spot-agent:" + GuardPath + ":ro", "/var/cache/jenkins-spot-agent:" + CachePath,
+	}
 	if strings.Join(s.Binds, " ") != strings.Join(wantBinds, " ") {
 		t.Errorf("binds %v, want %v", s.Binds, wantBinds)
 	}

@@ -54,8 +54,10 @@ func runGuard(args []string) int {
 	if len(args) < 6 || args[5] != "--" {
 		return 99
 	}
-	opts := guard.Options{Record: args[0], Holder: args[1], ClockSkew: dur(args[2]), StopGrace: dur(args[3]), PollInterval: dur(args[4]),
-		StartTimeout: 5 * time.Second}
+	opts := guard.Options{
+		Record: args[0], Holder: args[1], ClockSkew: dur(args[2]), StopGrace: dur(args[3]), PollInterval: dur(args[4]),
+		StartTimeout: 5 * time.Second,
+	}
 	return guard.Run(context.Background(), opts, args[6:])
 }
 

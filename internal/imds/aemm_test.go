@@ -46,8 +46,10 @@ func TestAEMMIdentityAndIMDSv2Only(t *testing.T) {
 
 // aemmIdentity is what amazon-ec2-metadata-mock v1.13.0 serves by default (no instance
 // tags, so no group name).
-var aemmIdentity = instance.Identity{InstanceID: "i-1234567890abcdef0", InstanceType: "m4.xlarge", AvailabilityZone: "us-east-1a",
-	AZID: "use1-az4", Region: "us-east-1", Market: "on-demand"}
+var aemmIdentity = instance.Identity{
+	InstanceID: "i-1234567890abcdef0", InstanceType: "m4.xlarge", AvailabilityZone: "us-east-1a",
+	AZID: "use1-az4", Region: "us-east-1", Market: "on-demand",
+}
 
 // flakyIMDS is the boot-time weather Identity must get through: a fifth of the requests
 // fail with 500, a tenth are throttled, one in twenty loses its connection and one in

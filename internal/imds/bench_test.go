@@ -181,8 +181,10 @@ func BenchmarkIdentityBadWeather(b *testing.B) {
 			imdstest.Chance{Rate: 0.05, Fault: imdstest.Fault{Drop: true}},
 			imdstest.Chance{Rate: 0.05, Fault: imdstest.Fault{Delay: 3 * time.Second}})
 	}
-	paths := []string{"instance-id", "placement/region", "placement/availability-zone", "instance-type",
-		"placement/availability-zone-id", "instance-life-cycle", "tags/instance/aws:autoscaling:groupName"}
+	paths := []string{
+		"instance-id", "placement/region", "placement/availability-zone", "instance-type",
+		"placement/availability-zone-id", "instance-life-cycle", "tags/instance/aws:autoscaling:groupName",
+	}
 	for range b.N {
 		var took []time.Duration
 		var requests, okNew, okOld int

@@ -1,13 +1,13 @@
 package jenkins
 
 import (
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
-
 	"context"
 	"errors"
 	"fmt"
 	"net/url"
 	"slices"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
 // Build is one running build (status.Build): its URL, job, number, whether it is a

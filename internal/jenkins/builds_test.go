@@ -459,7 +459,6 @@ func TestRequeueLogsCauseAndDroppedParameters(t *testing.T) {
 	}
 }
 
-
 // BenchmarkRunningBuilds measures one look of the drain against the double on
 // loopback: with freestyle builds only (one request), with a Pipeline running (the
 // queue read too) and with a parked Pipeline (the state read as well).

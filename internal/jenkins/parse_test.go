@@ -189,7 +189,8 @@ func TestParseBuildParameters(t *testing.T) {
 		want    map[string]string
 		wantErr string
 	}{
-		{name: "real answer", body: `{"_class":"hudson.model.FreeStyleBuild","actions":[
+		{
+			name: "real answer", body: `{"_class":"hudson.model.FreeStyleBuild","actions":[
 			{"_class":"hudson.model.ParametersAction","parameters":[
 				{"_class":"hudson.model.StringParameterValue","name":"TARGET","value":"prod eu"},
 				{"_class":"hudson.model.BooleanParameterValue","name":"DRY_RUN","value":false},
@@ -200,7 +201,8 @@ func TestParseBuildParameters(t *testing.T) {
 				{"_class":"x.NumberValue","name":"N","value":3.5},
 				{"_class":"x.NullValue","name":"EMPTY","value":null}]},
 			{"_class":"hudson.model.CauseAction"},{},null]}`,
-			want: map[string]string{"TARGET": "prod eu", "DRY_RUN": "false", "NOTES": "a\nb", "UPSTREAM": "build#12", "N": "3.5"}},
+			want: map[string]string{"TARGET": "prod eu", "DRY_RUN": "false", "NOTES": "a\nb", "UPSTREAM": "build#12", "N": "3.5"},
+		},
 		{name: "no parameters", body: `{"_class":"hudson.model.FreeStyleBuild","actions":[{"_class":"hudson.model.CauseAction"},{}]}`, want: map[string]string{}},
 		{name: "no actions", body: `{"_class":"hudson.model.FreeStyleJob"}`, wantErr: "no actions"},
 		{name: "value is a list", body: `{"actions":[{"parameters":[{"name":"L","value":["a","b"]}]}]}`, wantErr: "parameter L"},

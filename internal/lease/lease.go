@@ -296,8 +296,10 @@ func (l *Lease) Acquire(ctx context.Context, waiting func(status.LeaseState)) (s
 		l.mu.Unlock()
 		obs, obsAt, g := observed, observedAt, gone
 		c, err := l.change(ctx, instant{}, func(cur *Record, start instant) (*Record, any, error) {
-			vw := view{cur: cur, me: l.opts.HolderID, seen: e.Seen, ended: e.Ended, observed: obs,
-				unchanged: start.boot - obsAt, patience: patience(cur, l.opts.TTL, l.opts.ClockSkew), gone: g}
+			vw := view{
+				cur: cur, me: l.opts.HolderID, seen: e.Seen, ended: e.Ended, observed: obs,
+				unchanged: start.boot - obsAt, patience: patience(cur, l.opts.TTL, l.opts.ClockSkew), gone: g,
+			}
 			v := decide(vw)
 			switch v {
 			case verdictTake:

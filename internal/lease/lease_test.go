@@ -14,8 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 	"golang.org/x/sys/unix"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )

@@ -169,8 +169,10 @@ func (c *mChecker) rec(r mRec) *Record {
 		return nil
 	}
 	base := time.Unix(1_000_000, 0)
-	return &Record{Holder: string(rune('A' + r.holder)), Epoch: uint64(r.epoch), Released: r.released,
-		RenewedAt: base, Expires: base.Add(mTTL * time.Second)}
+	return &Record{
+		Holder: string(rune('A' + r.holder)), Epoch: uint64(r.epoch), Released: r.released,
+		RenewedAt: base, Expires: base.Add(mTTL * time.Second),
+	}
 }
 
 func sec(n int8) time.Duration { return time.Duration(n) * time.Second }
@@ -460,8 +462,10 @@ func (c *mChecker) decideStep(s mState, i, k int, set func(string, func(*mState)
 			observed = &o
 		}
 		// unchanged is up to the start of this read: its begin, op.age ago.
-		v := view{cur: cur, me: me, seen: uint64(in.seen), ended: uint64(in.ended), observed: observed,
-			unchanged: sec(in.obsAge - op.age), patience: patience(cur, mTTL*time.Second, mSkew*time.Second)}
+		v := view{
+			cur: cur, me: me, seen: uint64(in.seen), ended: uint64(in.ended), observed: observed,
+			unchanged: sec(in.obsAge - op.age), patience: patience(cur, mTTL*time.Second, mSkew*time.Second),
+		}
 		verdict := decide(v)
 		if c.cfg.wallClockTakeover && verdict == verdictWait && observed != nil && !in.obsStale && cur.Holder != me &&
 			in.obsAge-op.age+c.cfg.successorAhead > mTTL+mSkew {

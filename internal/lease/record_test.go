@@ -60,8 +60,10 @@ func TestParseRecord(t *testing.T) {
 		{name: "newer in first slot", in: cat(next, good), want: later},
 		{name: "torn newer write keeps the older", in: cat(good, torn), want: goodRec},
 		{name: "flipped bit keeps the older", in: cat(flipped, good), want: goodRec},
-		{name: "offset converted to UTC", in: withCRC(strings.Replace(okJSON, "05Z\",\"released", "05+01:00\",\"released", 1)),
-			want: Record{Holder: "i-1", Epoch: 3, Seq: 1, Expires: time.Date(2025, 1, 2, 2, 4, 5, 0, time.UTC), RenewedAt: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}},
+		{
+			name: "offset converted to UTC", in: withCRC(strings.Replace(okJSON, "05Z\",\"released", "05+01:00\",\"released", 1)),
+			want: Record{Holder: "i-1", Epoch: 3, Seq: 1, Expires: time.Date(2025, 1, 2, 2, 4, 5, 0, time.UTC), RenewedAt: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)},
+		},
 		{name: "empty", in: nil, wantErr: "no record written"},
 		{name: "blank", in: cat(blank, blank), wantErr: "no record written"},
 		{name: "torn alone", in: torn, wantErr: "no readable record"},
@@ -106,8 +108,10 @@ func TestParseRecord(t *testing.T) {
 }
 
 func TestRecordRoundTrip(t *testing.T) {
-	in := Record{Holder: "i-0123456789abcdef0/migrate", Epoch: math.MaxUint64, Seq: math.MaxUint64,
-		Expires: time.Date(2030, 5, 6, 7, 8, 9, 1, time.UTC), Released: true, RenewedAt: time.Date(2030, 5, 6, 7, 8, 9, 0, time.UTC)}
+	in := Record{
+		Holder: "i-0123456789abcdef0/migrate", Epoch: math.MaxUint64, Seq: math.MaxUint64,
+		Expires: time.Date(2030, 5, 6, 7, 8, 9, 1, time.UTC), Released: true, RenewedAt: time.Date(2030, 5, 6, 7, 8, 9, 0, time.UTC),
+	}
 	data := in.Marshal()
 	if len(data) != fileSize {
 		t.Fatalf("file is %d bytes, want %d", len(data), fileSize)

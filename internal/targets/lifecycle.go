@@ -1,13 +1,13 @@
 package targets
 
 import (
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
-
 	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"

@@ -129,8 +129,10 @@ func (s *Server) openHome() error {
 		s.history[b.path()] = b
 	}
 	for _, p := range saved {
-		b := &build{job: p.Job, number: p.Number, pipeline: true, started: now, duration: p.Remaining, slot: -1,
-			params: p.Params, causes: p.Causes, nodeAfter: p.NodeIn, inNode: p.InNode}
+		b := &build{
+			job: p.Job, number: p.Number, pipeline: true, started: now, duration: p.Remaining, slot: -1,
+			params: p.Params, causes: p.Causes, nodeAfter: p.NodeIn, inNode: p.InNode,
+		}
 		s.running = append(s.running, b)
 		if b.inNode {
 			b.parkedSince = now

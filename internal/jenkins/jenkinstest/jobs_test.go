@@ -76,10 +76,12 @@ func TestBuildWithParametersCarriesParamsAndUserCause(t *testing.T) {
 
 	// The build's API: a password parameter shows its name only, a boolean is a JSON bool.
 	_, body := call(t, "GET", u+"/job/deploy/1/api/json?tree=actions[parameters[name,value]]", asAdmin)
-	for _, want := range []string{`{"_class":"hudson.model.StringParameterValue","name":"TARGET","value":"prod"}`,
+	for _, want := range []string{
+		`{"_class":"hudson.model.StringParameterValue","name":"TARGET","value":"prod"}`,
 		`{"_class":"hudson.model.BooleanParameterValue","name":"DRY_RUN","value":true}`,
 		`{"_class":"hudson.model.PasswordParameterValue","name":"SECRET"}`,
-		`"shortDescription":"Started by user admin"`, `"building":true`, `"result":null`} {
+		`"shortDescription":"Started by user admin"`, `"building":true`, `"result":null`,
+	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("build api lacks %s:\n%s", want, body)
 		}
@@ -222,7 +224,8 @@ func TestNodeBlockParkedByQuietDown(t *testing.T) {
 	_, body := call(t, "GET", u+"/queue/api/json", asAdmin)
 	for _, want := range []string{
 		`"task":{"_class":"org.jenkinsci.plugins.workflow.support.steps.ExecutorStepExecution$PlaceholderTask","name":"part of pipe #1","url":"job/pipe/1/"}`,
-		`"why":"Jenkins is about to shut down"`, `"url":"queue/item/2/"`} { // item 1 was the build itself
+		`"why":"Jenkins is about to shut down"`, `"url":"queue/item/2/"`,
+	} { // item 1 was the build itself
 		if !strings.Contains(body, want) {
 			t.Errorf("queue api lacks %s:\n%s", want, body)
 		}

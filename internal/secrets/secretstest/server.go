@@ -499,8 +499,10 @@ func (s *Server) getParameterLocked(region string, body []byte) (any, *apiError)
 	if p.typ == TypeSecureString {
 		if in.WithDecryption != nil && *in.WithDecryption {
 			if !s.keyUsableLocked(p.key) {
-				return nil, &apiError{http.StatusBadRequest, "AccessDeniedException",
-					"The ciphertext refers to a customer master key that does not exist, does not exist in this region, or you are not allowed to access."}
+				return nil, &apiError{
+					http.StatusBadRequest, "AccessDeniedException",
+					"The ciphertext refers to a customer master key that does not exist, does not exist in this region, or you are not allowed to access.",
+				}
 			}
 		} else {
 			value = ciphertext(p.key, value)
