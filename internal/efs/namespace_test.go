@@ -33,6 +33,7 @@ var nsTests = []string{
 	"TestNSTunnelOutlivesAgentRestart",
 	"TestNSRootSquash",
 	"TestNSHungHome",
+	"TestNSContract",
 }
 
 // tmpfsMagic is what statfs(2) reports for tmpfs. The namespace tests mount tmpfs where
