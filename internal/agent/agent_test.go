@@ -111,7 +111,7 @@ func TestJenkinsNeverStartsOnAFailedMount(t *testing.T) {
 func TestNoticeDuringLeaseWaitAbortsBootWithoutStartingJenkins(t *testing.T) {
 	t.Parallel()
 	r := newRig(t.TempDir(), t.TempDir())
-	r.lease.wait = make(chan struct{}) // another holder never releases
+	r.lease.home.take("i-other") // another holder, which never releases
 	start(t, r, 20*time.Second)
 	if err := r.waitPhase(status.PhaseWaitingForLease, 10*time.Second); err != nil {
 		t.Fatal(err)
@@ -191,7 +191,6 @@ func TestRestartedAgentAdoptsWithoutIMDS(t *testing.T) {
 	r2 := newRig(home, state)
 	r2.md.err = errors.New("IMDS: connection refused")
 	r2.rt = r.rt // the container still runs
-	r.rt.adopt = true
 	serving(t, r2, 20*time.Second)
 	r2.md.mu.Lock()
 	calls := r2.md.calls
@@ -199,10 +198,7 @@ func TestRestartedAgentAdoptsWithoutIMDS(t *testing.T) {
 	if calls != 0 {
 		t.Errorf("IMDS asked %d times on a restart within the boot", calls)
 	}
-	r.rt.mu.Lock()
-	starts := r.rt.starts
-	r.rt.mu.Unlock()
-	if starts != 2 || r.j.count("container-stop") != 0 {
+	if starts := r.rt.startCount(); starts != 1 || r.j.count("container-stop") != 0 {
 		t.Errorf("Jenkins was restarted instead of adopted (%d starts): %v", starts, r.j.list())
 	}
 

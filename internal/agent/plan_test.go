@@ -183,7 +183,7 @@ func TestUnreadableBuildListIsNotNoBuilds(t *testing.T) {
 	r.jenkins.builds = []status.Build{build("nightly", 7, false)}
 	run := serving(t, r, 30*time.Second)
 	r.jenkins.set(func(f *fakeJenkins) {
-		f.listFails = 3
+		f.faults = append(f.faults, fakeFault{method: "RunningBuilds", kind: "500", left: 3})
 		f.until = time.Now() // the build is done, but the list cannot be read for 3 s
 	})
 	r.watch.in <- spotNotice(25 * time.Second)

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -116,7 +115,7 @@ func TestLostLeaseStopsJenkinsAndEndsTheAgent(t *testing.T) {
 	r := newRig(t.TempDir(), t.TempDir())
 	r.jenkins.builds = []status.Build{build("forever", 1, false)}
 	run := serving(t, r, 60*time.Second)
-	r.lease.lost <- errors.New("lease lost: taken by i-other (epoch 2, ours was 1)")
+	r.lease.home.take("i-other")
 	err := run.exited(t, 20*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "lease lost") {
 		t.Fatalf("exit %v", err)

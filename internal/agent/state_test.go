@@ -21,7 +21,8 @@ func TestResumedPlanWithoutTheLeaseStopsAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := newRig(home, state)
-	r.lease.wait = make(chan struct{}) // held by i-other
+	r.mounter.host.mount(r.cfg.EFS.FileSystemID) // by the agent before its restart
+	r.lease.home.take("i-other")
 	r.jenkins.builds = []status.Build{build("forever", 1, false)}
 	run := start(t, r, 20*time.Second)
 	if err := r.waitPhase(status.PhaseStopped, 30*time.Second); err != nil {
