@@ -28,6 +28,7 @@ var contractIdentity = instance.Identity{
 }
 
 func TestFakeMetadataContract(t *testing.T) {
+	t.Parallel()
 	contract.TestMetadata(t, contract.MetadataHarness{
 		New: func(t *testing.T) contract.MetadataWorld {
 			return contract.MetadataWorld{
@@ -43,6 +44,7 @@ func TestFakeMetadataContract(t *testing.T) {
 const contractFileSystem = "fs-0123456789abcdef0"
 
 func TestFakeMounterContract(t *testing.T) {
+	t.Parallel()
 	world := func(t *testing.T) contract.MounterWorld {
 		home := t.TempDir()
 		m := newFakeMounter(&journal{}, home, contractFileSystem)
@@ -92,6 +94,7 @@ func TestFakeMounterContract(t *testing.T) {
 }
 
 func TestFakeLeaseContract(t *testing.T) {
+	t.Parallel()
 	contract.TestLease(t, contract.LeaseHarness{
 		New: func(t *testing.T) contract.LeaseWorld {
 			home := &fakeLeaseHome{}
@@ -120,6 +123,7 @@ func TestFakeLeaseContract(t *testing.T) {
 }
 
 func TestFakeRuntimeContract(t *testing.T) {
+	t.Parallel()
 	contract.TestRuntime(t, contract.RuntimeHarness{New: func(t *testing.T, ignoreTerm bool) contract.RuntimeWorld {
 		rt := newFakeRuntime(&journal{})
 		rt.ignoreTerm = ignoreTerm
@@ -158,6 +162,7 @@ func (w fakeJenkinsWorld) Stop(context.Context) error { w.f.stop(); return nil }
 func (w fakeJenkinsWorld) Successor(*testing.T) contract.Jenkins { return w.f.successor() }
 
 func TestFakeJenkinsContract(t *testing.T) {
+	t.Parallel()
 	contract.TestJenkins(t, contract.JenkinsHarness{
 		New: func(t *testing.T, s contract.JenkinsSetup) (contract.Jenkins, contract.JenkinsWorld) {
 			f := &fakeJenkins{j: &journal{}, jobs: contractJobs(), viewer: s.Viewer}
@@ -225,6 +230,7 @@ func (w fakeTargetsWorld) Heartbeats() int {
 func (w fakeTargetsWorld) HeartbeatTimeout() time.Duration { return fakeHeartbeatTimeout }
 
 func TestFakeTargetsContract(t *testing.T) {
+	t.Parallel()
 	contract.TestTargets(t, contract.TargetsHarness{
 		New: func(t *testing.T, s contract.TargetsSetup) (contract.Targets, contract.TargetsWorld) {
 			// The instance serves in its configured target group from the start.

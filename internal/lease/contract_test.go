@@ -22,7 +22,7 @@ var tornRecord = []byte(`{"holder":"i-z","epoch":4,"exp`)
 func TestContract(t *testing.T) {
 	contract.TestLease(t, contract.LeaseHarness{
 		New: func(t *testing.T) contract.LeaseWorld {
-			dir := t.TempDir()
+			dir := homeDir(t)
 			open := func(id string, mod func(*Options)) *Lease {
 				return newLease(t, dir, id, func(o *Options) {
 					o.TTL, o.ClockSkew, o.AnnounceInterval = 2*time.Second, 100*time.Millisecond, 50*time.Millisecond
@@ -58,4 +58,24 @@ func TestContract(t *testing.T) {
 		},
 		Unreadable: ErrUnreadable,
 	})
+}
+
+// homeDir is a fresh home, removed when the test ends. An announcement abandoned at its
+// deadline may still be written (the lease does not wait for it, so that a hung file
+// system cannot delay a takeover), so removal tries again for a while.
+func homeDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "lease-contract-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for range 100 {
+			if err = os.RemoveAll(dir); err == nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Errorf("remove %s: %v", dir, err)
+	})
+	return dir
 }
