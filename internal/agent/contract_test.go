@@ -37,6 +37,13 @@ func TestFakeMetadataContract(t *testing.T) {
 				LifecycleState: "InService",
 			}
 		},
+		Flaky: func(t *testing.T) contract.MetadataWorld {
+			return contract.MetadataWorld{
+				Metadata:       &fakeMetadata{id: contractIdentity, states: []string{"InService"}, failures: 20},
+				Want:           contractIdentity,
+				LifecycleState: "InService",
+			}
+		},
 		Silent: func(t *testing.T) contract.Metadata { return &fakeMetadata{silent: true} },
 	})
 }

@@ -53,12 +53,13 @@ func (j *journal) count(s string) int {
 
 // fakeMetadata is IMDS for one instance.
 type fakeMetadata struct {
-	mu     sync.Mutex
-	id     instance.Identity
-	err    error    // IMDS refuses for good (disabled, no IMDSv2): Identity fails with it at once
-	silent bool     // IMDS never answers: every read waits until its context ends
-	states []string // target lifecycle states returned in turn; the last one stays
-	calls  int
+	mu       sync.Mutex
+	id       instance.Identity
+	err      error    // IMDS refuses for good (disabled, no IMDSv2): Identity fails with it at once
+	silent   bool     // IMDS never answers: every read waits until its context ends
+	failures int      // reads that fail before IMDS answers (throttled, 5xx): Identity retries them
+	states   []string // target lifecycle states returned in turn; the last one stays
+	calls    int
 }
 
 func (f *fakeMetadata) Identity(ctx context.Context) (instance.Identity, error) {
@@ -66,6 +67,15 @@ func (f *fakeMetadata) Identity(ctx context.Context) (instance.Identity, error) 
 	f.calls++
 	id, err, silent := f.id, f.err, f.silent
 	f.mu.Unlock()
+	for f.failed() {
+		t := time.NewTimer(10 * time.Millisecond) // the retry's backoff
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return instance.Identity{}, fmt.Errorf("imds: instance-id: still failing (500 Internal Server Error): %w", ctx.Err())
+		case <-t.C:
+		}
+	}
 	switch {
 	case ctx.Err() != nil:
 		return instance.Identity{}, fmt.Errorf("imds: instance-id: %w", ctx.Err())
@@ -76,6 +86,17 @@ func (f *fakeMetadata) Identity(ctx context.Context) (instance.Identity, error) 
 		return instance.Identity{}, fmt.Errorf("imds: instance-id: no answer before the deadline: %w", ctx.Err())
 	}
 	return id, nil
+}
+
+// failed reports whether the next read fails, and counts it.
+func (f *fakeMetadata) failed() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failures > 0 {
+		f.failures--
+		return true
+	}
+	return false
 }
 
 func (f *fakeMetadata) TargetLifecycleState(ctx context.Context) (string, error) {

@@ -1,8 +1,3 @@
-// Package contract holds the contracts of the agent's interfaces: for each, the method
-// set as the agent uses it, what every method blocks on, whether it is idempotent and
-// what its errors mean, and one test suite that every implementation must pass, the
-// real adapter (against its real peer where one runs here) and its test double alike.
-// Adapters run the suite from their tests with a harness that builds them.
 package contract
 
 import (

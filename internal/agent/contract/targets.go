@@ -1,7 +1,3 @@
-// Package contract holds the behaviour every implementation of an interface the agent
-// drives must have, as a test suite that runs against each of them: the real adapter
-// (against its test double), and the agent's own fakes. An implementation that passes
-// behaves, as far as the agent can tell, like the others.
 package contract
 
 import (
