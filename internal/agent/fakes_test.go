@@ -129,6 +129,7 @@ func (m *fakeMounter) Verify(context.Context) error {
 	return m.verifyErr
 }
 func (m *fakeMounter) Unmount(context.Context) error { m.j.add("unmount"); return nil }
+func (m *fakeMounter) Abort(context.Context) error   { m.j.add("abort"); return nil }
 func (m *fakeMounter) MountPoint() string            { return m.home }
 
 // fakeLease blocks Acquire until released by the test when wait is set.

@@ -174,10 +174,23 @@ func (a *Agent) leaseOver(ctx context.Context, h *host) error {
 	err := a.holdErr()
 	a.log.Error("the JENKINS_HOME lease is no longer ours; Jenkins was stopped", "err", err)
 	a.deps.Metrics.SetLeaseHeld(false)
+	// The killed Jenkins may have left writes queued on a stalled mount: cut the home
+	// off before a successor can take it (the earliest takeover is one allowance after
+	// the fence point).
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortWithin)
+	if aerr := h.mounter.Abort(actx); aerr != nil {
+		a.log.Error("CANNOT CUT THIS INSTANCE OFF JENKINS_HOME after the fence; end the instance", "err", aerr)
+		a.tl.say("fenced, but the home could not be cut off: end this instance")
+	}
+	cancel()
 	a.hurry("lease lost: stopping Jenkins at once")
 	_ = a.runPlan(ctx, h, ending{notice: signalNotice(a.now(), "lease lost"), deadline: a.now().Add(a.budget)}, false)
 	return fmt.Errorf("lease lost: %w", err)
 }
+
+// abortWithin bounds cutting the home off after a fence: well within the time between
+// the fence point and the earliest takeover (ttl 30 s: 9 s).
+const abortWithin = 5 * time.Second
 
 // holdErr is why the renewals ended.
 func (a *Agent) holdErr() error {
