@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -45,12 +44,19 @@ func (a *Agent) serve(ctx context.Context, h *host) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	nextReconcile := a.now().Add(reconcileEvery)
+	holdEnded := a.holdEnded()
 	for {
 		select {
 		case e := <-a.ends:
 			sv.abortRestart(a)
 			return a.finish(ctx, h, e)
-		case <-a.holdEnded():
+		case <-holdEnded:
+			if a.holdErr() == nil {
+				// Renewals stopped without losing the tenure: the agent is going away
+				// (its context ended), and a restarted agent adopts the lease.
+				holdEnded = nil
+				continue
+			}
 			sv.abortRestart(a)
 			return a.leaseOver(ctx, h)
 		case code := <-sv.exited:
@@ -192,12 +198,13 @@ func (a *Agent) leaseOver(ctx context.Context, h *host) error {
 // the fence point and the earliest takeover (ttl 30 s: 9 s).
 const abortWithin = 5 * time.Second
 
-// holdErr is why the renewals ended.
+// holdErr is why the renewals ended: nil while they run or when they stopped without
+// an error.
 func (a *Agent) holdErr() error {
 	a.holdMu.Lock()
 	defer a.holdMu.Unlock()
-	if a.hold == nil || a.hold.err == nil {
-		return errors.New("renewals ended")
+	if a.hold == nil {
+		return nil
 	}
 	return a.hold.err
 }
