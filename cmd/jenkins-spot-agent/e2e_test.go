@@ -112,7 +112,6 @@ func TestRunEndToEnd(t *testing.T) {
 	t.Cleanup(aws.Close)
 	aws.AddTargetGroup(e2eTargetGroup, awstest.Target{ID: e2eInstance, Port: 8080})
 	aws.AddAutoScalingGroup(e2eAutoScaling, []string{e2eInstance}, []string{e2eTargetGroup}, e2eHook)
-	aws.PendLifecycleAction(e2eAutoScaling, e2eHook, e2eInstance)
 	creds, err := aws.Credentials().Retrieve(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -427,8 +426,10 @@ func checkPlanSteps(t *testing.T, steps []status.Event) {
 	}
 }
 
-// checkAWS checks what the ELBv2 and Auto Scaling double saw: the instance
-// deregistered from the target group, the lifecycle action continued, no call refused.
+// checkAWS checks what the ELBv2 and Auto Scaling double saw: the replacement asked
+// for at the notice (the instance detached, the group keeping its desired capacity),
+// the instance registered again to serve until the handover, then deregistered from
+// the target group; no call refused. A detached instance has no lifecycle action left.
 func checkAWS(t *testing.T, aws *awstest.Server) {
 	t.Helper()
 	deregistered := false
@@ -443,8 +444,20 @@ func checkAWS(t *testing.T, aws *awstest.Server) {
 	if s := aws.TargetState(e2eTargetGroup, e2eInstance); s != awstest.StateDraining {
 		t.Errorf("target %s is %q; want %q", e2eInstance, s, awstest.StateDraining)
 	}
-	if r, ok := aws.LifecycleResult(e2eAutoScaling, e2eInstance); !ok || r != "CONTINUE" {
-		t.Errorf("lifecycle action completed: %v with %q; want CONTINUE", ok, r)
+	detached := aws.CallsOf("DetachInstances")
+	if len(detached) == 0 || detached[0].Code != "" || detached[0].Params.Get("ShouldDecrementDesiredCapacity") != "false" ||
+		detached[0].Params.Get("InstanceIds.member.1") != e2eInstance {
+		t.Errorf("no DetachInstances of %s keeping the desired capacity at the notice; calls: %+v", e2eInstance, detached)
+	} else {
+		again := false
+		for _, c := range aws.CallsOf("RegisterTargets") {
+			if c.Code == "" && c.At.After(detached[0].At) && c.Params.Get("Targets.member.1.Id") == e2eInstance {
+				again = true
+			}
+		}
+		if !again {
+			t.Errorf("not registered again after the detach: Jenkins would not serve until the handover")
+		}
 	}
 	for _, c := range aws.Calls() {
 		if c.Code != "" || c.Region != "us-east-1" {
