@@ -398,7 +398,7 @@ func checkPlanSteps(t *testing.T, steps []status.Event) {
 	iStop, stop := endedStep(t, steps, status.StepContainerStop)
 	iRelease, release := endedStep(t, steps, status.StepLeaseRelease)
 	iUnmount, unmount := endedStep(t, steps, status.StepUnmount)
-	iLifecycle, lifecycle := endedStep(t, steps, status.StepLifecycleComplete)
+	iReplace, replace := endedStep(t, steps, status.StepRequestReplacement)
 	stopStarted := stop.At.Add(-stop.Duration)
 
 	if iDereg > iStop || dereg.At.After(stopStarted) {
@@ -413,8 +413,18 @@ func checkPlanSteps(t *testing.T, steps []status.Event) {
 	if iUnmount < iRelease || unmount.At.Add(-unmount.Duration).Before(release.At) {
 		t.Errorf("unmount began before lease_release ended")
 	}
-	if iLifecycle != len(steps)-1 || lifecycle.At.Add(-lifecycle.Duration).Before(unmount.At) {
-		t.Errorf("lifecycle_complete is not the last step")
+	if iUnmount != len(steps)-1 {
+		t.Errorf("unmount is not the last step")
+	}
+	// The replacement is asked for at the notice, long before the handover; the
+	// instance then has no lifecycle action of its group left to complete.
+	if iReplace > iDereg || replace.At.After(dereg.At) {
+		t.Errorf("request_replacement ended at %s, after the deregistration at %s", replace.At, dereg.At)
+	}
+	for _, ev := range steps {
+		if ev.Step == status.StepLifecycleComplete {
+			t.Errorf("a lifecycle action completed for a detached instance")
+		}
 	}
 	// Every step of the boot and of the plan succeeded. The drain too: the deploy
 	// Pipeline still running at the stop time is saved and resumes on the next start,
