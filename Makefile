@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all build simulate simulate-failover test unit lint check-packaging bench bench-footprint package clean
+.PHONY: all build simulate simulate-failover test unit lint check-packaging bench bench-migrate bench-footprint package clean
 
 all: build
 
@@ -40,6 +40,11 @@ bench: build
 	JENKINS_SPOT_AGENT_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 \
 	  ./internal/agent ./internal/imds ./internal/lease ./internal/container ./internal/targets ./internal/jenkins ./internal/simulate ./cmd/jenkins-spot-agent
 	@ls -l $(BIN) | awk '{print "binary size: " $$5 " bytes"}'
+	$(MAKE) bench-migrate
+
+## bench-migrate: migrate beside cp -a, rsync and parallel cp onto a local disk and EFS-like latency (root, /dev/fuse; about 45 min)
+bench-migrate: build
+	JENKINS_SPOT_AGENT_BIN=$(CURDIR)/$(BIN) nice $(GO) test -run '^$$' -bench MigrateEFS -benchtime 1x -count 1 -timeout 180m ./internal/migrate
 
 ## bench-footprint: CPU and RSS of the watcher over 10 minutes, next to a curl loop
 bench-footprint:
