@@ -149,8 +149,11 @@ func (c *migrateCommand) run(ctx context.Context, e *env) error {
 			return nil
 		},
 	})
+	if errors.Is(err, errMigrateLeaseLost) {
+		return fmt.Errorf("%w; the copy stopped: another controller may be using the home. Make sure no Jenkins runs on it, then run migrate again with --resume", err)
+	}
 	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return err // migrate.Copy's errors name the step and the fix
 	}
 	fmt.Fprintf(e.stdout, "migrated %d files, %d dirs, %d symlinks, %d hard links, %s in %s (%d already identical)\n",
 		rep.Files, rep.Dirs, rep.Symlinks, rep.Hardlinks, humanBytes(rep.Bytes), rep.Elapsed.Round(time.Millisecond), rep.Skipped)
@@ -158,8 +161,7 @@ func (c *migrateCommand) run(ctx context.Context, e *env) error {
 }
 
 // errMigrateLeaseLost stops a copy whose lease on the home is no longer ours.
-var errMigrateLeaseLost = errors.New("the lease on JENKINS_HOME was lost during the copy, so the copy stopped: " +
-	"another controller may be using the home. Make sure no Jenkins runs on it, then run migrate again with --resume")
+var errMigrateLeaseLost = errors.New("the lease on JENKINS_HOME was lost during the copy")
 
 // leaseCheckEvery is how often migrate reads the lease record during a copy: a holder
 // that took the record over is noticed within this time, not only at the next renewal.

@@ -115,6 +115,9 @@ func (s *scheduler) run(ctx context.Context, workers, maxOpen int, guard func() 
 	s.running = 1 // the first task, run here
 	err := context.Cause(ctx)
 	if err == nil {
+		err = guard()
+	}
+	if err == nil {
 		err = do(ctx, first)
 	}
 	s.mu.Lock()
@@ -386,6 +389,9 @@ func typeName(mode uint32) string {
 // entries.
 func (c *copier) list(d *dirNode) error {
 	if !d.root {
+		if c.opts.beforeOpen != nil {
+			c.opts.beforeOpen(d.rel)
+		}
 		fd, err := unix.Openat(d.parent.srcFd, d.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
 			return changed("not a directory")

@@ -77,8 +77,9 @@ type Options struct {
 	// onFileDone is called after each file or symlink is in place; tests use it to
 	// interrupt a copy at a known point.
 	onFileDone func()
-	// beforeOpen is called with a regular file's path (relative to From) after it was
-	// listed and before it is opened; tests use it to change the source under the copy.
+	// beforeOpen is called with the path (relative to From) of a regular file or a
+	// directory after it was listed and before it is opened; tests use it to change the
+	// source under the copy.
 	beforeOpen func(rel string)
 }
 

@@ -51,9 +51,24 @@ type Home struct {
 	err     error
 }
 
+// Options shape a Home.
+type Options struct {
+	// Delay is added to every request the kernel waits for (one round trip).
+	Delay time.Duration
+	// SquashRoot refuses every change of owner (EPERM), as EFS does for root when the
+	// file system policy lacks ClientRootAccess or an access point sets a POSIX user.
+	SquashRoot bool
+}
+
 // Mount serves backing at mountpoint (both existing directories) with every request
 // delayed by delay. Unmount undoes it.
 func Mount(backing, mountpoint string, delay time.Duration) (*Home, error) {
+	return MountWith(backing, mountpoint, Options{Delay: delay})
+}
+
+// MountWith is Mount with all the options.
+func MountWith(backing, mountpoint string, opts Options) (*Home, error) {
+	delay := opts.Delay
 	if delay < 0 {
 		return nil, fmt.Errorf("latencyfs: negative delay %s", delay)
 	}
@@ -63,7 +78,7 @@ func Mount(backing, mountpoint string, delay time.Duration) (*Home, error) {
 	}
 	timeout := CacheTimeout
 	raw := fs.NewNodeFS(root, &fs.Options{EntryTimeout: &timeout, AttrTimeout: &timeout})
-	d := &delayedFS{RawFileSystem: raw, delay: delay}
+	d := &delayedFS{RawFileSystem: raw, delay: delay, squash: opts.SquashRoot}
 	server, err := fuse.NewServer(d, mountpoint, &fuse.MountOptions{
 		AllowOther:    true, // the home is shared by root and the Jenkins user
 		FsName:        "latencyfs:" + backing,
@@ -155,6 +170,12 @@ func Available() error {
 // It skips under -short, and where root or /dev/fuse is missing (fails under CI=true).
 func New(t testing.TB, delay time.Duration) *Home {
 	t.Helper()
+	return NewWith(t, Options{Delay: delay})
+}
+
+// NewWith is New with all the options.
+func NewWith(t testing.TB, opts Options) *Home {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("mounts a FUSE file system; skipped under -short")
 	}
@@ -167,7 +188,7 @@ func New(t testing.TB, delay time.Duration) *Home {
 			t.Fatal(err)
 		}
 	}
-	h, err := Mount(backing, mnt, delay)
+	h, err := MountWith(backing, mnt, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +205,8 @@ func New(t testing.TB, delay time.Duration) *Home {
 // run concurrently, each on its own goroutine, as go-fuse serves them.
 type delayedFS struct {
 	fuse.RawFileSystem
-	delay time.Duration
+	delay  time.Duration
+	squash bool
 
 	total, inFlight, maxInFlight atomic.Int64
 
@@ -228,6 +250,9 @@ func (d *delayedFS) GetAttr(c <-chan struct{}, in *fuse.GetAttrIn, out *fuse.Att
 
 func (d *delayedFS) SetAttr(c <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
 	defer d.wait("SETATTR")()
+	if d.squash && in.Valid&(fuse.FATTR_UID|fuse.FATTR_GID) != 0 {
+		return fuse.EPERM
+	}
 	return d.RawFileSystem.SetAttr(c, in, out)
 }
 
