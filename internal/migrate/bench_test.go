@@ -25,6 +25,7 @@ var (
 	benchFiles     = flag.Int("migrate.files", 50_000, "BenchmarkMigrateEFS: entries in the generated home")
 	benchLatencies = flag.String("migrate.latencies", "0,1ms,3ms", "BenchmarkMigrateEFS: delays per request of the target, comma-separated; 0 is the local disk")
 	benchToolList  = flag.String("migrate.tools", "migrate,migrate-1,cp,rsync,parallel", "BenchmarkMigrateEFS: tools to run (migrate-1 runs on the local disk only)")
+	benchSweep     = flag.String("migrate.sweep", "32,64,128,256", "BenchmarkMigrateEFS: worker counts to run migrate --workers N with on each slow target (empty: none)")
 	benchTogether  = flag.Bool("migrate.together", true, "BenchmarkMigrateEFS: run cp -a and rsync on the slow targets side by side, after the others")
 	benchTimeout   = flag.Duration("migrate.timeout", 90*time.Minute, "BenchmarkMigrateEFS: limit for one tool's run")
 )
@@ -83,8 +84,19 @@ func BenchmarkMigrateEFS(b *testing.B) {
 		if err != nil {
 			b.Fatalf("-migrate.latencies: %v", err)
 		}
-		for _, t := range benchTools(src, bin) {
+		all := benchTools(src, bin)
+		if delay > 0 && *benchSweep != "" {
+			for _, n := range strings.Split(*benchSweep, ",") {
+				n = strings.TrimSpace(n)
+				all = append(all, benchTool{"migrate-" + n, func(ctx context.Context, dst string) *exec.Cmd {
+					return exec.CommandContext(ctx, bin, "migrate", "--from", src, "--to", dst, "--holder", "bench", "--config", "/nonexistent", "--workers", n)
+				}})
+			}
+		}
+		for _, t := range all {
 			switch {
+			case strings.HasPrefix(t.name, "migrate-") && t.name != "migrate-1" && delay > 0:
+				now = append(now, run{delay, t}) // the sweep
 			case !tools[t.name] || (t.name == "migrate-1" && delay > 0):
 			case delay > 0 && *benchTogether && (t.name == "cp" || t.name == "rsync"):
 				later = append(later, run{delay, t})
@@ -249,7 +261,10 @@ func benchTable(rows []benchRow) string {
 		if len(r.diffs) > 0 {
 			diffs = fmt.Sprintf("%d (%s)", len(r.diffs), r.diffs[0])
 		}
-		name := names[r.tool]
+		name, ok := names[r.tool]
+		if !ok && strings.HasPrefix(r.tool, "migrate-") {
+			name = "`migrate --workers " + strings.TrimPrefix(r.tool, "migrate-") + "`"
+		}
 		if r.note != "" {
 			name += " (" + r.note + ")"
 		}

@@ -25,9 +25,10 @@ const squashProbeOwner = 65534
 // WorkersFor is the number of entries to copy at once for a target whose metadata
 // operations take latency each (one round trip on EFS). On a local disk (well under
 // 100 µs an operation) the copy is bound by the CPU and one worker is fastest; on a
-// network file system each worker spends most of its time waiting for a reply, so
-// enough workers are kept busy to hide the latency: about one per 25 µs of latency
-// (40 at 1 ms, 120 at 3 ms), at most MaxAutoWorkers.
+// network file system each worker spends most of its time waiting for replies, so
+// enough workers are kept busy to hide the latency: one per 8 µs of it (12 at 100 µs,
+// 125 at 1 ms), at most MaxAutoWorkers. The factor and the bound are measured: see the
+// worker sweep of BenchmarkMigrateEFS in docs/benchmarks.md.
 func WorkersFor(latency time.Duration) int {
 	if latency < 100*time.Microsecond {
 		return 1
