@@ -26,7 +26,7 @@ var (
 	benchLatencies = flag.String("migrate.latencies", "0,1ms,3ms", "BenchmarkMigrateEFS: delays per request of the target, comma-separated; 0 is the local disk")
 	benchToolList  = flag.String("migrate.tools", "migrate,migrate-1,cp,rsync,parallel", "BenchmarkMigrateEFS: tools to run (migrate-1 runs on the local disk only)")
 	benchSweep     = flag.String("migrate.sweep", "32,64,128,256", "BenchmarkMigrateEFS: worker counts to run migrate --workers N with on each slow target (empty: none)")
-	benchTogether  = flag.Bool("migrate.together", true, "BenchmarkMigrateEFS: run cp -a and rsync on the slow targets side by side, after the others")
+	benchTogether  = flag.Bool("migrate.together", true, "BenchmarkMigrateEFS: run cp -a and rsync on the slow targets side by side, before the others")
 	benchTimeout   = flag.Duration("migrate.timeout", 90*time.Minute, "BenchmarkMigrateEFS: limit for one tool's run")
 )
 
@@ -49,7 +49,7 @@ type benchRow struct {
 // parallel (GNU parallel, 32 at once). Latency 0 is the local disk; others are a FUSE
 // loopback that answers every request after that delay, as EFS does over the network.
 // cp -a and rsync on the slow targets wait on one request at a time, so they run side
-// by side after the others (-migrate.together=false runs everything in turn). It prints
+// by side, before the others (-migrate.together=false runs everything in turn). It prints
 // a table; each tool's copy is then checked against the source (not timed). Needs root,
 // /dev/fuse, cp, rsync and parallel. Run it with `make bench-migrate`.
 func BenchmarkMigrateEFS(b *testing.B) {
@@ -105,16 +105,8 @@ func BenchmarkMigrateEFS(b *testing.B) {
 			}
 		}
 	}
-	var rows []benchRow
-	for _, r := range now {
-		row, err := benchRun(r.delay, r.tool, src)
-		if err != nil {
-			b.Fatal(err)
-		}
-		row.files = shape.Files
-		rows = append(rows, row)
-		printRow(row)
-	}
+	// cp -a and rsync first: they wait on one request at a time for most of the hour,
+	// then the tools that keep the CPUs busy.
 	results := make([]benchRow, len(later))
 	errs := make([]error, len(later))
 	var wg sync.WaitGroup
@@ -133,8 +125,25 @@ func BenchmarkMigrateEFS(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	rows = append(rows, results...)
-	slices.SortStableFunc(rows, func(x, y benchRow) int { return cmp.Compare(x.delay, y.delay) })
+	rows := results
+	for _, r := range now {
+		row, err := benchRun(r.delay, r.tool, src)
+		if err != nil {
+			b.Fatal(err)
+		}
+		row.files = shape.Files
+		rows = append(rows, row)
+		printRow(row)
+	}
+	rank := func(tool string) int {
+		if i := slices.Index([]string{"migrate", "migrate-1", "parallel", "cp", "rsync"}, tool); i >= 0 {
+			return i
+		}
+		return 5 // the sweep, in its order
+	}
+	slices.SortStableFunc(rows, func(x, y benchRow) int {
+		return cmp.Or(cmp.Compare(x.delay, y.delay), cmp.Compare(rank(x.tool), rank(y.tool)))
+	})
 	load, _ = os.ReadFile("/proc/loadavg")
 	fmt.Printf("\nload at the end: %s\n", load)
 	fmt.Print(benchTable(rows))
@@ -173,7 +182,9 @@ chown --reference=. "$2"; chmod --reference=. "$2"`
 }
 
 func printRow(r benchRow) {
-	fmt.Printf("  %s at %s: %.1f s, %d requests, %d differences %s\n", r.tool, r.latency, r.seconds, r.requests, len(r.diffs), r.note)
+	load, _ := os.ReadFile("/proc/loadavg")
+	fmt.Printf("  %s at %s: %.1f s, %d requests, %d differences %s (load %s)\n", r.tool, r.latency, r.seconds, r.requests, len(r.diffs), r.note,
+		strings.Join(strings.Fields(string(load))[:3], " "))
 }
 
 // benchRun copies src onto a fresh target with delay per request, and checks the result.
