@@ -155,8 +155,9 @@ func (c *migrateCommand) run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err // migrate.Copy's errors name the step and the fix
 	}
-	fmt.Fprintf(e.stdout, "migrated %d files, %d dirs, %d symlinks, %d hard links, %s in %s (%d already identical)\n",
-		rep.Files, rep.Dirs, rep.Symlinks, rep.Hardlinks, humanBytes(rep.Bytes), rep.Elapsed.Round(time.Millisecond), rep.Skipped)
+	fmt.Fprintf(e.stdout, "migrated %d files, %d dirs, %d symlinks, %d hard links, %s in %s (%d already identical); %d workers for a %s round trip\n",
+		rep.Files, rep.Dirs, rep.Symlinks, rep.Hardlinks, humanBytes(rep.Bytes), rep.Elapsed.Round(time.Millisecond), rep.Skipped,
+		rep.Workers, rep.Latency.Round(time.Microsecond))
 	return nil
 }
 
