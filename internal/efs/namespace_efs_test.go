@@ -124,7 +124,9 @@ func tunnelPids(t *testing.T) func() []int {
 	}
 	t.Cleanup(func() {
 		for _, pid := range read() {
-			syscall.Kill(pid, syscall.SIGKILL)
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+				t.Errorf("kill tunnel %d: %v", pid, err)
+			}
 		}
 	})
 	return read
@@ -166,7 +168,9 @@ func removeCgroup(t *testing.T, path string) {
 			removeCgroup(t, filepath.Join(path, e.Name()))
 		}
 	}
-	os.WriteFile(filepath.Join(path, "cgroup.kill"), []byte("1"), 0o644)
+	if err := os.WriteFile(filepath.Join(path, "cgroup.kill"), []byte("1"), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("kill cgroup %s: %v", path, err)
+	}
 	waitEmpty(t, path)
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("remove cgroup %s: %v", path, err)
@@ -270,7 +274,9 @@ func TestNSTunnelOutlivesAgentRestart(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(agentCg, "cgroup.kill"), []byte("1"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			agent.Wait()
+			if err := agent.Wait(); !killed(err) {
+				t.Fatalf("agent after cgroup.kill: %v, want killed by SIGKILL", err)
+			}
 			waitEmpty(t, agentCg)
 
 			if !tc.survives {
@@ -316,10 +322,27 @@ func startAgent(t *testing.T, cgroupDir string, env []string) *exec.Cmd {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		if cmd.ProcessState != nil {
+			return // waited for by the test
+		}
+		if err := cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			t.Errorf("kill agent process: %v", err)
+		}
+		if err := cmd.Wait(); err != nil && !killed(err) {
+			t.Errorf("agent process: %v", err)
+		}
 	})
 	return cmd
+}
+
+// killed reports whether err is the exit of a process that SIGKILL ended.
+func killed(err error) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
 }
 
 type testWriter struct{ t *testing.T }
