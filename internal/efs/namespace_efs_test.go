@@ -420,15 +420,16 @@ func fuseHome(t *testing.T, squash *fakenfs.Identity) (mp, backing string, srv *
 	return mp, backing, srv
 }
 
-func fuseMounter(t *testing.T, mp string, opts Options) *Mounter {
+// fuseMounter is a Mounter of the FUSE home at mp, for the Jenkins user 1000:1000.
+func fuseMounter(t *testing.T, mp string) *Mounter {
 	t.Helper()
-	opts.MountPoint = mp
-	opts.ExpectFSTypes = []string{"fuse.efstest"}
-	opts.Program = filepath.Join(t.TempDir(), "never-called")
-	if opts.OwnerUID == 0 {
-		opts.OwnerUID, opts.OwnerGID = 1000, 1000
-	}
-	m := fastMounter(t, opts)
+	m := fastMounter(t, Options{
+		MountPoint:    mp,
+		ExpectFSTypes: []string{"fuse.efstest"},
+		Program:       filepath.Join(t.TempDir(), "never-called"),
+		OwnerUID:      1000,
+		OwnerGID:      1000,
+	})
 	m.statfsTypes["fuse.efstest"] = fakenfs.SuperMagic
 	return m
 }
@@ -443,7 +444,7 @@ func TestNSRootSquash(t *testing.T) {
 
 	t.Run("root's own root directory", func(t *testing.T) {
 		mp, backing, _ := fuseHome(t, &fakenfs.Nobody)
-		err := fuseMounter(t, mp, Options{}).Mount(t.Context())
+		err := fuseMounter(t, mp).Mount(t.Context())
 		if !errors.Is(err, ErrRootSquashed) {
 			t.Fatalf("Mount = %v, want ErrRootSquashed", err)
 		}
@@ -457,7 +458,7 @@ func TestNSRootSquash(t *testing.T) {
 		if err := os.Chmod(backing, 0o777); err != nil {
 			t.Fatal(err)
 		}
-		m := fuseMounter(t, mp, Options{})
+		m := fuseMounter(t, mp)
 		err := m.Mount(t.Context())
 		if !errors.Is(err, ErrRootSquashed) {
 			t.Fatalf("Mount = %v, want ErrRootSquashed", err)
@@ -480,7 +481,7 @@ func TestNSRootSquash(t *testing.T) {
 		if err := os.Chown(backing, 1000, 1000); err != nil {
 			t.Fatal(err)
 		}
-		err := fuseMounter(t, mp, Options{}).Mount(t.Context())
+		err := fuseMounter(t, mp).Mount(t.Context())
 		if !errors.Is(err, ErrRootSquashed) || !strings.Contains(err.Error(), "belongs to uid 1000") {
 			t.Fatalf("Mount through an access point with a POSIX user = %v, want ErrRootSquashed naming the uid", err)
 		}
@@ -488,7 +489,7 @@ func TestNSRootSquash(t *testing.T) {
 	})
 	t.Run("root not squashed", func(t *testing.T) {
 		mp, _, _ := fuseHome(t, nil)
-		m := fuseMounter(t, mp, Options{})
+		m := fuseMounter(t, mp)
 		if err := m.CheckRootAccess(t.Context()); !errors.Is(err, ErrNoMarker) {
 			t.Errorf("CheckRootAccess before the first mount = %v, want ErrNoMarker", err)
 		}
@@ -508,7 +509,7 @@ func TestNSRootSquash(t *testing.T) {
 func TestNSHungHome(t *testing.T) {
 	inNamespace(t)
 	mp, _, srv := fuseHome(t, nil)
-	m := fuseMounter(t, mp, Options{})
+	m := fuseMounter(t, mp)
 	if err := m.Mount(t.Context()); err != nil {
 		t.Fatalf("Mount: %v", err)
 	}
