@@ -113,8 +113,10 @@ func TestMigrateStopsWhenTheLeaseIsTaken(t *testing.T) {
 	var stdout, stderr testenv.Buffer
 	code := make(chan int, 1)
 	go func() {
-		code <- Main(ctx, []string{"migrate", "--from", src, "--to", home.Dir, "--holder", "i-0123456789abcdef0",
-			"--workers", "2", "--config", filepath.Join(t.TempDir(), "absent.yaml")}, &stdout, &stderr)
+		code <- Main(ctx, []string{
+			"migrate", "--from", src, "--to", home.Dir, "--holder", "i-0123456789abcdef0",
+			"--workers", "2", "--config", filepath.Join(t.TempDir(), "absent.yaml"),
+		}, &stdout, &stderr)
 	}()
 	copied := func() int {
 		n := 0

@@ -8,8 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 	"golang.org/x/sys/unix"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 // homeShape says what makeJenkinsHome built.
@@ -86,8 +87,10 @@ func makeJenkinsHome(t testing.TB, root string, files int, seed uint64) homeShap
 
 	must(unix.Chmod(root, 0o755))
 	must(os.Lchown(root, jenkinsUID, jenkinsUID))
-	for _, n := range []string{"config.xml", "credentials.xml", "hudson.model.UpdateCenter.xml", "jenkins.model.JenkinsLocationConfiguration.xml",
-		"nodeMonitors.xml", "queue.xml", "identity.key.enc", "secret.key", "secret.key.not-so-secret"} {
+	for _, n := range []string{
+		"config.xml", "credentials.xml", "hudson.model.UpdateCenter.xml", "jenkins.model.JenkinsLocationConfiguration.xml",
+		"nodeMonitors.xml", "queue.xml", "identity.key.enc", "secret.key", "secret.key.not-so-secret",
+	} {
 		file(n, between(200, 6000), 0o644, jenkinsUID)
 	}
 	mkdir("secrets", 0o700)

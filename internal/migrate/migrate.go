@@ -357,7 +357,7 @@ func (c *copier) count(ctx context.Context) (files, bytes int64, err error) {
 			}
 			return nil
 		}
-		if d.IsDir() || !(d.Type().IsRegular() || d.Type()&fs.ModeSymlink != 0) {
+		if d.IsDir() || (!d.Type().IsRegular() && d.Type()&fs.ModeSymlink == 0) {
 			return nil
 		}
 		files++

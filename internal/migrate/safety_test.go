@@ -140,7 +140,8 @@ func TestGuardStopsTheCopy(t *testing.T) {
 	errGone := errors.New("lease gone")
 	var done, afterStop atomic.Int32
 	var stopped atomic.Bool
-	rep, err := Copy(context.Background(), Options{From: from, To: to, Workers: 1,
+	rep, err := Copy(context.Background(), Options{
+		From: from, To: to, Workers: 1,
 		onFileDone: func() {
 			if stopped.Load() {
 				afterStop.Add(1)
