@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all build simulate simulate-failover test check fuzz unit lint check-packaging bench bench-size bench-footprint package clean mixin peers
+.PHONY: all build simulate simulate-failover test check fuzz unit lint check-packaging bench bench-size bench-migrate bench-footprint package clean mixin peers
 
 # The shell scripts that shellcheck reads: every script with a sh/bash shebang under
 # packaging/ and .ci/.
@@ -72,6 +72,10 @@ bench-size:
 	CGO_ENABLED=0 $(GO) build -trimpath -o dist/jenkins-spot-agent.syms ./cmd/jenkins-spot-agent
 	$(GO) tool nm -size -sort size dist/jenkins-spot-agent.syms | awk '$$3 !~ /[bB]/ && $$2 < 16777216' | head -30
 	@rm -f dist/jenkins-spot-agent.syms
+
+## bench-migrate: migrate beside cp -a, rsync and parallel cp onto a local disk and EFS-like latency (root, /dev/fuse; about 45 min)
+bench-migrate: build
+	JENKINS_SPOT_AGENT_BIN=$(CURDIR)/$(BIN) nice $(GO) test -run '^$$' -bench MigrateEFS -benchtime 1x -count 1 -timeout 180m ./internal/migrate
 
 ## bench-footprint: CPU and RSS of the watcher over 10 minutes, next to a curl loop
 bench-footprint:

@@ -112,7 +112,6 @@ func TestRunEndToEnd(t *testing.T) {
 	t.Cleanup(aws.Close)
 	aws.AddTargetGroup(e2eTargetGroup, awstest.Target{ID: e2eInstance, Port: 8080})
 	aws.AddAutoScalingGroup(e2eAutoScaling, []string{e2eInstance}, []string{e2eTargetGroup}, e2eHook)
-	aws.PendLifecycleAction(e2eAutoScaling, e2eHook, e2eInstance)
 	creds, err := aws.Credentials().Retrieve(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -399,7 +398,7 @@ func checkPlanSteps(t *testing.T, steps []status.Event) {
 	iStop, stop := endedStep(t, steps, status.StepContainerStop)
 	iRelease, release := endedStep(t, steps, status.StepLeaseRelease)
 	iUnmount, unmount := endedStep(t, steps, status.StepUnmount)
-	iLifecycle, lifecycle := endedStep(t, steps, status.StepLifecycleComplete)
+	iReplace, replace := endedStep(t, steps, status.StepRequestReplacement)
 	stopStarted := stop.At.Add(-stop.Duration)
 
 	if iDereg > iStop || dereg.At.After(stopStarted) {
@@ -414,8 +413,18 @@ func checkPlanSteps(t *testing.T, steps []status.Event) {
 	if iUnmount < iRelease || unmount.At.Add(-unmount.Duration).Before(release.At) {
 		t.Errorf("unmount began before lease_release ended")
 	}
-	if iLifecycle != len(steps)-1 || lifecycle.At.Add(-lifecycle.Duration).Before(unmount.At) {
-		t.Errorf("lifecycle_complete is not the last step")
+	if iUnmount != len(steps)-1 {
+		t.Errorf("unmount is not the last step")
+	}
+	// The replacement is asked for at the notice, long before the handover; the
+	// instance then has no lifecycle action of its group left to complete.
+	if iReplace > iDereg || replace.At.After(dereg.At) {
+		t.Errorf("request_replacement ended at %s, after the deregistration at %s", replace.At, dereg.At)
+	}
+	for _, ev := range steps {
+		if ev.Step == status.StepLifecycleComplete {
+			t.Errorf("a lifecycle action completed for a detached instance")
+		}
 	}
 	// Every step of the boot and of the plan succeeded. The drain too: the deploy
 	// Pipeline still running at the stop time is saved and resumes on the next start,
@@ -427,8 +436,10 @@ func checkPlanSteps(t *testing.T, steps []status.Event) {
 	}
 }
 
-// checkAWS checks what the ELBv2 and Auto Scaling double saw: the instance
-// deregistered from the target group, the lifecycle action continued, no call refused.
+// checkAWS checks what the ELBv2 and Auto Scaling double saw: the replacement asked
+// for at the notice (the instance detached, the group keeping its desired capacity),
+// the instance registered again to serve until the handover, then deregistered from
+// the target group; no call refused. A detached instance has no lifecycle action left.
 func checkAWS(t *testing.T, aws *awstest.Server) {
 	t.Helper()
 	deregistered := false
@@ -443,8 +454,20 @@ func checkAWS(t *testing.T, aws *awstest.Server) {
 	if s := aws.TargetState(e2eTargetGroup, e2eInstance); s != awstest.StateDraining {
 		t.Errorf("target %s is %q; want %q", e2eInstance, s, awstest.StateDraining)
 	}
-	if r, ok := aws.LifecycleResult(e2eAutoScaling, e2eInstance); !ok || r != "CONTINUE" {
-		t.Errorf("lifecycle action completed: %v with %q; want CONTINUE", ok, r)
+	detached := aws.CallsOf("DetachInstances")
+	if len(detached) == 0 || detached[0].Code != "" || detached[0].Params.Get("ShouldDecrementDesiredCapacity") != "false" ||
+		detached[0].Params.Get("InstanceIds.member.1") != e2eInstance {
+		t.Errorf("no DetachInstances of %s keeping the desired capacity at the notice; calls: %+v", e2eInstance, detached)
+	} else {
+		again := false
+		for _, c := range aws.CallsOf("RegisterTargets") {
+			if c.Code == "" && c.At.After(detached[0].At) && c.Params.Get("Targets.member.1.Id") == e2eInstance {
+				again = true
+			}
+		}
+		if !again {
+			t.Errorf("not registered again after the detach: Jenkins would not serve until the handover")
+		}
 	}
 	for _, c := range aws.Calls() {
 		if c.Code != "" || c.Region != "us-east-1" {

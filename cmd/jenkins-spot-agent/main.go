@@ -66,9 +66,17 @@ type env struct {
 	log        *slog.Logger
 }
 
-// loadConfig reads and validates the configuration file.
+// loadConfig reads and validates the configuration file, and logs what it allows but
+// an operator should know is dangerous.
 func (e *env) loadConfig() (config.Config, error) {
-	return config.Load(e.configPath)
+	cfg, err := config.Load(e.configPath)
+	if err != nil {
+		return cfg, err
+	}
+	for _, w := range cfg.Warnings() {
+		e.log.Warn("DANGEROUS CONFIGURATION: " + w)
+	}
+	return cfg, nil
 }
 
 type usageError struct{ msg string }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/wiring"
@@ -37,15 +38,15 @@ func (c *migrateCommand) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.noVerify, "no-verify", false, "skip the final comparison of both trees")
 	fs.StringVar(&c.holder, "holder", "", "lease holder id (default: this instance's id from IMDS, or the host name with --to)")
 	fs.DurationVar(&c.wait, "wait", 0, "how long to wait for another holder to release the home (0: fail at once)")
-	fs.IntVar(&c.workers, "workers", migrate.DefaultWorkers, "files copied in parallel (EFS rewards parallelism; a local disk may prefer 1)")
+	fs.IntVar(&c.workers, "workers", 0, "entries copied at once (0: chosen from the home's measured latency, 1 on a local disk, up to 128 on EFS)")
 }
 
 func (c *migrateCommand) run(ctx context.Context, e *env) error {
 	if c.from == "" {
 		return usageError{"--from DIR is required"}
 	}
-	if c.workers < 1 {
-		return usageError{"--workers must be at least 1"}
+	if c.workers < 0 {
+		return usageError{"--workers must be 0 (chosen from the measured latency) or more"}
 	}
 	if fi, err := os.Stat(c.from); err != nil || !fi.IsDir() {
 		return fmt.Errorf("migrate: --from %s is not a readable directory", c.from)
@@ -109,16 +110,25 @@ func (c *migrateCommand) run(ctx context.Context, e *env) error {
 	if err != nil {
 		return fmt.Errorf("migrate: cannot take the JENKINS_HOME lease (is Jenkins running? stop jenkins-spot-agent first): %w", err)
 	}
+	// The copy runs only while the lease is ours: renewals go on beside it, and a lease
+	// lost, fenced or seen taken by another holder stops it at once.
+	copyCtx, stopCopy := context.WithCancelCause(ctx)
+	defer stopCopy(nil)
 	holdCtx, stopHold := context.WithCancel(ctx)
-	held := make(chan error, 1)
-	go func() {
-		held <- l.Hold(holdCtx, func(context.Context) error { return errors.New("lease renewal failing during migrate") })
-	}()
+	var watch sync.WaitGroup
+	watch.Go(func() {
+		err := l.Hold(holdCtx, func(context.Context) error {
+			stopCopy(fmt.Errorf("%w: renewals of %s kept failing", errMigrateLeaseLost, l.RecordPath()))
+			return nil
+		})
+		if err != nil {
+			stopCopy(fmt.Errorf("%w: %v", errMigrateLeaseLost, err))
+		}
+	})
+	watch.Go(func() { watchLease(holdCtx, l, holder, stopCopy) })
 	defer func() {
 		stopHold()
-		if err := <-held; err != nil {
-			e.log.Error("the JENKINS_HOME lease was lost during migrate: check that no other controller uses this file system, then run migrate --resume", "err", err)
-		}
+		watch.Wait()
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if err := l.Release(rctx); err != nil {
@@ -127,7 +137,7 @@ func (c *migrateCommand) run(ctx context.Context, e *env) error {
 	}()
 
 	e.log.Info("migrating JENKINS_HOME", "from", c.from, "to", home, "resume", c.resume)
-	rep, err := migrate.Copy(ctx, migrate.Options{
+	rep, err := migrate.Copy(copyCtx, migrate.Options{
 		From:     c.from,
 		To:       home,
 		Resume:   c.resume,
@@ -136,13 +146,59 @@ func (c *migrateCommand) run(ctx context.Context, e *env) error {
 		Workers:  c.workers,
 		Progress: e.stderr,
 		Logger:   e.log,
+		Guard: func() error {
+			if cause := context.Cause(copyCtx); cause != nil {
+				return cause
+			}
+			if !l.Held() {
+				return fmt.Errorf("%w: not renewed in time", errMigrateLeaseLost)
+			}
+			return nil
+		},
 	})
-	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
+	if errors.Is(err, errMigrateLeaseLost) {
+		return fmt.Errorf("%w; the copy stopped: another controller may be using the home. Make sure no Jenkins runs on it, then run migrate again with --resume", err)
 	}
-	fmt.Fprintf(e.stdout, "migrated %d files, %d dirs, %d symlinks, %d hard links, %s in %s (%d already identical)\n",
-		rep.Files, rep.Dirs, rep.Symlinks, rep.Hardlinks, humanBytes(rep.Bytes), rep.Elapsed.Round(time.Millisecond), rep.Skipped)
+	if err != nil {
+		return err // migrate.Copy's errors name the step and the fix
+	}
+	fmt.Fprintf(e.stdout, "migrated %d files, %d dirs, %d symlinks, %d hard links, %s in %s (%d already identical); %d workers for a %s round trip\n",
+		rep.Files, rep.Dirs, rep.Symlinks, rep.Hardlinks, humanBytes(rep.Bytes), rep.Elapsed.Round(time.Millisecond), rep.Skipped,
+		rep.Workers, rep.Latency.Round(time.Microsecond))
 	return nil
+}
+
+// errMigrateLeaseLost stops a copy whose lease on the home is no longer ours.
+var errMigrateLeaseLost = errors.New("the lease on JENKINS_HOME was lost during the copy")
+
+// leaseCheckEvery is how often migrate reads the lease record during a copy: a holder
+// that took the record over is noticed within this time, not only at the next renewal.
+const leaseCheckEvery = time.Second
+
+// watchLease reads the lease record every leaseCheckEvery until ctx ends, and stops the
+// copy when the record names another holder or tenure than ours.
+func watchLease(ctx context.Context, l *lease.Lease, holder string, stop context.CancelCauseFunc) {
+	epoch := l.State().Epoch
+	t := time.NewTicker(leaseCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, leaseCheckEvery)
+		st, err := l.Peek(pctx)
+		cancel()
+		if err != nil {
+			continue // a slow or failing read is the renewals' business (Hold fences)
+		}
+		if st.Holder != holder || st.Epoch != epoch {
+			stop(fmt.Errorf("%w: %s now names %q (epoch %d), ours was %q (epoch %d)",
+				errMigrateLeaseLost, l.RecordPath(), st.Holder, st.Epoch, holder, epoch))
+			return
+		}
+	}
 }
 
 func humanBytes(n int64) string {

@@ -2,14 +2,18 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs/efstest/latencyfs"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
 func migrateSource(t *testing.T) string {
@@ -86,4 +90,79 @@ func TestMigrateRefusesWhileAnotherControllerHoldsTheHome(t *testing.T) {
 		t.Fatalf("copied under a running controller: %v", err)
 	}
 	runMain(t, 2, "migrate", "--to", dst)
+}
+
+// TestMigrateStopsWhenTheLeaseIsTaken: another holder takes the lease record over in
+// the middle of a copy onto an EFS-like (slow) home; migrate stops copying at once,
+// fails naming the lost lease, and leaves the new holder's record alone.
+func TestMigrateStopsWhenTheLeaseIsTaken(t *testing.T) {
+	home := latencyfs.New(t, 5*time.Millisecond)
+	src := migrateSource(t)
+	const extra = 1500 // at 2 workers and 5 ms a request, well over 10 s of copying
+	for i := range extra {
+		p := filepath.Join(src, "jobs/nightly/builds", fmt.Sprint(100+i/50), fmt.Sprintf("log-%d", i))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("line\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var stdout, stderr testenv.Buffer
+	code := make(chan int, 1)
+	go func() {
+		code <- Main(ctx, []string{
+			"migrate", "--from", src, "--to", home.Dir, "--holder", "i-0123456789abcdef0",
+			"--workers", "2", "--config", filepath.Join(t.TempDir(), "absent.yaml"),
+		}, &stdout, &stderr)
+	}()
+	copied := func() int {
+		n := 0
+		_ = filepath.WalkDir(filepath.Join(home.Backing, "jobs"), func(_ string, d fs.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				n++
+			}
+			return nil
+		})
+		return n
+	}
+	testenv.Eventually(t, "the copy to be under way", func() bool { return copied() >= 20 })
+
+	record := filepath.Join(home.Dir, lease.DirName, lease.RecordName)
+	data, err := os.ReadFile(record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours, err := lease.ParseRecord(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	thief := lease.Record{Holder: "i-0fffffffffffffff0", Epoch: ours.Epoch + 1, Expires: time.Now().Add(time.Minute), RenewedAt: time.Now()}
+	if err := os.WriteFile(record, thief.Marshal(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var got int
+	select {
+	case got = <-code:
+	case <-ctx.Done():
+		t.Fatal("migrate kept copying after its lease was taken")
+	}
+	atEnd := copied()
+	if got != 1 || !strings.Contains(stderr.String(), "lease on JENKINS_HOME was lost") {
+		t.Fatalf("exit %d; stderr: %s", got, stderr.String())
+	}
+	if atEnd >= extra {
+		t.Fatalf("all %d files were copied: the copy did not stop", atEnd)
+	}
+	if data, err := os.ReadFile(record); err != nil || !strings.Contains(string(data), thief.Holder) {
+		t.Fatalf("the new holder's record was changed: %s %v", data, err)
+	}
+	t.Logf("stopped after %d of %d files: %s", atEnd, extra+3, lastLine(stderr.String()))
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }

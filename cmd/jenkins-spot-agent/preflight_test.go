@@ -262,6 +262,7 @@ var pfExpectedRows = []string{
 	"autoscaling:CompleteLifecycleAction " + awstest.GroupARN(pfRegion, pfASG),
 	"autoscaling:DescribeLifecycleHooks",
 	"autoscaling:RecordLifecycleActionHeartbeat " + awstest.GroupARN(pfRegion, pfASG),
+	"autoscaling:DetachInstances " + awstest.GroupARN(pfRegion, pfASG),
 	"ec2:DescribeInstances",
 	"efs dns name",
 	"mount helper",

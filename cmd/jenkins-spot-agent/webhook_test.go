@@ -25,8 +25,9 @@ import (
 func TestRunWiresTheWebhook(t *testing.T) {
 	var got atomic.Int32
 	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		got.Add(1)
+		if _, err := io.Copy(io.Discard, r.Body); err == nil {
+			got.Add(1)
+		}
 	}))
 	defer recv.Close()
 	dir := t.TempDir()
@@ -39,7 +40,9 @@ func TestRunWiresTheWebhook(t *testing.T) {
 	}
 
 	urlFile := filepath.Join(dir, "webhook-url")
-	os.WriteFile(urlFile, []byte(recv.URL+"/hooks/s3cr3t-path\n"), 0o600)
+	if err := os.WriteFile(urlFile, []byte(recv.URL+"/hooks/s3cr3t-path\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg.Webhook.URLFile = urlFile
 	m := metrics.New("dev", "x")
 	n, err := newWebhook(cfg, m, e)
@@ -47,17 +50,21 @@ func TestRunWiresTheWebhook(t *testing.T) {
 		t.Fatalf("with a URL: %v %v", n, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { n.Run(ctx); close(done) }()
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
 	n.Event(status.Event{Kind: status.EventNotice, Notice: &instance.Notice{Kind: instance.KindSpotTerminate}})
 	testenv.Eventually(t, "the notification", func() bool { return got.Load() == 1 })
 	cancel()
-	<-done
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
 	if v := webhookCount(t, m, metrics.WebhookSent); v != 1 {
 		t.Errorf("webhook_notifications_total{result=sent} = %v, want 1", v)
 	}
 
-	os.WriteFile(urlFile, []byte("ftp://hooks.example.invalid/s3cr3t-path\n"), 0o600)
+	if err := os.WriteFile(urlFile, []byte("ftp://hooks.example.invalid/s3cr3t-path\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	_, err = newWebhook(cfg, m, e)
 	if !config.IsInvalid(err) || strings.Contains(err.Error(), "s3cr3t-path") {
 		t.Errorf("bad URL: %v, want a configuration error without the URL", err)

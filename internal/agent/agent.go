@@ -3,9 +3,11 @@
 // second, and runs the shutdown plan against the termination time.
 //
 // It reads top to bottom: Run (this file), then boot.go (identity, mount, lease, start),
-// serve.go (supervision while serving), plan.go and handover.go (the shutdown plan),
-// notices.go (what each notice does), timeline.go (phase, steps, events and status),
-// hold.go (lease renewals and the fence) and state.go (what survives an agent restart).
+// serve.go (supervision while serving), plan.go, drain.go and handover.go (the shutdown
+// plan: quiet-down and the replacement, the drain, the handover), notices.go (what each
+// notice does), timeline.go (phase, steps, events and status), hold.go (lease renewals
+// and the fence), state.go (what survives an agent restart on the local disk) and
+// home.go (the agent's own files on the home).
 package agent
 
 import (

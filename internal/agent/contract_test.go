@@ -88,6 +88,16 @@ func TestFakeMounterContract(t *testing.T) {
 				defer h.mu.Unlock()
 				h.localFiles = true
 			},
+			Busy: func() func() {
+				h.mu.Lock()
+				defer h.mu.Unlock()
+				h.busy = true
+				return func() {
+					h.mu.Lock()
+					defer h.mu.Unlock()
+					h.busy = false
+				}
+			},
 			Unreachable: func() {
 				h.mu.Lock()
 				defer h.mu.Unlock()

@@ -49,6 +49,11 @@ type Mounter interface {
 	// Unmount unmounts the home (never lazily). Idempotent: nothing mounted is success.
 	// An error means the home is still mounted.
 	Unmount(ctx context.Context) error
+	// Abort cuts this instance off the home after a fence, so that the killed Jenkins'
+	// pending NFS writes never land in a home a successor holds (the NFS client is shut
+	// down, or the mount forced off and detached). It blocks on the kernel, bounded by
+	// ctx. Idempotent. An error means writes may still land: the instance should end.
+	Abort(ctx context.Context) error
 	// MountPoint is the host path of the home; it never blocks.
 	MountPoint() string
 }

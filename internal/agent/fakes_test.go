@@ -153,6 +153,7 @@ type fakeHost struct {
 	markers     map[string]string // the marker at the root of each file system, by its id
 	localFiles  bool              // files on the bare mount point's local disk
 	unreachable bool              // mount attempts time out (worth retrying)
+	busy        bool              // a process holds a file open on the mounted home
 	hung        chan struct{}     // non-nil while the mounted file system does not answer
 }
 
@@ -291,7 +292,27 @@ func (m *fakeMounter) Unmount(ctx context.Context) error {
 		return err
 	}
 	defer m.host.mu.Unlock()
+	if m.host.mounted != "" && m.host.busy {
+		return fmt.Errorf("efs unmount %s: target is busy: a process still uses the home (Jenkins still running?); stop it first", m.home)
+	}
 	m.host.mounted = ""
+	return nil
+}
+
+func (m *fakeMounter) Abort(ctx context.Context) error {
+	m.j.add("abort")
+	if err := m.host.lock(ctx, "efs abort"); err != nil {
+		return err
+	}
+	defer m.host.mu.Unlock()
+	h := m.host
+	if h.mounted == "" {
+		return nil
+	}
+	h.mounted = "" // forced off, or detached: nothing reaches the home through this instance
+	if h.busy {
+		return fmt.Errorf("efs abort %s: still busy after forced unmounts; detached, but writes already queued may still land: power the instance off", m.home)
+	}
 	return nil
 }
 

@@ -61,7 +61,9 @@ func (p *planRun) handover(ctx context.Context) {
 		defer cancel()
 		return h.mounter.Unmount(cctx)
 	})
-	if p.e.notice.Kind != instance.KindDrill {
+	// A drill ends no instance, and a detached instance (the replacement was asked for)
+	// has left its group and its lifecycle hooks: neither has an action to complete.
+	if p.e.notice.Kind != instance.KindDrill && !p.replaced.Load() {
 		cctx, cancel := p.stepContext(ctx, p.doneBy())
 		p.run(status.StepLifecycleComplete, func() error { return h.targets.CompleteLifecycle(cctx, h.id.InstanceID) })
 		cancel()

@@ -51,6 +51,10 @@ func TestSpotNoticeAsksForTheReplacementAndServesUntilItIsReady(t *testing.T) {
 	if len(r.eventsOf(status.EventSuccessor)) == 0 {
 		t.Error("the successor's announcement is not on the timeline")
 	}
+	// Detached from its group, the instance has no lifecycle action left to complete.
+	if r.j.has("lifecycle-complete") {
+		t.Errorf("completed a lifecycle action after the detach: %v", r.j.list())
+	}
 }
 
 // A successor already waiting: no replacement is asked for, and the handover follows

@@ -47,6 +47,7 @@ type planRun struct {
 	resumed bool
 	started time.Time
 
+	mu      sync.Mutex // failed is appended to by the steps that run beside the drain
 	failed  []string
 	stopped bool // the container is surely down
 	aborted []status.AbortedBuild
@@ -106,7 +107,9 @@ func (p *planRun) begin() {
 // run runs one step and keeps its failure for the report.
 func (p *planRun) run(s status.Step, f func() error) bool {
 	if err := p.a.tl.step(s, f); err != nil {
+		p.mu.Lock()
 		p.failed = append(p.failed, fmt.Sprintf("%s: %v", s, err))
+		p.mu.Unlock()
 		return false
 	}
 	return true

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -45,12 +44,19 @@ func (a *Agent) serve(ctx context.Context, h *host) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	nextReconcile := a.now().Add(reconcileEvery)
+	holdEnded := a.holdEnded()
 	for {
 		select {
 		case e := <-a.ends:
 			sv.abortRestart(a)
 			return a.finish(ctx, h, e)
-		case <-a.holdEnded():
+		case <-holdEnded:
+			if a.holdErr() == nil {
+				// Renewals stopped without losing the tenure: the agent is going away
+				// (its context ended), and a restarted agent adopts the lease.
+				holdEnded = nil
+				continue
+			}
 			sv.abortRestart(a)
 			return a.leaseOver(ctx, h)
 		case code := <-sv.exited:
@@ -174,17 +180,31 @@ func (a *Agent) leaseOver(ctx context.Context, h *host) error {
 	err := a.holdErr()
 	a.log.Error("the JENKINS_HOME lease is no longer ours; Jenkins was stopped", "err", err)
 	a.deps.Metrics.SetLeaseHeld(false)
+	// The killed Jenkins may have left writes queued on a stalled mount: cut the home
+	// off before a successor can take it (the earliest takeover is one allowance after
+	// the fence point).
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortWithin)
+	if aerr := h.mounter.Abort(actx); aerr != nil {
+		a.log.Error("CANNOT CUT THIS INSTANCE OFF JENKINS_HOME after the fence; end the instance", "err", aerr)
+		a.tl.say("fenced, but the home could not be cut off: end this instance")
+	}
+	cancel()
 	a.hurry("lease lost: stopping Jenkins at once")
 	_ = a.runPlan(ctx, h, ending{notice: signalNotice(a.now(), "lease lost"), deadline: a.now().Add(a.budget)}, false)
 	return fmt.Errorf("lease lost: %w", err)
 }
 
-// holdErr is why the renewals ended.
+// abortWithin bounds cutting the home off after a fence: well within the time between
+// the fence point and the earliest takeover (ttl 30 s: 9 s).
+const abortWithin = 5 * time.Second
+
+// holdErr is why the renewals ended: nil while they run or when they stopped without
+// an error.
 func (a *Agent) holdErr() error {
 	a.holdMu.Lock()
 	defer a.holdMu.Unlock()
-	if a.hold == nil || a.hold.err == nil {
-		return errors.New("renewals ended")
+	if a.hold == nil {
+		return nil
 	}
 	return a.hold.err
 }

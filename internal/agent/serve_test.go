@@ -126,6 +126,11 @@ func TestLostLeaseStopsJenkinsAndEndsTheAgent(t *testing.T) {
 	if len(r.eventsOf(status.EventLeaseLost)) == 0 {
 		t.Error("no lease_lost event for webhooks")
 	}
+	// The home is cut off at once, before anything else of the plan: the killed
+	// Jenkins' queued writes must not land in a successor's home.
+	if i, q := r.j.index("abort"), r.j.index("quiet-down"); i < 0 || (q >= 0 && i > q) {
+		t.Errorf("the home was not cut off first after the fence: %v", r.j.list())
+	}
 }
 
 // An adopted Jenkins left in quiet-down by an earlier plan is taken out of it.

@@ -253,7 +253,9 @@ func TestTokenSourceFromAWS(t *testing.T) {
 		}
 		// The file and the credential directory are not read then.
 		t.Setenv("CREDENTIALS_DIRECTORY", t.TempDir())
-		os.WriteFile(filepath.Join(os.Getenv("CREDENTIALS_DIRECTORY"), TokenCredentialName), []byte("from-file"), 0o600)
+		if err := os.WriteFile(filepath.Join(os.Getenv("CREDENTIALS_DIRECTORY"), TokenCredentialName), []byte("from-file"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		if tok, _, err := cfg.JenkinsToken(); tok != "" || err != nil {
 			t.Errorf("%q: JenkinsToken = %v, %v; want nothing (the token comes from AWS)", doc, tok, err)
 		}
@@ -299,7 +301,9 @@ func TestWebhook(t *testing.T) {
 		t.Fatalf("no webhook configured: %v %v", u, err)
 	}
 	const url = "https://hooks.example.invalid/services/T0/B0/secret-part"
-	os.WriteFile(filepath.Join(dir, WebhookCredentialName), []byte(url+"\n"), 0o600)
+	if err := os.WriteFile(filepath.Join(dir, WebhookCredentialName), []byte(url+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	t.Setenv("CREDENTIALS_DIRECTORY", dir)
 	u, path, err := cfg.WebhookURL()
 	if err != nil || u.Reveal() != url || path != filepath.Join(dir, WebhookCredentialName) {

@@ -78,7 +78,6 @@ type guarded struct {
 	*fixture
 	home string
 	ttl  time.Duration
-	lock string
 }
 
 func newGuarded(t *testing.T, ttl time.Duration) *guarded {

@@ -392,7 +392,7 @@ func (r *Runtime) create(ctx context.Context, s request, hash string) (string, e
 		host.SecurityOpt = []string{"no-new-privileges:true"}
 	}
 	if s.PidsLimit > 0 {
-		host.Resources.PidsLimit = &s.PidsLimit
+		host.PidsLimit = &s.PidsLimit
 	}
 	resp, err := r.cli.ContainerCreate(ctx, cfg, host, nil, nil, s.Name)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
 
@@ -166,6 +167,41 @@ steps           deregister 1.2s ok
 `
 	if got := b.String(); got != want {
 		t.Errorf("status table:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// The successor, a replaced instance, a pending advisory notice, build-list failures,
+// restarts and the builds a predecessor's stop aborted show when there are any.
+func TestWriteStatusHandover(t *testing.T) {
+	st := status.Snapshot{
+		Phase: status.PhaseServing,
+		Lease: status.LeaseState{
+			Held: true, Holder: "i-0123456789abcdef0", Epoch: 2, Expires: t0.Add(20 * time.Second),
+			Successor: &status.Successor{InstanceID: "i-0bbbbbbbbbbbbbbb2", Since: t0.Add(-40 * time.Second), Ready: true},
+		},
+		Notices:           []instance.Notice{{Kind: instance.KindSpotTerminate, Seen: t0.Add(-time.Minute), InstanceType: "m7g.large", AvailabilityZone: "us-east-1a"}},
+		BuildListFailures: 3,
+		Restarts:          1,
+		Aborted:           []status.AbortedBuild{{Job: "nightly", Number: 7, Requeued: true}},
+		Pending:           "scheduled instance-stop at 2025-03-05T00:00:00Z",
+	}
+	var b bytes.Buffer
+	if err := writeStatus(&b, st, t0); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(strings.Fields(b.String()), " ") // the columns' widths do not matter here
+	for _, want := range []string{
+		"successor       i-0bbbbbbbbbbbbbbb2 waits on the lease since 2025-03-04T09:59:20Z (40s ago), ready to start Jenkins",
+		"pending         scheduled instance-stop",
+		"[m7g.large in us-east-1a]",
+		"build list failures  3 (unknown, never taken as no builds)",
+		"jenkins restarts",
+		"aborted builds",
+		"nightly #7 (queued again)",
+	} {
+		if !strings.Contains(got, strings.Join(strings.Fields(want), " ")) {
+			t.Errorf("status table lacks %q:\n%s", want, b.String())
+		}
 	}
 }
 

@@ -30,6 +30,22 @@ func writeStatus(w io.Writer, st status.Snapshot, now time.Time) error {
 	row("phase", phase)
 	row("instance", status.OrNone(st.InstanceID))
 	row("lease", lease(st.Lease, now))
+	if sc := st.Lease.Successor; sc != nil {
+		ready := "not ready yet"
+		if sc.Ready {
+			ready = "ready to start Jenkins"
+		}
+		row("successor", fmt.Sprintf("%s waits on the lease since %s, %s", sc.InstanceID, when(sc.Since, now), ready))
+	}
+	if st.Lease.ClockSkew != 0 {
+		row("clock skew", fmt.Sprintf("%s against the holder's clock", round(st.Lease.ClockSkew)))
+	}
+	if st.Replaced != "" {
+		row("replaced", st.Replaced)
+	}
+	if st.Pending != "" {
+		row("pending", st.Pending)
+	}
 
 	if st.Watch.LastSuccess.IsZero() {
 		row("last IMDS poll", fmt.Sprintf("never (%d polls)", st.Watch.Polls))
@@ -54,6 +70,9 @@ func writeStatus(w io.Writer, st status.Snapshot, now time.Time) error {
 		if !n.Time.IsZero() {
 			text += ", for " + stamp(n.Time)
 		}
+		if n.InstanceType != "" || n.AvailabilityZone != "" {
+			text += fmt.Sprintf(" [%s in %s]", status.OrNone(n.InstanceType), status.OrNone(n.AvailabilityZone))
+		}
 		if n.Detail != "" {
 			text += ": " + n.Detail
 		}
@@ -71,6 +90,23 @@ func writeStatus(w io.Writer, st status.Snapshot, now time.Time) error {
 		builds += ": " + strings.Join(st.Running, ", ")
 	}
 	row("running builds", builds)
+	if st.BuildListFailures > 0 {
+		row("build list failures", fmt.Sprintf("%d (unknown, never taken as no builds)", st.BuildListFailures))
+	}
+	if st.Restarts > 0 {
+		row("jenkins restarts", fmt.Sprint(st.Restarts))
+	}
+	for i, b := range st.Aborted {
+		key := ""
+		if i == 0 {
+			key = "aborted builds"
+		}
+		text := fmt.Sprintf("%s #%d", b.Job, b.Number)
+		if b.Requeued {
+			text += " (queued again)"
+		}
+		row(key, text)
+	}
 
 	for i, ev := range st.Steps {
 		key := ""

@@ -25,6 +25,13 @@ func TestNSContract(t *testing.T) {
 			w := nsContractWorld(t, m)
 			w.Reopen = func() contract.Mounter { return nsMounter(t, mp, Options{Program: m.opts.Program}) }
 			w.LocalFiles = func() { writeFile("config.xml", "<hudson/>")(t, mp) }
+			w.Busy = func() func() {
+				f, err := os.Create(filepath.Join(mp, "build.log"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return func() { f.Close() }
+			}
 			w.Unreachable = func() {
 				t.Setenv("EFSTEST_FAIL_TIMES", "1000000")
 				t.Setenv("EFSTEST_FAIL_MESSAGE", "mount.nfs: Connection timed out")
@@ -42,9 +49,9 @@ func TestNSContract(t *testing.T) {
 					time.Sleep(10 * time.Millisecond)
 				}
 			})
-			m := fuseMounter(t, mp, Options{})
+			m := fuseMounter(t, mp)
 			w := nsContractWorld(t, m)
-			w.Reopen = func() contract.Mounter { return fuseMounter(t, mp, Options{}) }
+			w.Reopen = func() contract.Mounter { return fuseMounter(t, mp) }
 			w.Hang, w.Resume = srv.Hang, srv.Resume
 			return w
 		},

@@ -90,8 +90,8 @@ var ErrRootSquashed = errors.New("root is squashed on the home")
 
 // RootSquashFix is the operator's way out of a squashed root, given the Jenkins user.
 func RootSquashFix(uid, gid int) string {
-	return fmt.Sprintf("grant elasticfilesystem:ClientRootAccess to the instance role in the file system policy (and mount with iam), "+
-		"or mount through an access point (efs.access_point) whose POSIX user and root directory owner are the Jenkins user %d:%d (jenkins.uid/gid)", uid, gid)
+	return fmt.Sprintf("grant elasticfilesystem:ClientRootAccess to the instance role in the file system policy (and mount with iam); "+
+		"an access point (efs.access_point) must not enforce a POSIX user (give it a root directory owned by %d:%d, jenkins.uid/gid, instead)", uid, gid)
 }
 
 // CheckRootAccess proves that root may write on the home and give a file to the
@@ -141,9 +141,17 @@ func probeRootAccess(home string, uid, gid int) error {
 	if err != nil {
 		return squashed("create a probe file in "+AgentDir, err)
 	}
+	// The file must be root's: an access point with a POSIX user maps root to that user,
+	// and then the Jenkins user owns the agent's files, the lease among them.
+	var st unix.Stat_t
+	statErr := unix.Fstat(fd, &st)
 	chownErr := unix.Fchown(fd, uid, gid)
 	unix.Close(fd)
 	rmErr := unix.Unlinkat(agent, name, 0)
+	if statErr == nil && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("efs root access: a file root creates on %s belongs to uid %d: %w (an access point with a POSIX user?): "+
+			"the lease on JENKINS_HOME must stay apart from the Jenkins user; %s", home, st.Uid, ErrRootSquashed, RootSquashFix(uid, gid))
+	}
 	if chownErr != nil {
 		return squashed(fmt.Sprintf("chown a probe file to %d:%d", uid, gid), chownErr)
 	}

@@ -327,3 +327,40 @@ func TestNSUnmountBusy(t *testing.T) {
 		t.Errorf("still mounted")
 	}
 }
+
+// After a fence for a stall the home is cut off: an idle mount is unmounted by force,
+// and one that a writer still holds is detached, with an error that says the instance
+// must end (its queued writes could still land).
+func TestNSAbortCutsTheHomeOff(t *testing.T) {
+	inNamespace(t)
+	scriptCalls(t, 0, "")
+	mp := nsMountPoint(t)
+	m := nsMounter(t, mp, Options{})
+	if err := m.Mount(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Abort(t.Context()); err != nil {
+		t.Fatalf("Abort of an idle mount: %v", err)
+	}
+	if n := len(mountsAt(t, mp)); n != 0 {
+		t.Fatalf("%d mounts left after Abort", n)
+	}
+	if err := m.Abort(t.Context()); err != nil {
+		t.Fatalf("Abort with nothing mounted: %v", err)
+	}
+
+	if err := m.Mount(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(mp, "build.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	wantErr(t, m.Abort(ctx), "power the instance off")
+	if n := len(mountsAt(t, mp)); n != 0 {
+		t.Fatalf("a busy home is still reachable through %s after Abort (%d mounts)", mp, n)
+	}
+}

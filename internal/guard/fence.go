@@ -38,10 +38,12 @@ const (
 // the caller reads the record and brings the clock, so the rule is tested with a fake
 // clock and the runner with real processes.
 //
-// The rule is the agent's own: Jenkins is stopped at the fence point of the last
-// renewal it saw, renewed_at + ttl - skew - ttl/6 (ttl = expires - renewed_at), and
-// killed no later than expires - skew, so it is gone before any successor may believe
-// the lease lapsed. A record that names another holder, is released or is gone stops
+// Jenkins is stopped at the guard's fence point of the last renewal it saw,
+// renewed_at + ttl - skew - ttl/12 (ttl = expires - renewed_at), and killed no later
+// than expires - skew, so it is gone before any successor may believe the lease lapsed.
+// The guard's point is ttl/12 after the agent's own (renewed_at + ttl - skew - ttl/6):
+// a live agent fences first, and the guard, which sees a renewal only once its write
+// has landed, does not stop Jenkins under an agent whose renewal is merely slow. A record that names another holder, is released or is gone stops
 // Jenkins at once, with no grace: a successor may already be writing. A read that
 // fails or does not parse changes nothing; a read that hangs cannot delay the fence,
 // since the caller checks the fence point on its own timer.
@@ -108,14 +110,15 @@ func (f *Fence) stop(why Why, detail string) {
 // Stopping reports the decision so far without looking at the clock.
 func (f *Fence) Stopping() (Why, string) { return f.why, f.detail }
 
-// FenceAt is the fence point of the last good read: renewed_at + ttl - skew - ttl/6.
-// The zero time when no good record was read.
+// FenceAt is the guard's fence point of the last good read: renewed_at + ttl - skew -
+// ttl/12, half-way between the agent's own fence point and expires - skew. The zero
+// time when no good record was read.
 func (f *Fence) FenceAt() time.Time {
 	if !f.hasGood {
 		return time.Time{}
 	}
 	ttl := f.good.Expires.Sub(f.good.RenewedAt)
-	return f.good.RenewedAt.Add(ttl - f.skew - ttl/6)
+	return f.good.RenewedAt.Add(ttl - f.skew - ttl/12)
 }
 
 // KillAt is the moment a stop that began at stopAt must become SIGKILL: after grace,

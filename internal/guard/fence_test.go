@@ -29,21 +29,22 @@ func wantStop(t *testing.T, f *Fence, now time.Time, want Why) {
 	}
 }
 
-// TestFencePointIsTheAgents: with a ttl of 30s and a skew of 2s the fence point is
-// 30 - 2 - 5 = 23s after the renewal, and the kill comes no later than 28s after it,
-// before the expiry at 30s.
-func TestFencePointIsTheAgents(t *testing.T) {
+// TestFencePointFollowsTheAgents: with a ttl of 30s and a skew of 2s the agent fences
+// itself 30 - 2 - 5 = 23s after its last renewal began; the guard, which sees a renewal
+// only once its write landed, stops Jenkins 2.5s later, at 25.5s, and kills it no later
+// than 28s, before the expiry at 30s.
+func TestFencePointFollowsTheAgents(t *testing.T) {
 	f := NewFence(me, 2*time.Second)
 	f.Observe(t0, renewed(me, t0, 30*time.Second), nil)
-	if got, want := f.FenceAt(), t0.Add(23*time.Second); !got.Equal(want) {
+	if got, want := f.FenceAt(), t0.Add(25500*time.Millisecond); !got.Equal(want) {
 		t.Fatalf("FenceAt = %s, want %s", got.Sub(t0), want.Sub(t0))
 	}
-	wantRunning(t, f, t0.Add(23*time.Second-time.Nanosecond))
-	wantStop(t, f, t0.Add(23*time.Second), WhyLapsing)
-	if got, want := f.KillAt(t0.Add(23*time.Second), 30*time.Second), t0.Add(28*time.Second); !got.Equal(want) {
+	wantRunning(t, f, t0.Add(25500*time.Millisecond-time.Nanosecond))
+	wantStop(t, f, t0.Add(25500*time.Millisecond), WhyLapsing)
+	if got, want := f.KillAt(t0.Add(25500*time.Millisecond), 30*time.Second), t0.Add(28*time.Second); !got.Equal(want) {
 		t.Errorf("KillAt with a 30s grace = %s, want %s (expires - skew)", got.Sub(t0), want.Sub(t0))
 	}
-	if got, want := f.KillAt(t0.Add(23*time.Second), 2*time.Second), t0.Add(25*time.Second); !got.Equal(want) {
+	if got, want := f.KillAt(t0.Add(25*time.Second), 2*time.Second), t0.Add(27*time.Second); !got.Equal(want) {
 		t.Errorf("KillAt with a 2s grace = %s, want %s", got.Sub(t0), want.Sub(t0))
 	}
 	// A stop that only begins after expires - skew kills at once.
@@ -77,12 +78,12 @@ func TestFenceRenewalsKeepItRunning(t *testing.T) {
 func TestFenceFailedReadsKeepTheFencePoint(t *testing.T) {
 	f := NewFence(me, 2*time.Second)
 	f.Observe(t0, renewed(me, t0, 30*time.Second), nil)
-	for s := time.Second; s < 23*time.Second; s += time.Second {
+	for s := time.Second; s < 25*time.Second; s += time.Second {
 		f.Observe(t0.Add(s), Lease{}, errors.New("read lease record: input/output error"))
 		wantRunning(t, f, t0.Add(s))
 	}
-	// From 23s on no read returns at all (a hung mount): Check alone stops it.
-	wantStop(t, f, t0.Add(23*time.Second), WhyLapsing)
+	// From 25.5s on no read returns at all (a hung mount): Check alone stops it.
+	wantStop(t, f, t0.Add(25500*time.Millisecond), WhyLapsing)
 }
 
 // TestFenceStopsAtOnce: another holder, a release or a vanished record stop at once,
@@ -128,8 +129,8 @@ func TestFenceWithoutGoodRead(t *testing.T) {
 // dead for a while, its container started again by hand) stops at once.
 func TestFenceFirstReadAlreadyLapsing(t *testing.T) {
 	f := NewFence(me, 2*time.Second)
-	f.Observe(t0.Add(25*time.Second), renewed(me, t0, 30*time.Second), nil)
-	wantStop(t, f, t0.Add(25*time.Second), WhyLapsing)
+	f.Observe(t0.Add(26*time.Second), renewed(me, t0, 30*time.Second), nil)
+	wantStop(t, f, t0.Add(26*time.Second), WhyLapsing)
 }
 
 // TestFenceIgnoresAnOlderRecord: a stale read (an NFS attribute cache) never pulls the
@@ -138,7 +139,7 @@ func TestFenceIgnoresAnOlderRecord(t *testing.T) {
 	f := NewFence(me, 2*time.Second)
 	f.Observe(t0.Add(10*time.Second), renewed(me, t0.Add(10*time.Second), 30*time.Second), nil)
 	f.Observe(t0.Add(11*time.Second), renewed(me, t0, 30*time.Second), nil)
-	if got, want := f.FenceAt(), t0.Add(33*time.Second); !got.Equal(want) {
+	if got, want := f.FenceAt(), t0.Add(35500*time.Millisecond); !got.Equal(want) {
 		t.Fatalf("FenceAt = %s, want %s", got.Sub(t0), want.Sub(t0))
 	}
 	wantRunning(t, f, t0.Add(30*time.Second))
@@ -149,9 +150,9 @@ func TestFenceOtherTTLs(t *testing.T) {
 	for _, tc := range []struct {
 		ttl, skew, fence time.Duration
 	}{
-		{12 * time.Second, 2 * time.Second, 8 * time.Second},
-		{60 * time.Second, 2 * time.Second, 48 * time.Second},
-		{6 * time.Second, time.Second, 4 * time.Second},
+		{12 * time.Second, 2 * time.Second, 9 * time.Second},
+		{60 * time.Second, 2 * time.Second, 53 * time.Second},
+		{6 * time.Second, time.Second, 4500 * time.Millisecond},
 	} {
 		f := NewFence(me, tc.skew)
 		f.Observe(t0, renewed(me, t0, tc.ttl), nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -40,6 +41,19 @@ func (c *requestCounts) get(endpoint, result string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.m[endpoint+" "+result]
+}
+
+// result sums one result over every endpoint.
+func (c *requestCounts) result(result string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for k, v := range c.m {
+		if strings.HasSuffix(k, " "+result) {
+			n += v
+		}
+	}
+	return n
 }
 
 // running is a watcher started in the background; stop ends it and waits.

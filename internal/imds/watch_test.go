@@ -229,8 +229,10 @@ func TestWatcherTokenRevoked(t *testing.T) {
 	if h := r.w.Health(); h.LastError != "" {
 		t.Fatalf("a revocation cost a poll: %+v", h)
 	}
-	if counts.get(imds.EndpointSpotAction, imds.ResultUnauthorized) < 3 {
-		t.Error("the 401 answers were not counted")
+	// Whichever poll came first after a revocation got the 401 (the Spot poll or a
+	// slower one): each revocation shows as one.
+	if got := counts.result(imds.ResultUnauthorized); got < 3 {
+		t.Errorf("%d 401 answers counted after 3 revocations", got)
 	}
 }
 

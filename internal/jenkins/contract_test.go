@@ -171,10 +171,13 @@ func (w *processWorld) start(t *testing.T, cfg jenkinstest.Config) string {
 		// A case that did not stop its double stops it now; SIGKILL if it hangs.
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-done:
+		case err := <-done:
+			if err != nil {
+				t.Errorf("double exited: %v\n%s", err, stderr.String())
+			}
 		case <-time.After(15 * time.Second):
 			_ = cmd.Process.Kill()
-			<-done
+			t.Errorf("double did not exit within 15 s of SIGTERM (%v)\n%s", <-done, stderr.String())
 		}
 	})
 	select {

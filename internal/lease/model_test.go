@@ -177,7 +177,8 @@ func (c *mChecker) rec(r mRec) *Record {
 
 func sec(n int8) time.Duration { return time.Duration(n) * time.Second }
 
-func older(a *int8, by, limit int8) { *a = min(*a+by, limit) }
+// older ages a by one unit of time, up to limit (ages beyond it are all alike).
+func older(a *int8, limit int8) { *a = min(*a+1, limit) }
 
 // writing tells whether an instance's Jenkins writes the home now. A Jenkins resumed
 // from a freeze that outlasted its fence point is left out while its fence runs: it
@@ -225,16 +226,16 @@ func urgent(s mState) bool {
 func tick(s mState) mState {
 	for i := range s.in {
 		in := &s.in[i]
-		older(&in.goodAge, 1, ageCap)
-		older(&in.obsAge, 1, obsCap)
-		older(&in.frozenAge, 1, ageCap)
+		older(&in.goodAge, ageCap)
+		older(&in.obsAge, obsCap)
+		older(&in.frozenAge, ageCap)
 		in.renewIn = max(in.renewIn-1, 0)
 		if !in.frozen {
 			in.stopIn = max(in.stopIn-1, 0)
 		}
 		in.begunNow = false
 		for k := range in.ops {
-			older(&in.ops[k].age, 1, ageCap)
+			older(&in.ops[k].age, ageCap)
 		}
 	}
 	return s

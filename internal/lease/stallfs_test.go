@@ -58,10 +58,8 @@ func mountStallFS(t testing.TB, backing string) *stallFS {
 		t.Fatal(err)
 	}
 	root := &fs.LoopbackRoot{Path: backing, Dev: uint64(st.Dev)}
-	root.NewNode = func(r *fs.LoopbackRoot, _ *fs.Inode, _ string, _ *syscall.Stat_t) fs.InodeEmbedder {
-		return &stallNode{LoopbackNode: fs.LoopbackNode{RootData: r}, s: s}
-	}
-	root.RootNode = root.NewNode(root, nil, "", &st)
+	// The root is a stallNode; it wraps every node made under it (WrapChild).
+	root.RootNode = &stallNode{LoopbackNode: &fs.LoopbackNode{RootData: root}, s: s}
 	zero := time.Duration(0)
 	srv, err := fs.Mount(s.dir, root.RootNode, &fs.Options{
 		MountOptions: fuse.MountOptions{
@@ -173,8 +171,16 @@ func (s *stallFS) path(elem ...string) string {
 }
 
 type stallNode struct {
-	fs.LoopbackNode
+	*fs.LoopbackNode
 	s *stallFS
+}
+
+var _ fs.NodeWrapChilder = (*stallNode)(nil)
+
+// WrapChild makes every node the loopback creates under n (lookup, create, mkdir...)
+// a node of the same view.
+func (n *stallNode) WrapChild(_ context.Context, ops fs.InodeEmbedder) fs.InodeEmbedder {
+	return &stallNode{LoopbackNode: ops.(*fs.LoopbackNode), s: n.s}
 }
 
 func (n *stallNode) name(child string) string {
@@ -228,7 +234,7 @@ func (n *stallNode) Unlink(ctx context.Context, name string) syscall.Errno {
 func (n *stallNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	n.s.wait("rename", n.name(name))
 	if p, ok := newParent.(*stallNode); ok {
-		newParent = &p.LoopbackNode
+		newParent = p.LoopbackNode
 	}
 	return n.LoopbackNode.Rename(ctx, name, newParent, newName, flags)
 }

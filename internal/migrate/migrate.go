@@ -2,6 +2,12 @@
 // mounted EFS home, keeping everything Jenkins and its operators rely on: owners,
 // modes, times, symlinks and hard links. A copy can be resumed after an interruption
 // and is verified at the end.
+//
+// Root copies files into a home the Jenkins user owns, from a tree that user could
+// change while it is read. So every entry is opened relative to its directory's file
+// descriptor and without following symlinks, on both sides, and a file is copied from
+// the descriptor it was opened as, only if it is still the regular file that was
+// listed: a file swapped for a link to a root-only file is never read.
 package migrate
 
 import (
@@ -21,22 +27,27 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
-	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
 
-// DefaultWorkers is the number of files copied at once when Options.Workers is zero.
-// EFS answers each create, write and close over the network, so for a home made of
-// small files the latency of one operation, not bandwidth, sets the pace.
-const DefaultWorkers = 8
-
-// partialPrefix starts the temporary name a file is written under before it is renamed
-// into place. Resume removes leftovers with this prefix.
+// partialPrefix starts the names of temporary files in the target (the start-up probe;
+// earlier versions also wrote files under it before renaming them). Resume removes
+// leftovers with this prefix.
 const partialPrefix = ".migrate-partial-"
 
-// copyChunk bounds one copy_file_range round, so that cancellation is noticed inside
-// big files too.
-const copyChunk = 8 << 20
+// copyChunk is the size of one read and write of file data: a whole small file in one
+// request, and cancellation noticed inside big files.
+const copyChunk = 1 << 20
+
+// ErrChanged means an entry of the source changed between the moment it was listed and
+// the moment it was copied (a file replaced by a symlink, another file, or a
+// directory). Nothing of it was copied.
+var ErrChanged = errors.New("source changed during the copy")
+
+// ErrRootSquashed means the target does not let root keep owners: the file system
+// squashes root (an EFS file system policy without ClientRootAccess, or an access
+// point with a POSIX user).
+var ErrRootSquashed = errors.New("the target squashes root")
 
 // Options describe one copy.
 type Options struct {
@@ -51,16 +62,25 @@ type Options struct {
 	// (the file system marker, the lease directory): they are not copied, do not make
 	// the target count as non-empty, and are not compared.
 	Exclude []string
-	// Workers is how many files are copied at once (default DefaultWorkers).
+	// Workers is how many entries are copied at once. Zero chooses from the target's
+	// latency as measured at the start (see WorkersFor): 1 on a local disk, many on EFS.
 	Workers int
 	// Progress receives a progress bar (files, bytes, rate, ETA); nil shows none.
 	Progress io.Writer
 	// Logger receives warnings (skipped special files) and a summary; nil discards.
 	Logger *slog.Logger
+	// Guard, when set, is asked before each entry is copied and before the copy is
+	// declared done; an error from it stops the copy and is returned (wrapped). The
+	// migrate command checks that it still holds the lease on the home.
+	Guard func() error
 
 	// onFileDone is called after each file or symlink is in place; tests use it to
 	// interrupt a copy at a known point.
 	onFileDone func()
+	// beforeOpen is called with the path (relative to From) of a regular file or a
+	// directory after it was listed and before it is opened; tests use it to change the
+	// source under the copy.
+	beforeOpen func(rel string)
 }
 
 // Report says what a copy did.
@@ -73,18 +93,24 @@ type Report struct {
 	Skipped   int // entries already identical in the target (Resume)
 	Specials  int // sockets, fifos and devices left out
 	Elapsed   time.Duration
+	// Workers is how many entries were copied at once; Latency is the target's measured
+	// time for one metadata operation (one round trip on EFS).
+	Workers int
+	Latency time.Duration
 	// Differences lists what verification found; empty when it found none or did not run.
 	Differences []string
 }
 
 // Copy copies opts.From onto opts.To. Cancelling ctx stops it between files and
-// leaves a state that Copy with Resume completes.
+// leaves a state that Copy with Resume completes; the error then wraps
+// context.Cause(ctx).
 func Copy(ctx context.Context, opts Options) (Report, error) {
 	start := time.Now()
 	c, err := newCopier(opts)
 	if err != nil {
 		return Report{}, err
 	}
+	defer c.closeRoots()
 	rep, err := c.run(ctx)
 	rep.Elapsed = time.Since(start)
 	if err != nil {
@@ -92,33 +118,40 @@ func Copy(ctx context.Context, opts Options) (Report, error) {
 	}
 	c.log.Info("copied home", "from", c.from, "to", c.to, "files", rep.Files, "dirs", rep.Dirs,
 		"symlinks", rep.Symlinks, "hardlinks", rep.Hardlinks, "bytes", rep.Bytes, "skipped", rep.Skipped,
-		"specials", rep.Specials, "elapsed", rep.Elapsed.Round(time.Millisecond))
-	if !opts.Verify {
-		return rep, nil
+		"specials", rep.Specials, "workers", rep.Workers, "latency", rep.Latency, "elapsed", rep.Elapsed.Round(time.Millisecond))
+	if opts.Verify {
+		diffs, err := verifyTree(ctx, c.from, c.to, opts.Exclude, c.workers)
+		rep.Differences = diffs
+		rep.Elapsed = time.Since(start)
+		if err != nil {
+			return rep, fmt.Errorf("migrate: verify: %w", causeOf(ctx, err))
+		}
+		if len(diffs) > 0 {
+			shown := diffs[:min(len(diffs), 5)]
+			return rep, fmt.Errorf("migrate: verify found %d differences, first: %s; run again with --resume to fix them",
+				len(diffs), strings.Join(shown, "; "))
+		}
+		c.log.Info("verified copy", "to", c.to, "elapsed", rep.Elapsed.Round(time.Millisecond))
 	}
-	diffs, err := VerifyTree(ctx, c.from, c.to, opts.Exclude)
-	rep.Differences = diffs
-	rep.Elapsed = time.Since(start)
-	if err != nil {
-		return rep, fmt.Errorf("migrate: verify: %w", err)
+	if err := c.guard(); err != nil {
+		return rep, fmt.Errorf("migrate: %w", err)
 	}
-	if len(diffs) > 0 {
-		shown := diffs[:min(len(diffs), 5)]
-		return rep, fmt.Errorf("migrate: verify found %d differences, first: %s; run again with --resume to fix them",
-			len(diffs), strings.Join(shown, "; "))
-	}
-	c.log.Info("verified copy", "to", c.to)
 	return rep, nil
+}
+
+// causeOf returns the cause of ctx's end when err comes from it.
+func causeOf(ctx context.Context, err error) error {
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
+			return fmt.Errorf("%w (%w)", cause, err)
+		}
+	}
+	return err
 }
 
 type devIno struct{ dev, ino uint64 }
 
-type dirMeta struct {
-	dst string
-	st  *syscall.Stat_t
-}
-
-type pendingLink struct{ first, dst string }
+func keyOf(st *unix.Stat_t) devIno { return devIno{st.Dev, st.Ino} }
 
 type copier struct {
 	opts     Options
@@ -126,15 +159,21 @@ type copier struct {
 	from, to string
 	exclude  map[string]bool
 	bar      *progressbar.ProgressBar
+	workers  int
+	latency  time.Duration
+
+	srcRoot, dstRoot int // directory descriptors of From and To
 
 	files, symlinks, hardlinks, skipped, specials, dirs atomic.Int64
 	bytes                                               atomic.Int64
-	done, total                                         int64 // non-directory entries, for the bar's text
+	done                                                atomic.Int64 // non-directory entries handled, for the bar's text
+	total                                               int64
 
-	mu       sync.Mutex // guards done and the bar's description
-	firsts   map[devIno]string
-	links    []pendingLink
-	dirsMeta []dirMeta
+	mu       sync.Mutex // guards firsts and openDirs
+	firsts   map[devIno]*linkGroup
+	openDirs map[*dirNode]struct{}
+
+	sched scheduler
 }
 
 func newCopier(opts Options) (*copier, error) {
@@ -161,8 +200,8 @@ func newCopier(opts Options) (*copier, error) {
 	if within(from, to) || within(to, from) {
 		return nil, fmt.Errorf("migrate: %s and %s overlap; copy between separate trees", from, to)
 	}
-	if opts.Workers <= 0 {
-		opts.Workers = DefaultWorkers
+	if opts.Workers < 0 {
+		return nil, fmt.Errorf("migrate: %d workers; give at least 1, or 0 to choose from the target's latency", opts.Workers)
 	}
 	log := opts.Logger
 	if log == nil {
@@ -172,7 +211,24 @@ func newCopier(opts Options) (*copier, error) {
 	for _, n := range opts.Exclude {
 		ex[n] = true
 	}
-	return &copier{opts: opts, log: log, from: from, to: to, exclude: ex, firsts: map[devIno]string{}}, nil
+	c := &copier{opts: opts, log: log, from: from, to: to, exclude: ex, firsts: map[devIno]*linkGroup{}, srcRoot: -1, dstRoot: -1}
+	if c.srcRoot, err = unix.Open(from, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
+		return nil, fmt.Errorf("migrate: open %s: %w", from, err)
+	}
+	if c.dstRoot, err = unix.Open(to, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
+		c.closeRoots()
+		return nil, fmt.Errorf("migrate: open %s: %w", to, err)
+	}
+	return c, nil
+}
+
+func (c *copier) closeRoots() {
+	for _, fd := range []*int{&c.srcRoot, &c.dstRoot} {
+		if *fd >= 0 {
+			_ = unix.Close(*fd)
+			*fd = -1
+		}
+	}
 }
 
 // within reports whether p is inside (or equal to) dir.
@@ -181,10 +237,28 @@ func within(p, dir string) bool {
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
+func (c *copier) guard() error {
+	if c.opts.Guard == nil {
+		return nil
+	}
+	return c.opts.Guard()
+}
+
 func (c *copier) run(ctx context.Context) (Report, error) {
 	if err := c.checkTarget(); err != nil {
 		return c.report(), err
 	}
+	latency, err := probeTarget(c.dstRoot, c.to)
+	if err != nil {
+		return c.report(), fmt.Errorf("migrate: %w", err)
+	}
+	c.latency = latency
+	c.workers = c.opts.Workers
+	if c.workers == 0 {
+		c.workers = WorkersFor(latency)
+	}
+	c.log.Info("copying home", "from", c.from, "to", c.to, "workers", c.workers, "target_latency", latency,
+		"workers_chosen", c.opts.Workers == 0)
 	files, bytes, err := c.count(ctx)
 	if err != nil {
 		return c.report(), err
@@ -204,28 +278,19 @@ func (c *copier) run(ctx context.Context) (Report, error) {
 		)
 	}
 
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(c.opts.Workers)
-	werr := c.walk(gctx, g, ".")
-	if err := g.Wait(); err != nil {
+	root := &dirNode{rel: ".", srcFd: c.srcRoot, dstFd: c.dstRoot, root: true}
+	var st unix.Stat_t
+	if err := unix.Fstat(c.srcRoot, &st); err != nil {
 		return c.report(), fmt.Errorf("migrate: %w", err)
 	}
-	if werr != nil {
-		return c.report(), fmt.Errorf("migrate: %w", werr)
+	root.st = st
+	if err := unix.Fstat(c.dstRoot, &root.created); err != nil {
+		return c.report(), fmt.Errorf("migrate: %w", err)
 	}
-	for _, l := range c.links {
-		if err := ctx.Err(); err != nil {
-			return c.report(), fmt.Errorf("migrate: %w", err)
-		}
-		if err := c.link(l); err != nil {
-			return c.report(), fmt.Errorf("migrate: %w", err)
-		}
-	}
-	// Parents after children: creating an entry changes its directory's mtime.
-	for i := len(c.dirsMeta) - 1; i >= 0; i-- {
-		if err := applyMeta(c.dirsMeta[i].dst, c.dirsMeta[i].st, true); err != nil {
-			return c.report(), fmt.Errorf("migrate: %w", err)
-		}
+	err = c.sched.run(ctx, c.workers, openDirsLimit(c.workers), c.guard, task{kind: taskList, dir: root}, c.do)
+	c.closeDirs()
+	if err != nil {
+		return c.report(), fmt.Errorf("migrate: %w", causeOf(ctx, err))
 	}
 	if c.bar != nil {
 		_ = c.bar.Finish()
@@ -239,11 +304,21 @@ func (c *copier) run(ctx context.Context) (Report, error) {
 	return c.report(), nil
 }
 
+// openDirsLimit is how many directories may be open at once: maxOpenDirs, or fewer
+// when the limit on open files is low (two per directory, two per worker, and a margin).
+func openDirsLimit(workers int) int {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return 64
+	}
+	return int(max(16, min(maxOpenDirs, (int64(rl.Cur)-256-2*int64(workers))/2)))
+}
+
 func (c *copier) report() Report {
 	return Report{
 		Files: int(c.files.Load()), Dirs: int(c.dirs.Load()), Symlinks: int(c.symlinks.Load()),
 		Hardlinks: int(c.hardlinks.Load()), Bytes: c.bytes.Load(), Skipped: int(c.skipped.Load()),
-		Specials: int(c.specials.Load()),
+		Specials: int(c.specials.Load()), Workers: c.workers, Latency: c.latency,
 	}
 }
 
@@ -252,14 +327,14 @@ func (c *copier) checkTarget() error {
 	if c.opts.Resume {
 		return nil
 	}
-	entries, err := os.ReadDir(c.to)
+	names, err := readNames(c.dstRoot)
 	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return fmt.Errorf("migrate: read %s: %w", c.to, err)
 	}
-	for _, e := range entries {
-		if !c.exclude[e.Name()] {
+	for _, n := range names {
+		if !c.exclude[n] {
 			return fmt.Errorf("migrate: target %s is not empty (it holds %s); continue an interrupted copy with --resume, or empty it first",
-				c.to, e.Name())
+				c.to, n)
 		}
 	}
 	return nil
@@ -305,116 +380,21 @@ func (c *copier) count(ctx context.Context) (files, bytes int64, err error) {
 		return nil
 	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("migrate: scan %s: %w", c.from, err)
+		return 0, 0, fmt.Errorf("migrate: scan %s: %w", c.from, causeOf(ctx, err))
 	}
 	return files, bytes, nil
 }
 
-// walk creates the directories of rel in order and hands files to the workers.
-func (c *copier) walk(ctx context.Context, g *errgroup.Group, rel string) error {
-	if err := ctx.Err(); err != nil {
-		return err
+// progress counts one more entry done (and bytes that were skipped, not copied).
+func (c *copier) progress(skippedBytes int64) {
+	done := c.done.Add(1)
+	if c.bar == nil {
+		return
 	}
-	srcDir := filepath.Join(c.from, rel)
-	dstDir := filepath.Join(c.to, rel)
-	fi, err := os.Lstat(srcDir)
-	if err != nil {
-		return err
+	if skippedBytes > 0 {
+		_ = c.bar.Add64(skippedBytes)
 	}
-	if err := c.ensureDir(dstDir, rel == "."); err != nil {
-		return err
-	}
-	c.dirs.Add(1)
-	c.dirsMeta = append(c.dirsMeta, dirMeta{dstDir, fi.Sys().(*syscall.Stat_t)})
-
-	entries, err := os.ReadDir(srcDir)
-	if err != nil {
-		return err
-	}
-	if c.opts.Resume {
-		if err := removePartials(dstDir, entries); err != nil {
-			return err
-		}
-	}
-	for _, e := range entries {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if rel == "." && c.exclude[e.Name()] {
-			continue
-		}
-		erel := filepath.Join(rel, e.Name())
-		info, err := e.Info()
-		if err != nil {
-			return err
-		}
-		st := info.Sys().(*syscall.Stat_t)
-		switch mode := info.Mode(); {
-		case mode.IsDir():
-			if err := c.walk(ctx, g, erel); err != nil {
-				return err
-			}
-		case mode.IsRegular() || mode&fs.ModeSymlink != 0:
-			if st.Nlink > 1 {
-				k := devIno{st.Dev, st.Ino}
-				if first, ok := c.firsts[k]; ok {
-					c.links = append(c.links, pendingLink{first: first, dst: filepath.Join(c.to, erel)})
-					continue
-				}
-				c.firsts[k] = filepath.Join(c.to, erel)
-			}
-			g.Go(func() error { return c.copyEntry(ctx, erel, info, st) })
-		default:
-			c.specials.Add(1)
-			c.log.Warn("skipping special file (socket, fifo or device); Jenkins does not need it", "path", filepath.Join(c.from, erel), "type", mode.Type().String())
-		}
-	}
-	return nil
-}
-
-// ensureDir makes dst a directory. Its final mode is applied after its children, so it
-// starts private.
-func (c *copier) ensureDir(dst string, root bool) error {
-	if root {
-		return nil
-	}
-	err := os.Mkdir(dst, 0o700)
-	if err == nil || !errors.Is(err, fs.ErrExist) {
-		return err
-	}
-	fi, err := os.Lstat(dst)
-	if err != nil {
-		return err
-	}
-	if fi.IsDir() {
-		return nil
-	}
-	// Only a resumed copy finds things in its way (the target was empty otherwise).
-	if err := os.Remove(dst); err != nil {
-		return err
-	}
-	return os.Mkdir(dst, 0o700)
-}
-
-// removePartials deletes temporary files an interrupted copy left in dir, unless the
-// source itself has an entry of that name.
-func removePartials(dir string, src []os.DirEntry) error {
-	dst, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	names := make(map[string]bool, len(src))
-	for _, e := range src {
-		names[e.Name()] = true
-	}
-	for _, e := range dst {
-		if strings.HasPrefix(e.Name(), partialPrefix) && !names[e.Name()] {
-			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	c.bar.Describe(fmt.Sprintf("files %d/%d", done, c.total))
 }
 
 // partialName is the temporary name for base: short whatever the length of base.
@@ -424,190 +404,16 @@ func partialName(base string) string {
 	return fmt.Sprintf("%s%016x", partialPrefix, h.Sum64())
 }
 
-func (c *copier) copyEntry(ctx context.Context, rel string, info fs.FileInfo, st *syscall.Stat_t) error {
-	src := filepath.Join(c.from, rel)
-	dst := filepath.Join(c.to, rel)
-	isLink := info.Mode()&fs.ModeSymlink != 0
-	var target string
-	if isLink {
-		var err error
-		if target, err = os.Readlink(src); err != nil {
-			return err
-		}
-	}
-	if c.opts.Resume && identical(dst, st, isLink, target) {
-		c.skipped.Add(1)
-		c.progress(info.Size() * boolInt(!isLink))
-		return nil
-	}
-	tmp := filepath.Join(filepath.Dir(dst), partialName(filepath.Base(dst)))
-	// A leftover of the same name may be a symlink: never open through it.
-	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	if isLink {
-		if err := os.Symlink(target, tmp); err != nil {
-			return err
-		}
-	} else if err := c.copyFile(ctx, src, tmp); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	if err := applyMeta(tmp, st, !isLink); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	if isLink {
-		c.symlinks.Add(1)
-		c.progress(0)
-	} else {
-		c.files.Add(1)
-	}
-	if c.opts.onFileDone != nil {
-		c.opts.onFileDone()
-	}
-	return nil
-}
-
-func boolInt(b bool) int64 {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-// copyFile writes src's bytes to a new file tmp, in chunks so that ctx is honoured.
-// os.File.ReadFrom uses copy_file_range between two files, so on local disks the
-// bytes do not pass through user space.
-func (c *copier) copyFile(ctx context.Context, src, tmp string) error {
-	// O_NOATIME keeps the source's access times as they were (root may use it on any file).
-	in, err := os.OpenFile(src, os.O_RDONLY|unix.O_NOATIME, 0)
-	if errors.Is(err, fs.ErrPermission) {
-		in, err = os.Open(src)
-	}
+// readNames lists the directory open as fd (an O_PATH descriptor will do) without
+// moving fd's offset.
+func readNames(fd int) ([]string, error) {
+	dfd, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer in.Close()
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	for {
-		n, err := io.CopyN(out, in, copyChunk)
-		c.bytes.Add(n)
-		if c.bar != nil {
-			_ = c.bar.Add64(n)
-		}
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-	}
-	c.progress(0)
-	return out.Close()
-}
-
-// progress counts one more entry done (and bytes that were skipped, not copied).
-func (c *copier) progress(skippedBytes int64) {
-	if c.bar == nil {
-		return
-	}
-	if skippedBytes > 0 {
-		_ = c.bar.Add64(skippedBytes)
-	}
-	c.mu.Lock()
-	c.done++
-	desc := fmt.Sprintf("files %d/%d", c.done, c.total)
-	c.mu.Unlock()
-	c.bar.Describe(desc)
-}
-
-// link gives l.dst the inode of l.first, as the source's hard links share one.
-func (c *copier) link(l pendingLink) error {
-	first, err := os.Lstat(l.first)
-	if err != nil {
-		return err
-	}
-	if cur, err := os.Lstat(l.dst); err == nil {
-		if os.SameFile(first, cur) {
-			c.skipped.Add(1)
-			c.progress(0)
-			return nil
-		}
-		if cur.IsDir() {
-			return fmt.Errorf("%s is a directory in the target but a hard link in the source; remove it and resume", l.dst)
-		}
-		if err := os.Remove(l.dst); err != nil {
-			return err
-		}
-	}
-	if err := os.Link(l.first, l.dst); err != nil {
-		return err
-	}
-	c.hardlinks.Add(1)
-	c.progress(0)
-	return nil
-}
-
-// applyMeta gives path the source's owner, mode and times, without following a
-// symlink. The owner comes first: chown clears setuid and setgid bits.
-func applyMeta(path string, st *syscall.Stat_t, chmod bool) error {
-	if err := os.Lchown(path, int(st.Uid), int(st.Gid)); err != nil {
-		return err
-	}
-	if chmod {
-		if err := unix.Fchmodat(unix.AT_FDCWD, path, st.Mode&0o7777, 0); err != nil {
-			return fmt.Errorf("chmod %s: %w", path, err)
-		}
-	}
-	ts := []unix.Timespec{unix.NsecToTimespec(st.Atim.Nano()), unix.NsecToTimespec(st.Mtim.Nano())}
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, path, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return fmt.Errorf("set times of %s: %w", path, err)
-	}
-	return nil
-}
-
-// identical reports whether dst already matches the source entry, for Resume.
-func identical(dst string, st *syscall.Stat_t, isLink bool, target string) bool {
-	fi, err := os.Lstat(dst)
-	if err != nil {
-		return false
-	}
-	d := fi.Sys().(*syscall.Stat_t)
-	if d.Mode&unix.S_IFMT != st.Mode&unix.S_IFMT || d.Uid != st.Uid || d.Gid != st.Gid || !sameTime(st.Mtim, d.Mtim) {
-		return false
-	}
-	if isLink {
-		t, err := os.Readlink(dst)
-		return err == nil && t == target
-	}
-	return d.Size == st.Size && d.Mode&0o7777 == st.Mode&0o7777
-}
-
-// sameTime compares a source time with a target time, allowing a target file system
-// that keeps coarser timestamps (microseconds, milliseconds or seconds).
-func sameTime(src, dst syscall.Timespec) bool {
-	s, d := time.Unix(src.Unix()).UTC(), time.Unix(dst.Unix()).UTC()
-	if s.Equal(d) {
-		return true
-	}
-	for _, g := range []time.Duration{time.Microsecond, time.Millisecond, time.Second} {
-		if s.Truncate(g).Equal(d) {
-			return true
-		}
-	}
-	return false
+	f := os.NewFile(uintptr(dfd), ".")
+	defer f.Close()
+	return f.Readdirnames(-1)
 }
 
 func syncFS(dir string) error {

@@ -7,19 +7,30 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"syscall"
+	"time"
 
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
 
+// verifyWorkers is how many directories VerifyTree compares at once.
+const verifyWorkers = 8
+
 // VerifyTree compares the tree at to with the tree at from and returns every
-// difference as a line naming the path: missing or extra entries, and differences of
-// type, size, mode, owner, mtime, symlink target and hard-link grouping. It compares
-// metadata, not contents: a changed file shows as a changed size or mtime. Entries
-// named in exclude at the top of either tree, and special files of the source (which
-// Copy leaves out), are not compared; nor are the times of the top directory, which
-// the excluded entries change. The error is for trees that cannot be read.
+// difference as a line naming the path, sorted: missing or extra entries, and
+// differences of type, size, mode, owner, mtime, symlink target and hard-link grouping.
+// It compares metadata, not contents: a changed file shows as a changed size or mtime.
+// Entries named in exclude at the top of either tree, and special files of the source
+// (which Copy leaves out), are not compared; nor are the times of the top directory,
+// which the excluded entries change. Directories are compared in parallel. The error is
+// for trees that cannot be read.
 func VerifyTree(ctx context.Context, from, to string, exclude []string) ([]string, error) {
+	return verifyTree(ctx, from, to, exclude, verifyWorkers)
+}
+
+func verifyTree(ctx context.Context, from, to string, exclude []string, workers int) ([]string, error) {
 	v := &verifier{
 		from: from, to: to, exclude: map[string]bool{},
 		srcGroup: map[devIno]linkSeen{}, dstGroup: map[devIno]linkSeen{},
@@ -36,10 +47,13 @@ func VerifyTree(ctx context.Context, from, to string, exclude []string) ([]strin
 		return nil, err
 	}
 	v.compare(".", src, dst, true)
-	if err := v.dir(ctx, "."); err != nil {
-		return v.diffs, err
-	}
-	return v.diffs, nil
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(workers, 1))
+	v.g = g
+	g.Go(func() error { return v.dir(gctx, ".") })
+	err = g.Wait()
+	sort.Strings(v.diffs)
+	return v.diffs, err
 }
 
 // linkSeen remembers, for one inode of a tree, the path where it was first met and
@@ -50,16 +64,24 @@ type linkSeen struct {
 }
 
 type verifier struct {
-	from, to           string
-	exclude            map[string]bool
+	from, to string
+	exclude  map[string]bool
+	g        *errgroup.Group
+
+	mu                 sync.Mutex // guards the maps and diffs
 	srcGroup, dstGroup map[devIno]linkSeen
 	diffs              []string
 }
 
 func (v *verifier) addf(rel, format string, args ...any) {
-	v.diffs = append(v.diffs, rel+": "+fmt.Sprintf(format, args...))
+	line := rel + ": " + fmt.Sprintf(format, args...)
+	v.mu.Lock()
+	v.diffs = append(v.diffs, line)
+	v.mu.Unlock()
 }
 
+// dir compares the entries of one directory, in name order, and hands its
+// subdirectories to other workers (or compares them itself when none is free).
 func (v *verifier) dir(ctx context.Context, rel string) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -90,11 +112,12 @@ func (v *verifier) dir(ctx context.Context, rel string) error {
 			continue
 		}
 		s := srcNames[name]
-		if !v.compare(erel, s, d, false) {
+		if !v.compare(erel, s, d, false) || !s.IsDir() {
 			continue
 		}
-		if s.IsDir() {
-			if err := v.dir(ctx, erel); err != nil {
+		sub := func() error { return v.dir(ctx, erel) }
+		if !v.g.TryGo(sub) {
+			if err := sub(); err != nil {
 				return err
 			}
 		}
@@ -163,13 +186,15 @@ func (v *verifier) compare(rel string, src, dst fs.FileInfo, top bool) bool {
 
 // links checks that names sharing an inode in one tree share one in the other.
 func (v *verifier) links(rel string, sk, dk devIno) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
 	if seen, ok := v.srcGroup[sk]; ok && seen.other != dk {
-		v.addf(rel, "hard link to %s in source, separate file in target", seen.rel)
+		v.diffs = append(v.diffs, fmt.Sprintf("%s: hard link to %s in source, separate file in target", rel, seen.rel))
 	} else if !ok {
 		v.srcGroup[sk] = linkSeen{rel, dk}
 	}
 	if seen, ok := v.dstGroup[dk]; ok && seen.other != sk {
-		v.addf(rel, "hard link to %s in target, separate file in source", seen.rel)
+		v.diffs = append(v.diffs, fmt.Sprintf("%s: hard link to %s in target, separate file in source", rel, seen.rel))
 	} else if !ok {
 		v.dstGroup[dk] = linkSeen{rel, sk}
 	}
@@ -178,4 +203,19 @@ func (v *verifier) links(rel string, sk, dk devIno) {
 func tsString(ts syscall.Timespec) string {
 	sec, nsec := ts.Unix()
 	return fmt.Sprintf("%d.%09d", sec, nsec)
+}
+
+// sameTime compares a source time with a target time, allowing a target file system
+// that keeps coarser timestamps (microseconds, milliseconds or seconds).
+func sameTime(src, dst syscall.Timespec) bool {
+	s, d := time.Unix(src.Unix()).UTC(), time.Unix(dst.Unix()).UTC()
+	if s.Equal(d) {
+		return true
+	}
+	for _, g := range []time.Duration{time.Microsecond, time.Millisecond, time.Second} {
+		if s.Truncate(g).Equal(d) {
+			return true
+		}
+	}
+	return false
 }

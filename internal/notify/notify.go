@@ -1,6 +1,6 @@
 // Package notify tells systemd how the agent is doing: READY=1 when Jenkins
 // answers, STATUS= at each phase change, EXTEND_TIMEOUT_USEC= during long starts and
-// stops, and WATCHDOG=1 only while the agent can still see its own end coming.
+// stops, and WATCHDOG=1 only while the agent's own loops make progress.
 //
 // Outside systemd (NOTIFY_SOCKET unset: a terminal, simulate, tests) every method
 // is a no-op, so callers never need to ask.
@@ -76,9 +76,10 @@ func (n *Notifier) WatchdogInterval() (time.Duration, bool) {
 }
 
 // RunWatchdog pings the watchdog at half its interval until ctx ends, but only
-// while healthy reports true: an agent that is wedged, or blind to IMDS, must be
-// restarted by systemd rather than kept alive by a timer that still ticks. It
-// returns at once when systemd does not watch this process.
+// while healthy reports true: a wedged agent must be restarted by systemd rather than
+// kept alive by a timer that still ticks. (The agent's healthy is its own progress, not
+// its sight of IMDS: a blind agent still holds the fence, and a restart would not cure
+// the blindness.) It returns at once when systemd does not watch this process.
 func (n *Notifier) RunWatchdog(ctx context.Context, healthy func() bool) {
 	interval, ok := n.WatchdogInterval()
 	if !ok {

@@ -27,7 +27,7 @@ func options(srv *secretstest.Server) secrets.Options {
 	}
 }
 
-func ssmSource(t *testing.T, srv *secretstest.Server, name string, opts secrets.Options) secrets.Source {
+func ssmSource(t *testing.T, name string, opts secrets.Options) secrets.Source {
 	t.Helper()
 	src, err := secrets.NewSSMParameter(t.Context(), name, opts)
 	if err != nil {
@@ -36,7 +36,7 @@ func ssmSource(t *testing.T, srv *secretstest.Server, name string, opts secrets.
 	return src
 }
 
-func smSource(t *testing.T, srv *secretstest.Server, id string, opts secrets.Options) secrets.Source {
+func smSource(t *testing.T, id string, opts secrets.Options) secrets.Source {
 	t.Helper()
 	src, err := secrets.NewSecretsManagerSecret(t.Context(), id, opts)
 	if err != nil {
@@ -59,7 +59,7 @@ func TestSSMParameterContract(t *testing.T) {
 		},
 		UseCustomerKey: func(name string) { srv.SetParameterKey("/"+name, customerKey) },
 		Source: func(t *testing.T, name string) secrets.Source {
-			return ssmSource(t, srv, "/"+name, options(srv))
+			return ssmSource(t, "/"+name, options(srv))
 		},
 	})
 	for _, c := range srv.Calls() {
@@ -81,7 +81,7 @@ func TestSecretsManagerContract(t *testing.T) {
 		Put:            func(name, value string) { srv.PutSecret(name, value) },
 		UseCustomerKey: func(name string) { srv.SetSecretKey(name, customerKey) },
 		Source: func(t *testing.T, name string) secrets.Source {
-			return smSource(t, srv, name, options(srv))
+			return smSource(t, name, options(srv))
 		},
 	})
 }
@@ -107,10 +107,10 @@ func TestEndpointsFromEnvironment(t *testing.T) {
 			return secretstest.Region, nil
 		},
 	}
-	if v, err := ssmSource(t, srv, "/jenkins/api-token", opts).Read(t.Context()); err != nil || v.Reveal() != "tok-ssm" {
+	if v, err := ssmSource(t, "/jenkins/api-token", opts).Read(t.Context()); err != nil || v.Reveal() != "tok-ssm" {
 		t.Fatalf("ssm via AWS_ENDPOINT_URL_SSM: %q %v", v.Reveal(), err)
 	}
-	if v, err := smSource(t, srv, "jenkins/api-token", opts).Read(t.Context()); err != nil || v.Reveal() != "tok-sm" {
+	if v, err := smSource(t, "jenkins/api-token", opts).Read(t.Context()); err != nil || v.Reveal() != "tok-sm" {
 		t.Fatalf("secrets manager via AWS_ENDPOINT_URL_SECRETS_MANAGER: %q %v", v.Reveal(), err)
 	}
 	if asked.Load() != 2 {
@@ -124,7 +124,7 @@ func TestEndpointsFromEnvironment(t *testing.T) {
 
 	// AWS_REGION wins over the instance identity.
 	t.Setenv("AWS_REGION", "eu-west-1")
-	_, err := ssmSource(t, srv, "/jenkins/api-token", opts).Read(t.Context())
+	_, err := ssmSource(t, "/jenkins/api-token", opts).Read(t.Context())
 	if !errors.Is(err, secrets.ErrNotFound) || !strings.Contains(err.Error(), "eu-west-1") {
 		t.Errorf("read in eu-west-1 = %v, want not found there", err)
 	}
@@ -143,11 +143,11 @@ func TestRegionOfAnARN(t *testing.T) {
 	opts.Region = ""
 	opts.RegionFrom = func(context.Context) (string, error) { return "", errors.New("must not be asked") }
 
-	v, err := ssmSource(t, srv, "arn:aws:ssm:us-east-1:123456789012:parameter/jenkins/api-token", opts).Read(t.Context())
+	v, err := ssmSource(t, "arn:aws:ssm:us-east-1:123456789012:parameter/jenkins/api-token", opts).Read(t.Context())
 	if err != nil || v.Reveal() != "tok" {
 		t.Fatalf("by ARN: %q %v", v.Reveal(), err)
 	}
-	_, err = ssmSource(t, srv, "arn:aws:ssm:eu-west-1:123456789012:parameter/jenkins/api-token", opts).Read(t.Context())
+	_, err = ssmSource(t, "arn:aws:ssm:eu-west-1:123456789012:parameter/jenkins/api-token", opts).Read(t.Context())
 	if !errors.Is(err, secrets.ErrNotFound) {
 		t.Errorf("by an ARN of another region: %v, want not found", err)
 	}
@@ -155,7 +155,7 @@ func TestRegionOfAnARN(t *testing.T) {
 		t.Errorf("signed for %q, want the ARN's region eu-west-1", got)
 	}
 	for _, id := range []string{arn, strings.TrimSuffix(arn, arn[len(arn)-7:])} {
-		if v, err := smSource(t, srv, id, opts).Read(t.Context()); err != nil || v.Reveal() != "tok-sm" {
+		if v, err := smSource(t, id, opts).Read(t.Context()); err != nil || v.Reveal() != "tok-sm" {
 			t.Errorf("secret by ARN %s: %q %v", id, v.Reveal(), err)
 		}
 	}
@@ -169,7 +169,7 @@ func TestNoRegion(t *testing.T) {
 	t.Setenv("AWS_CONFIG_FILE", "/nonexistent")
 	opts := options(srv)
 	opts.Region = ""
-	_, err := ssmSource(t, srv, "/x", opts).Read(t.Context())
+	_, err := ssmSource(t, "/x", opts).Read(t.Context())
 	if err == nil || !strings.Contains(err.Error(), "AWS_REGION") {
 		t.Errorf("no region = %v, want an error naming AWS_REGION", err)
 	}
@@ -186,22 +186,22 @@ func TestSSMParameterKinds(t *testing.T) {
 	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 
 	srv.PutParameter("/plain", secretstest.TypeString, "plain-token")
-	if v, err := ssmSource(t, srv, "/plain", opts).Read(t.Context()); err != nil || v.Reveal() != "plain-token" {
+	if v, err := ssmSource(t, "/plain", opts).Read(t.Context()); err != nil || v.Reveal() != "plain-token" {
 		t.Fatalf("String parameter: %q %v", v.Reveal(), err)
 	}
 	if !strings.Contains(logs.String(), "SecureString") || strings.Contains(logs.String(), "plain-token") {
 		t.Errorf("want a warning to use a SecureString, without the value: %s", logs.String())
 	}
 	srv.PutParameter("/list", secretstest.TypeStringList, "a,b")
-	if _, err := ssmSource(t, srv, "/list", opts).Read(t.Context()); !errors.Is(err, secrets.ErrUnusable) {
+	if _, err := ssmSource(t, "/list", opts).Read(t.Context()); !errors.Is(err, secrets.ErrUnusable) {
 		t.Errorf("StringList = %v, want ErrUnusable", err)
 	}
 	srv.PutParameter("/versioned", secretstest.TypeSecureString, "v1-token")
 	srv.PutParameter("/versioned", secretstest.TypeSecureString, "v2-token")
-	if v, err := ssmSource(t, srv, "/versioned:1", opts).Read(t.Context()); err != nil || v.Reveal() != "v1-token" {
+	if v, err := ssmSource(t, "/versioned:1", opts).Read(t.Context()); err != nil || v.Reveal() != "v1-token" {
 		t.Errorf("selector :1 = %q %v", v.Reveal(), err)
 	}
-	if _, err := ssmSource(t, srv, "/versioned:9", opts).Read(t.Context()); !errors.Is(err, secrets.ErrNotFound) {
+	if _, err := ssmSource(t, "/versioned:9", opts).Read(t.Context()); !errors.Is(err, secrets.ErrNotFound) {
 		t.Errorf("selector :9 = %v, want ErrNotFound", err)
 	}
 }
@@ -210,12 +210,12 @@ func TestSecretsManagerKinds(t *testing.T) {
 	srv := secretstest.NewServer()
 	defer srv.Close()
 	srv.PutSecretBinary("bin", []byte("tok"))
-	if _, err := smSource(t, srv, "bin", options(srv)).Read(t.Context()); !errors.Is(err, secrets.ErrUnusable) || !strings.Contains(err.Error(), "binary") {
+	if _, err := smSource(t, "bin", options(srv)).Read(t.Context()); !errors.Is(err, secrets.ErrUnusable) || !strings.Contains(err.Error(), "binary") {
 		t.Errorf("binary secret = %v, want ErrUnusable naming binary", err)
 	}
 	srv.PutSecret("gone", "tok")
 	srv.DeleteSecret("gone")
-	if _, err := smSource(t, srv, "gone", options(srv)).Read(t.Context()); err == nil || !strings.Contains(err.Error(), "marked for deletion") {
+	if _, err := smSource(t, "gone", options(srv)).Read(t.Context()); err == nil || !strings.Contains(err.Error(), "marked for deletion") {
 		t.Errorf("deleted secret = %v", err)
 	}
 }
@@ -225,7 +225,7 @@ func TestRetriesThrottling(t *testing.T) {
 	defer srv.Close()
 	srv.PutParameter("/t", secretstest.TypeSecureString, "tok")
 	srv.FailNext(secretstest.TargetGetParameter, "ThrottlingException", 2)
-	if v, err := ssmSource(t, srv, "/t", options(srv)).Read(t.Context()); err != nil || v.Reveal() != "tok" {
+	if v, err := ssmSource(t, "/t", options(srv)).Read(t.Context()); err != nil || v.Reveal() != "tok" {
 		t.Fatalf("after two throttles: %q %v", v.Reveal(), err)
 	}
 	if n := len(srv.Calls()); n != 3 {
@@ -343,7 +343,7 @@ func TestTokenPrefetchRetriesUntilRead(t *testing.T) {
 	defer srv.Close()
 	srv.PutParameter("/t", secretstest.TypeSecureString, "tok")
 	srv.FailNext(secretstest.TargetGetParameter, "InternalServerError", 4) // outlasts the SDK's 3 attempts
-	tok := secrets.NewToken(ssmSource(t, srv, "/t", options(srv)), slog.New(slog.DiscardHandler))
+	tok := secrets.NewToken(ssmSource(t, "/t", options(srv)), slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithTimeout(t.Context(), testenv.WaitLimit)
 	defer cancel()
 	if err := tok.Prefetch(ctx); err != nil {

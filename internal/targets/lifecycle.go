@@ -158,6 +158,7 @@ func (c *Client) lifecycleGroup(verb, instanceID string) (string, error) {
 // once it does not.
 func (c *Client) onPendingAction(ctx context.Context, instanceID, asg, action string, call func(context.Context) error) error {
 	pause := c.poll
+	waiting := false // the group was seen in Terminating:Wait
 	for tries := 1; ; tries++ {
 		cctx, cancel := c.callContext(ctx)
 		err := call(cctx)
@@ -165,11 +166,17 @@ func (c *Client) onPendingAction(ctx context.Context, instanceID, asg, action st
 		if err == nil {
 			return nil
 		}
+		if waiting && ctx.Err() != nil {
+			return fmt.Errorf("the instance is %s but Auto Scaling found no active lifecycle action in %d tries: %w", stateTerminatingWait, tries, ctx.Err())
+		}
 		if !isNoActiveAction(err) {
 			return explain(err, action, c.groupResource(asg))
 		}
 		group, state, derr := c.instanceState(ctx, instanceID)
 		if derr != nil {
+			if waiting && ctx.Err() != nil {
+				return fmt.Errorf("the instance is %s but Auto Scaling found no active lifecycle action in %d tries: %w", stateTerminatingWait, tries, ctx.Err())
+			}
 			return fmt.Errorf("%w; whether an action is still to come is unknown: %w", err, derr)
 		}
 		if group != asg || state != stateTerminatingWait {
@@ -179,6 +186,7 @@ func (c *Client) onPendingAction(ctx context.Context, instanceID, asg, action st
 			}
 			return fmt.Errorf("%w (Auto Scaling shows the instance %s): %w", ErrNoLifecycleAction, where, err)
 		}
+		waiting = true
 		c.log.Debug("lifecycle action not visible yet although the instance is Terminating:Wait; trying again",
 			"action", action, "instance", instanceID, "tries", tries, "pause", pause)
 		t := time.NewTimer(pause)

@@ -61,10 +61,14 @@ func TestCompleteLifecycleGivesUpWhenCtxEnds(t *testing.T) {
 		t.Fatalf("Discover: %v", err)
 	}
 	srv.PendLifecycleAction(asgName, hook, instanceID)
+	described := len(srv.CallsOf("DescribeAutoScalingInstances"))
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- c.CompleteLifecycle(ctx, instanceID) }()
-	testenv.Eventually(t, "a refused completion", func() bool { return len(srv.CallsOf("CompleteLifecycleAction")) >= 1 })
+	// A completion refused, and the look that found the instance still waiting.
+	testenv.Eventually(t, "a refused completion", func() bool {
+		return len(srv.CallsOf("CompleteLifecycleAction")) >= 2 && len(srv.CallsOf("DescribeAutoScalingInstances")) > described
+	})
 	cancel()
 	err := <-done
 	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "the instance is Terminating:Wait but Auto Scaling found no active lifecycle action") {

@@ -58,7 +58,7 @@ func newReceiver(t *testing.T) *receiver {
 		r.mu.Lock()
 		r.bodies = append(r.bodies, body)
 		r.mu.Unlock()
-		io.WriteString(w, "ok")
+		w.Write([]byte("ok")) // the client went away if this fails: nothing to check
 	}))
 	t.Cleanup(r.srv.Close)
 	return r
@@ -128,9 +128,17 @@ func start(t *testing.T, opts Options) (*Notifier, *results, func()) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { n.Run(ctx); close(done) }()
-	stop := func() { cancel(); <-done }
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
 	t.Cleanup(stop)
 	return n, &res, stop
 }
@@ -193,7 +201,9 @@ func TestJSONPayload(t *testing.T) {
 		t.Errorf("lease lost message %+v", lost)
 	}
 	var raw map[string]any
-	json.Unmarshal(bodies[0], &raw)
+	if err := json.Unmarshal(bodies[0], &raw); err != nil {
+		t.Fatalf("first body is not JSON: %v: %s", err, bodies[0])
+	}
 	report := raw["report"].(map[string]any)
 	for _, key := range []string{"notice", "deadline", "margin_seconds", "aborted_builds", "failed_steps", "handed_over_to"} {
 		if _, ok := report[key]; !ok {

@@ -81,7 +81,7 @@ func New(cfg config.Config, token config.Secret, m *metrics.Metrics, ep Endpoint
 	watcher := imds.NewWatcher(md, imds.WatchOptions{PollInterval: cfg.Interruption.PollInterval.D(), Logger: log})
 	w := &Wiring{IMDS: md}
 
-	var rt agent.Runtime = ep.Runtime
+	rt := ep.Runtime
 	if rt == nil {
 		copts, err := ContainerOptions(cfg, ep, log)
 		if err != nil {

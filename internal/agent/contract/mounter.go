@@ -39,6 +39,14 @@ type Mounter interface {
 	// Idempotent: nothing mounted is success. An error means the home is still mounted:
 	// a process still uses it, or the file system did not answer before ctx's deadline.
 	Unmount(ctx context.Context) error
+	// Abort cuts this instance off the home after a fence, so that the killed Jenkins'
+	// pending writes never land in a home a successor holds: the mount is forced off,
+	// or detached when a process still holds it. Afterwards nothing is mounted at the
+	// mount point (Verify fails) until Mount runs again. It blocks on the kernel, bounded
+	// by ctx. Idempotent: nothing mounted is success. An error means writes may still
+	// land (a busy home was only detached, or could not be cut off): the instance should
+	// end.
+	Abort(ctx context.Context) error
 	// MountPoint is the host path of the home, as configured; it never blocks.
 	MountPoint() string
 }
@@ -72,6 +80,10 @@ type MounterWorld struct {
 	// as a Jenkins started without the mount does. Nil when the implementation has no
 	// disk beneath its mount point; that check is then skipped.
 	LocalFiles func()
+	// Busy opens a file on the mounted home and keeps it open, as a Jenkins still
+	// running does, until the function it returns is called. Nil when the
+	// implementation has no processes to hold its home; those checks are skipped then.
+	Busy func() (done func())
 	// Unreachable makes every later mount attempt fail as a mount target out of reach
 	// does (timed out, worth retrying). Nil when the harness cannot; skipped then.
 	Unreachable func()
@@ -228,6 +240,64 @@ func TestMounter(t *testing.T, h MounterHarness) {
 		}
 	})
 
+	t.Run("UnmountLeavesABusyHomeMounted", func(t *testing.T) {
+		w := h.New(t)
+		if w.Busy == nil {
+			t.Skip("this implementation has no processes to hold its home")
+		}
+		if err := w.Mounter.Mount(bounded(t)); err != nil {
+			t.Fatalf("Mount: %v", err)
+		}
+		done := w.Busy()
+		if err := w.Mounter.Unmount(bounded(t)); err == nil {
+			t.Error("Unmount of a home a process still uses passed")
+		}
+		wantMounts(t, w, 1, "after Unmount of a busy home (never lazily)")
+		done()
+		if err := w.Mounter.Unmount(bounded(t)); err != nil {
+			t.Fatalf("Unmount once idle: %v", err)
+		}
+		wantMounts(t, w, 0, "after Unmount once idle")
+	})
+
+	t.Run("AbortCutsTheHomeOff", func(t *testing.T) {
+		w := h.New(t)
+		if err := w.Mounter.Abort(bounded(t)); err != nil {
+			t.Fatalf("Abort with nothing mounted: %v", err)
+		}
+		if err := w.Mounter.Mount(bounded(t)); err != nil {
+			t.Fatalf("Mount: %v", err)
+		}
+		for i := range 2 {
+			if err := w.Mounter.Abort(bounded(t)); err != nil {
+				t.Fatalf("Abort #%d of an idle home: %v", i+1, err)
+			}
+			wantMounts(t, w, 0, "after Abort")
+		}
+		if err := w.Mounter.Verify(bounded(t)); err == nil {
+			t.Error("Verify passed after Abort: the home is still reachable through this instance")
+		}
+		if err := w.Mounter.Mount(bounded(t)); err != nil {
+			t.Fatalf("Mount after Abort: %v", err)
+		}
+		if err := w.Mounter.Verify(bounded(t)); err != nil {
+			t.Fatalf("Verify after mounting again: %v", err)
+		}
+
+		if w.Busy == nil {
+			return
+		}
+		done := w.Busy()
+		defer done()
+		if err := callWithin(t, time.Second, w.Mounter.Abort); err == nil {
+			t.Error("Abort of a home a process still holds passed: its queued writes may still land")
+		}
+		wantMounts(t, w, 0, "after Abort of a busy home (detached)")
+		if err := w.Mounter.Verify(bounded(t)); err == nil {
+			t.Error("Verify passed after Abort of a busy home")
+		}
+	})
+
 	t.Run("MountGivesUpWhenItsContextEnds", func(t *testing.T) {
 		w := h.New(t)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -273,13 +343,14 @@ func TestMounter(t *testing.T, h MounterHarness) {
 			{"Verify", w.Mounter.Verify},
 			{"Mount", w.Mounter.Mount},
 			{"Unmount", w.Mounter.Unmount},
+			{"Abort", w.Mounter.Abort},
 		} {
 			err := callWithin(t, 200*time.Millisecond, op.call)
 			if !errors.Is(err, context.DeadlineExceeded) {
 				t.Errorf("%s on a hung file system = %v; want an error with the deadline in its chain", op.name, err)
 			}
 		}
-		wantMounts(t, w, 1, "after an Unmount that could not finish")
+		wantMounts(t, w, 1, "after an Unmount and an Abort that could not finish")
 		w.Resume()
 		resumed = true
 		if err := w.Mounter.Verify(bounded(t)); err != nil {

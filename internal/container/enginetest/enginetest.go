@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -82,12 +81,14 @@ func StaticBinary(t testing.TB, pkg string) string {
 }
 
 // BuildStatic builds the Go main package pkg into the file out with
-// CGO_ENABLED=0, using the go command on PATH or else the one of this
-// toolchain. Relative package paths are relative to the working directory.
+// CGO_ENABLED=0, using the go command on PATH (go test puts the bin directory of
+// its own toolchain first on the PATH of the tests it runs). Relative package
+// paths are relative to the working directory. Without a go command on PATH it
+// returns an error saying so.
 func BuildStatic(ctx context.Context, pkg, out string) error {
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return fmt.Errorf("build %s: %w: put the go command on PATH", pkg, err)
 	}
 	cmd := exec.CommandContext(ctx, goTool, "build", "-trimpath", "-o", out, pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

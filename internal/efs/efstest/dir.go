@@ -26,7 +26,7 @@ type Dir struct {
 
 // Calls counts the calls made on a Dir.
 type Calls struct {
-	Mount, Verify, Unmount int
+	Mount, Verify, Unmount, Abort int
 }
 
 // NewDir returns a Dir at path standing in for the file system fileSystemID.
@@ -76,6 +76,16 @@ func (d *Dir) Unmount(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.calls.Unmount++
+	d.mounted = false
+	return nil
+}
+
+// Abort stands in for cutting the home off after a fence: like the real one, the home
+// is no longer reachable through this instance (Verify fails) until Mount runs again.
+func (d *Dir) Abort(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls.Abort++
 	d.mounted = false
 	return nil
 }

@@ -170,6 +170,12 @@ func (s *MountTargetServer) Calls() []MountTargetCall {
 	return slices.Clone(s.calls)
 }
 
+// fileSystemNotFound is the message of EFS's FileSystemNotFound error for id, the
+// same through the API and in process.
+func fileSystemNotFound(id string) string {
+	return fmt.Sprintf("File system '%s' does not exist.", id)
+}
+
 // MountTarget answers from the double's state, as the adapter does through the API:
 // the lookup the Mounter makes, without HTTP.
 func (s *MountTargetServer) MountTarget(ctx context.Context, fileSystemID, az string) (efs.MountTarget, error) {
@@ -185,7 +191,7 @@ func (s *MountTargetServer) MountTarget(ctx context.Context, fileSystemID, az st
 	case denied:
 		return efs.MountTarget{}, fmt.Errorf("efs DescribeMountTargets %s: %w: not authorized to perform elasticfilesystem:DescribeMountTargets", fileSystemID, efs.ErrAccessDenied)
 	case !ok:
-		return efs.MountTarget{}, fmt.Errorf("efs DescribeMountTargets %s: %w: File system '%s' does not exist.", fileSystemID, efs.ErrFileSystemNotFound, fileSystemID)
+		return efs.MountTarget{}, fmt.Errorf("efs DescribeMountTargets %s: %w: %s", fileSystemID, efs.ErrFileSystemNotFound, fileSystemNotFound(fileSystemID))
 	}
 	return efs.PickMountTarget(fileSystemID, az, targets)
 }
@@ -289,7 +295,7 @@ func (s *MountTargetServer) answer(r *http.Request, call *MountTargetCall) ([]by
 		id := fsID[strings.LastIndex(fsID, "/")+1:]
 		ts, ok := s.fs[id]
 		if !ok {
-			return fail(http.StatusNotFound, "FileSystemNotFound", "File system '%s' does not exist.", id)
+			return fail(http.StatusNotFound, "FileSystemNotFound", "%s", fileSystemNotFound(id))
 		}
 		targets = ts
 		for _, t := range ts {

@@ -2,6 +2,7 @@ package imdstest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -77,8 +79,13 @@ func StartAEMM(t testing.TB, args ...string) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		// The mock serves until killed; an earlier exit is a fault the test reports.
+		if err := cmd.Process.Kill(); err != nil {
+			t.Errorf("stop ec2-metadata-mock: %v\n%s", err, out.String())
+		}
+		if err := cmd.Wait(); err != nil && !isKilled(err) {
+			t.Errorf("ec2-metadata-mock: %v\n%s", err, out.String())
+		}
 	})
 	url := "http://127.0.0.1:" + port
 	deadline := time.Now().Add(testenv.WaitLimit)
@@ -97,4 +104,14 @@ func StartAEMM(t testing.TB, args ...string) string {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// isKilled reports whether err is the exit of a process that SIGKILL ended.
+func isKilled(err error) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
 }
