@@ -84,7 +84,8 @@ type Lease interface {
 	// blocks.
 	State() status.LeaseState
 	// Successor reads the announcement of an instance waiting on the lease; false when
-	// none is there or it is stale. It blocks on one file read, bounded by ctx.
+	// none is there, it is stale, or it names this instance. It blocks on one file read,
+	// bounded by ctx.
 	Successor(ctx context.Context) (status.Successor, bool, error)
 }
 

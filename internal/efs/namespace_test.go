@@ -34,6 +34,7 @@ var nsTests = []string{
 	"TestNSRootSquash",
 	"TestNSHungHome",
 	"TestNSContract",
+	"TestNSAbortCutsTheHomeOff",
 }
 
 // tmpfsMagic is what statfs(2) reports for tmpfs. The namespace tests mount tmpfs where
