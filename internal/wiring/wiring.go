@@ -44,6 +44,9 @@ type Endpoints struct {
 	// Home, when set, is a local directory that stands in for the EFS mount: it is
 	// "mounted" and verified through the same marker, without root or NFS.
 	Home string
+	// HomeHost names the simulated host whose "mount" of Home this is: an agent
+	// restarted with the same HomeHost finds the home mounted, another host does not.
+	HomeHost string
 	// Command replaces the image's command (simulate runs the Jenkins double in it).
 	Command []string
 	// Runtime replaces the Docker runtime (simulate without Docker).
@@ -112,7 +115,7 @@ func New(cfg config.Config, token config.Secret, m *metrics.Metrics, ep Endpoint
 		Jenkins:  jc,
 		NewMounter: func(id instance.Identity) (agent.Mounter, error) {
 			if ep.Home != "" {
-				return efstest.NewDir(ep.Home, cfg.EFS.FileSystemID), nil
+				return efstest.NewDirOn(ep.Home, cfg.EFS.FileSystemID, ep.HomeHost), nil
 			}
 			var occupants func(context.Context) ([]string, error)
 			if w.Docker != nil {

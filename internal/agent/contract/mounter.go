@@ -133,8 +133,12 @@ func TestMounter(t *testing.T, h MounterHarness) {
 				t.Fatalf("Verify after Mount #%d: %v", i+1, err)
 			}
 		}
-		// An agent restarted on the same instance finds the home mounted and keeps it.
+		// An agent restarted on the same instance finds the home mounted and keeps it: it
+		// verifies it before any Mount of its own (a plan resumed after the restart does).
 		again := w.Reopen()
+		if err := again.Verify(bounded(t)); err != nil {
+			t.Fatalf("Verify by a restarted agent before its own Mount: %v", err)
+		}
 		if err := again.Mount(bounded(t)); err != nil {
 			t.Fatalf("Mount by a restarted agent: %v", err)
 		}

@@ -15,13 +15,44 @@ import (
 // Dir behaves like efs.Mounter on a plain directory: Mount creates the directory and
 // checks or writes the same marker the real mount does, so a directory shared by two
 // simulated instances is checked the way EFS is; Unmount only records the call.
+//
+// Whether the home is "mounted" belongs to the simulated host, as a mount belongs to
+// the instance's mount table: a Dir built again on the same host (an agent restarted
+// there) finds it mounted, while another host's Dir on the same directory does not.
 type Dir struct {
 	path         string
 	fileSystemID string
+	table        *mountTable
 
+	mu    sync.Mutex
+	calls Calls
+}
+
+// mountTable is one simulated host's record of whether the directory is mounted.
+type mountTable struct {
 	mu      sync.Mutex
 	mounted bool
-	calls   Calls
+}
+
+// tables holds the mount tables by host and directory.
+var tables sync.Map // "host\x00path" → *mountTable
+
+func tableFor(host, path string) *mountTable {
+	t, _ := tables.LoadOrStore(host+"\x00"+path, &mountTable{})
+	return t.(*mountTable)
+}
+
+func (d *Dir) setMounted(v bool) {
+	d.table.mu.Lock()
+	d.table.mounted = v
+	d.table.mu.Unlock()
+}
+
+// Mounted reports whether Mount succeeded on this host and no Unmount or Abort followed.
+func (d *Dir) Mounted() bool {
+	d.table.mu.Lock()
+	defer d.table.mu.Unlock()
+	return d.table.mounted
 }
 
 // Calls counts the calls made on a Dir.
@@ -29,9 +60,16 @@ type Calls struct {
 	Mount, Verify, Unmount, Abort int
 }
 
-// NewDir returns a Dir at path standing in for the file system fileSystemID.
+// NewDir returns a Dir at path standing in for the file system fileSystemID, on a host
+// of its own.
 func NewDir(path, fileSystemID string) *Dir {
-	return &Dir{path: path, fileSystemID: fileSystemID}
+	return NewDirOn(path, fileSystemID, "")
+}
+
+// NewDirOn returns a Dir at path standing in for the file system fileSystemID as the
+// simulated host sees it: a Dir built again with the same host shares its mount state.
+func NewDirOn(path, fileSystemID, host string) *Dir {
+	return &Dir{path: path, fileSystemID: fileSystemID, table: tableFor(host, path)}
 }
 
 // Mount creates the directory and checks its marker; calling it again is harmless,
@@ -49,7 +87,7 @@ func (d *Dir) Mount(ctx context.Context) error {
 	if _, err := efs.EnsureMarker(ctx, d.path, d.fileSystemID); err != nil {
 		return fmt.Errorf("efs mount: %w", err)
 	}
-	d.mounted = true
+	d.setMounted(true)
 	return nil
 }
 
@@ -62,7 +100,7 @@ func (d *Dir) Verify(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("efs verify: %w", err)
 	}
-	if !d.mounted {
+	if !d.Mounted() {
 		return errors.New("efs verify: nothing is mounted at " + d.path + ": call Mount first")
 	}
 	if _, err := efs.EnsureMarker(ctx, d.path, d.fileSystemID); err != nil {
@@ -76,7 +114,7 @@ func (d *Dir) Unmount(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.calls.Unmount++
-	d.mounted = false
+	d.setMounted(false)
 	return nil
 }
 
@@ -86,7 +124,7 @@ func (d *Dir) Abort(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.calls.Abort++
-	d.mounted = false
+	d.setMounted(false)
 	return nil
 }
 
@@ -96,12 +134,6 @@ func (d *Dir) MountPoint() string { return d.path }
 // Source names the stand-in, for logs and status.
 func (d *Dir) Source() string { return "local directory " + d.path }
 
-// Mounted reports whether Mount succeeded and no Unmount followed.
-func (d *Dir) Mounted() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.mounted
-}
 
 // Calls returns how often each method was called.
 func (d *Dir) Calls() Calls {
