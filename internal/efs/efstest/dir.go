@@ -134,7 +134,6 @@ func (d *Dir) MountPoint() string { return d.path }
 // Source names the stand-in, for logs and status.
 func (d *Dir) Source() string { return "local directory " + d.path }
 
-
 // Calls returns how often each method was called.
 func (d *Dir) Calls() Calls {
 	d.mu.Lock()
