@@ -1,6 +1,7 @@
 package simulate
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -63,4 +64,46 @@ func BenchmarkSelfFence(b *testing.B) {
 	b.ReportMetric(toFence.Seconds()/float64(n), "blocked-to-fence-s")
 	b.ReportMetric(beforeExpiry.Seconds()/float64(n), "fence-before-expiry-s")
 	b.ReportMetric(toStart.Seconds()/float64(n), "fence-to-b-start-s")
+}
+
+// BenchmarkFailoverOrders measures, as `simulate --failover --compare` does (a 5 s
+// notice, a 40 s budget, an 8 s launch delay), how long Jenkins is unreachable through
+// the load balancer across an interruption: with the replacement asked for at the
+// notice, and with the group replacing the instance only once it is gone, next to the
+// successor's own start (the goal: unreachable ≤ that start + 2 s). Two whole
+// rehearsals per iteration (about a minute and a half): run it with -benchtime 1x.
+func BenchmarkFailoverOrders(b *testing.B) {
+	mode, exe := runtimeFor(b)
+	var at, after, gapAt, gapAfter, start, startAfter, launch time.Duration
+	n := 0
+	for b.Loop() {
+		log := testenv.NewLog(b, "timeline and agent logs")
+		opts := Options{Compare: true, Docker: mode, Executable: exe, Out: log}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		sum, err := Run(ctx, opts)
+		cancel()
+		if err != nil {
+			b.Fatalf("Run: %v", err)
+		}
+		other := sum.Compared
+		if len(sum.FailedSteps)+len(other.FailedSteps) > 0 || sum.BothRanAtOnce || other.BothRanAtOnce {
+			b.Fatalf("failed steps %q / %q, two Jenkins at once %v / %v", sum.FailedSteps, other.FailedSteps, sum.BothRanAtOnce, other.BothRanAtOnce)
+		}
+		at += sum.Unreachable
+		gapAt += sum.LongestGap
+		start += sum.SuccessorStart
+		after += other.Unreachable
+		gapAfter += other.LongestGap
+		startAfter += other.SuccessorStart
+		launch += sum.LaunchDelay
+		n++
+	}
+	per := func(d time.Duration) float64 { return d.Seconds() / float64(n) }
+	b.ReportMetric(per(at), "unreachable-at-notice-s")
+	b.ReportMetric(per(gapAt), "longest-gap-at-notice-s")
+	b.ReportMetric(per(start), "successor-start-at-notice-s")
+	b.ReportMetric(per(after), "unreachable-after-termination-s")
+	b.ReportMetric(per(gapAfter), "longest-gap-after-termination-s")
+	b.ReportMetric(per(startAfter), "successor-start-after-termination-s")
+	b.ReportMetric(per(launch), "launch-delay-s")
 }

@@ -38,18 +38,23 @@ type samples struct {
 
 // startSampler samples the instances' runtimes every 50 ms until stop.
 func startSampler(ctx context.Context, instances ...*host) *sampler {
+	return startSamplerOf(ctx, func() []*host { return instances })
+}
+
+// startSamplerOf samples every 50 ms, until stop, the runtimes of the instances that
+// list returns at each round, in launch order: instances that boot later (the
+// replacement the Auto Scaling group launched) join when they appear, and an instance
+// that is gone (its Jenkins stopped and removed) is no longer asked.
+func startSamplerOf(ctx context.Context, list func() []*host) *sampler {
 	ctx, cancel := context.WithCancel(ctx)
-	s := &sampler{cancel: cancel, rep: samples{
-		FirstRunning: make([]time.Time, len(instances)),
-		LastRunning:  make([]time.Time, len(instances)),
-	}}
+	s := &sampler{cancel: cancel}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		t := time.NewTicker(sampleEvery)
 		defer t.Stop()
 		for {
-			s.round(ctx, instances)
+			s.round(ctx, list())
 			select {
 			case <-ctx.Done():
 				return
@@ -68,7 +73,16 @@ func (s *sampler) round(ctx context.Context, instances []*host) {
 	defer cancel()
 	running := 0
 	at := time.Now()
+	s.mu.Lock()
+	for len(s.rep.FirstRunning) < len(instances) {
+		s.rep.FirstRunning = append(s.rep.FirstRunning, time.Time{})
+		s.rep.LastRunning = append(s.rep.LastRunning, time.Time{})
+	}
+	s.mu.Unlock()
 	for i := len(instances) - 1; i >= 0; i-- {
+		if instances[i].isGone() {
+			continue
+		}
 		up, err := instances[i].runtime.Running(cctx)
 		if ctx.Err() != nil {
 			return // stopped mid-round: the answers may be cut short

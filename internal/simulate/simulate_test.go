@@ -17,11 +17,13 @@ import (
 )
 
 // The rehearsals are shortened for tests: a 2 s notice and a 25 s budget (the stop time,
-// when the container stop must begin, then falls about 12 s after the notice).
+// when the container stop must begin, then falls about 12 s after the notice), and a
+// replacement that the group has up 4 s after its launch, well before that.
 const (
 	testNoticeAfter = 2 * time.Second
 	testBudget      = 25 * time.Second
 	testPoll        = time.Second // the production poll interval
+	testLaunchDelay = 4 * time.Second
 )
 
 // staticAgent is the static agent binary the Jenkins image is built from, made once for
@@ -101,6 +103,7 @@ func options(log *testenv.Buffer, mode, exe string) Options {
 		NoticeAfter:  testNoticeAfter,
 		Budget:       testBudget,
 		PollInterval: testPoll,
+		LaunchDelay:  testLaunchDelay,
 		Docker:       mode,
 		Executable:   exe,
 		Out:          log,
@@ -177,16 +180,19 @@ func TestRunAlwaysFailsWithoutStaticBinary(t *testing.T) {
 // rehearse runs one rehearsal with a deadline and logs its figures.
 func rehearse(t *testing.T, opts Options) *Summary {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	start := time.Now()
 	sum, err := Run(ctx, opts)
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	t.Logf("rehearsal (Docker %v, failover %v) took %s: detection %s, deregister sent %s, drain %s, container stop %s, plan %s, margin %s, handover %s, downtime %s, resumed on B %v",
-		sum.Docker, opts.Failover, time.Since(start).Round(time.Millisecond), ms(sum.Detection), ms(sum.DeregisterSent),
-		ms(sum.Drain), ms(sum.ContainerStop), ms(sum.PlanTotal), ms(sum.Margin), ms(sum.Handover), ms(sum.Downtime), sum.ResumedOnB)
+	for s := sum; s != nil; s = s.Compared {
+		t.Logf("rehearsal (Docker %v, failover %v, %s) took %s: detection %s, deregister sent %s, drain %s, container stop %s, plan %s, margin %s, handover %s, downtime %s, resumed on B %v; unreachable %s (longest %s), successor's start %s",
+			s.Docker, opts.Failover, s.Order, time.Since(start).Round(time.Millisecond), ms(s.Detection), ms(s.DeregisterSent),
+			ms(s.Drain), ms(s.ContainerStop), ms(s.PlanTotal), ms(s.Margin), ms(s.Handover), ms(s.Downtime), s.ResumedOnB,
+			ms(s.Unreachable), ms(s.LongestGap), ms(s.SuccessorStart))
+	}
 	return sum
 }
 
@@ -209,8 +215,15 @@ func checkSummary(t *testing.T, sum *Summary, opts Options) {
 	if sum.TargetState != "draining" {
 		t.Errorf("target state after the plan %q, want draining", sum.TargetState)
 	}
-	if sum.Lifecycle != "CONTINUE" {
-		t.Errorf("lifecycle action result %q, want CONTINUE", sum.Lifecycle)
+	// Detached at the notice, A left the group before it could start terminating A: the
+	// group's termination hook no longer applies to it. Otherwise the hook waited and
+	// the plan completed it.
+	wantLifecycle := "CONTINUE"
+	if opts.Failover && opts.Order != OrderAfterTermination {
+		wantLifecycle = ""
+	}
+	if sum.Lifecycle != wantLifecycle {
+		t.Errorf("lifecycle action result %q, want %q", sum.Lifecycle, wantLifecycle)
 	}
 	if !opts.Failover {
 		if sum.Handover != 0 || sum.BothRanAtOnce || len(sum.ResumedOnB) > 0 {
@@ -220,6 +233,12 @@ func checkSummary(t *testing.T, sum *Summary, opts Options) {
 	}
 	if !sum.WaitingSeenOnB {
 		t.Error("B was never seen waiting for the lease")
+	}
+	if sum.ReplacementAsked <= 0 || sum.ReplacementUp <= sum.ReplacementAsked {
+		t.Errorf("replacement asked for %s and up %s after the notice, want asked, then up", sum.ReplacementAsked, sum.ReplacementUp)
+	}
+	if sum.Successor == nil || !sum.Successor.Ready || sum.Successor.InstanceID != sum.instanceB {
+		t.Errorf("A's last view of the successor's announcement %+v, want %s ready", sum.Successor, sum.instanceB)
 	}
 	// The contract: the successor starts Jenkins within 2 s of a clean release.
 	if sum.Handover <= 0 || sum.Handover >= 2*time.Second {
