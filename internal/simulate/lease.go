@@ -2,6 +2,7 @@ package simulate
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -77,6 +78,18 @@ func (o *observedLease) Hold(ctx context.Context, fence func(context.Context) er
 		o.mu.Unlock()
 		return err
 	})
+}
+
+// Release releases the lease as the real one does, unless the instance is gone: a dead
+// instance writes nothing. (Its agent may still see the renewals end before it is
+// cancelled, and run its plan; that plan must not hand the home over cleanly.)
+func (o *observedLease) Release(ctx context.Context) error {
+	select {
+	case <-o.gone:
+		return errors.New("the instance is gone (simulated crash): nothing is released")
+	default:
+	}
+	return o.Lease.Release(ctx)
 }
 
 // alive is ctx, ended also by crash.

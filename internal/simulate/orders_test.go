@@ -21,7 +21,7 @@ func TestFailoverReplacementAtNotice(t *testing.T) {
 	testenv.SkipShort(t, "two whole failover rehearsals, in Docker when it answers")
 	mode, exe := runtimeFor(t)
 	opts := options(testenv.NewLog(t, "timeline and agent logs"), mode, exe)
-	opts.Compare = true
+	opts.Failover, opts.Compare = true, true
 	at := rehearse(t, opts)
 	after := at.Compared
 	if after == nil {
