@@ -21,8 +21,10 @@ func TestTerminateInstanceLaunchesTheReplacementAfterwards(t *testing.T) {
 	srv.OnLaunch(func(id string) { launched <- id })
 	srv.AddAutoScalingGroup(testASG, []string{testInstance}, []string{testARN}, testHook)
 	srv.PendLifecycleAction(testASG, testHook, testInstance)
-	complete := url.Values{"Action": {"CompleteLifecycleAction"}, "AutoScalingGroupName": {testASG}, "LifecycleHookName": {testHook},
-		"InstanceId": {testInstance}, "LifecycleActionResult": {"CONTINUE"}}
+	complete := url.Values{
+		"Action": {"CompleteLifecycleAction"}, "AutoScalingGroupName": {testASG}, "LifecycleHookName": {testHook},
+		"InstanceId": {testInstance}, "LifecycleActionResult": {"CONTINUE"},
+	}
 	if code, body := asCall(t, srv, complete); code != http.StatusOK {
 		t.Fatalf("complete the lifecycle action: %d %s", code, body)
 	}
