@@ -112,7 +112,7 @@ func (s *sim) groupLaunched(id string) {
 // groupReacts starts terminating A through the group's termination hook, groupReaction
 // after the notice, unless A has left the group's service meanwhile (detached).
 func (s *sim) groupReacts(ctx context.Context, a *host) {
-	if !clock.Sleep(ctx, groupReaction) {
+	if !clock.Sleep(ctx, s.groupReaction) {
 		return
 	}
 	if st := s.aws.GroupInstances(GroupName)[a.id.InstanceID]; st != "InService" {
