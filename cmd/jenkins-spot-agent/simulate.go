@@ -116,6 +116,7 @@ func printSummary(e *env, s *simulate.Summary, budget time.Duration) {
 		row("successor announced (as A saw it)", announcement(s, ms))
 		row("handover began (notice → A deregisters)", ms(s.HandoverBegan))
 		row("handover (A released lease → B container start)", ms(s.Handover))
+		row("Jenkins downtime (A stop began → B answers)", ms(s.Downtime))
 		row("successor's own start (container start → Jenkins answers)", ms(s.SuccessorStart))
 		row("Jenkins unreachable via the load balancer (notice → B answers)", fmt.Sprintf("%s, longest gap %s (%d rounds of %s)", ms(s.Unreachable), ms(s.LongestGap), s.ReachRounds, "50ms"))
 		row("goal: unreachable ≤ successor's start + 2s", goal(s, ms))
