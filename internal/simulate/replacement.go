@@ -88,15 +88,18 @@ func (s *sim) groupLaunched(id string) {
 	s.mu.Lock()
 	ctx := s.runCtx
 	s.launchedAt[id] = time.Now()
+	boot := ctx != nil && ctx.Err() == nil && !s.ended && s.opts.Failover
+	if boot {
+		s.launches++
+		s.launching.Add(1)
+		defer s.launching.Done()
+	}
+	name := string(rune('A' + s.launches))
 	s.mu.Unlock()
-	if ctx == nil || ctx.Err() != nil || !s.opts.Failover {
+	if !boot {
 		s.say("simulate: the Auto Scaling group launched %s; no agent boots on it in this rehearsal", id)
 		return
 	}
-	s.mu.Lock()
-	s.launches++
-	name := string(rune('A' + s.launches))
-	s.mu.Unlock()
 	s.say("simulate: the Auto Scaling group launched %s; it is InService and instance %s boots on it", id, name)
 	in, err := s.launch(ctx, name, id, s.home)
 	if err != nil {

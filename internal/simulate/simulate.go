@@ -301,9 +301,6 @@ func newSimWith(ctx context.Context, opts Options, shared *runtimeChoice) (*sim,
 // close removes the image built for this run and a work directory made for it.
 func (s *sim) close() {
 	s.endLife()
-	s.mu.Lock()
-	s.closed = true
-	s.mu.Unlock()
 	if s.aws != nil {
 		s.aws.Close()
 	}
@@ -347,17 +344,17 @@ type sim struct {
 	life    context.Context
 	endLife context.CancelFunc
 
-	mu          sync.Mutex
-	noticeAt    time.Time // when A's notice became visible
-	termination time.Time // the termination time it names
-	runCtx      context.Context
-	launches    int                  // instances the group launched and booted
-	launchedAt  map[string]time.Time // instance id → InService in the group
-	hosts       []*host              // every instance booted, in launch order
-	byID        map[string]*host     // the last instance booted with each id
-	closed      bool
-	out         sync.Mutex
-	ports       map[string]int // Jenkins host port by instance name
+	mu         sync.Mutex
+	noticeAt   time.Time // when A's notice became visible
+	runCtx     context.Context
+	launches   int                  // instances the group launched and booted
+	launchedAt map[string]time.Time // instance id → InService in the group
+	hosts      []*host              // every instance booted, in launch order
+	byID       map[string]*host     // the last instance booted with each id
+	ended      bool                 // cleanupAll began: the group's launches boot nothing more
+	launching  sync.WaitGroup       // boots on the group's launches under way
+	out        sync.Mutex
+	ports      map[string]int // Jenkins host port by instance name
 }
 
 // runtimeChoice is how Jenkins runs: in Docker from an image built for the rehearsal,
@@ -474,7 +471,6 @@ func (s *sim) notice(a *host) time.Time {
 	termination := time.Now().Add(s.opts.Budget)
 	s.mu.Lock()
 	s.noticeAt = time.Now()
-	s.termination = termination
 	ctx := s.runCtx
 	s.mu.Unlock()
 	if ctx == nil {
@@ -741,8 +737,13 @@ func (s *sim) end(in *host) {
 	in.imds.Close()
 }
 
-// cleanupAll ends every instance booted, the latest first.
+// cleanupAll ends every instance booted, the latest first, once the boots on the
+// group's launches under way are done; later launches boot nothing.
 func (s *sim) cleanupAll() {
+	s.mu.Lock()
+	s.ended = true
+	s.mu.Unlock()
+	s.launching.Wait()
 	hosts := s.hostList()
 	for i := len(hosts) - 1; i >= 0; i-- {
 		s.cleanup(hosts[i])
