@@ -148,7 +148,9 @@ type Targets interface {
 	Deregister(ctx context.Context, instanceID string) error
 	// RequestReplacement asks the instance's Auto Scaling group to launch a replacement
 	// now while this instance keeps serving (registered again in its target groups).
-	// requested is false, with no error, when the instance is in no group. Idempotent.
+	// requested is false, with no error, when the instance is in no group, or when the
+	// group terminates it itself (its replacement comes only after it is gone, and the
+	// lifecycle action is then to be completed). Idempotent.
 	RequestReplacement(ctx context.Context, id instance.Identity) (requested bool, err error)
 	// Heartbeat extends the pending termination lifecycle action. Idempotent; a no-op
 	// without a lifecycle hook.

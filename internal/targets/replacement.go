@@ -33,10 +33,12 @@ import (
 //
 // requested reports whether a replacement is under way: true after the detach, and on a
 // repeated call (or after an agent restart) when the instance is already detached or
-// Detaching, or being terminated by the group, and the group keeps a desired capacity
-// of at least one (the project's group holds one controller, so the group is launching
-// or has launched another instance). It is false with a nil error when the instance is
-// in no Auto Scaling group (there is nothing to ask for), and false with an error when
+// Detaching and the group keeps a desired capacity of at least one (the project's group
+// holds one controller, so the group is launching or has launched another instance). It
+// is false with a nil error when the instance is in no Auto Scaling group (there is
+// nothing to ask for) or when the group is terminating it itself (Terminating:*: the
+// group replaces it only once it is gone, and its lifecycle hook waits for this one),
+// and false with an error when
 // the group refuses (the instance is Pending, say) or cannot be asked. When the
 // replacement was asked for but staying registered failed, requested is true and err
 // says what failed. A refused call names the grant: autoscaling:DetachInstances on the
@@ -97,9 +99,12 @@ func (c *Client) RequestReplacement(ctx context.Context, id instance.Identity) (
 			c.log.Info("instance already detached from the Auto Scaling group; registering again to serve until the handover",
 				"auto_scaling_group", asg, "instance", id.InstanceID, "state", cmp.Or(st.state, "Detached"), "replacement_under_way", under)
 		case strings.HasPrefix(st.state, "Terminating") || st.state == "Terminated":
-			c.log.Info("the Auto Scaling group is terminating the instance itself; nothing to detach",
-				"auto_scaling_group", asg, "instance", id.InstanceID, "state", st.state, "replacement_under_way", under)
-			return under, nil
+			// The group replaces the instance only once it is gone, and its lifecycle
+			// hook still waits for this one: no replacement to wait for, an action to
+			// complete.
+			c.log.Info("the Auto Scaling group is terminating the instance itself; nothing to detach, the replacement comes after it",
+				"auto_scaling_group", asg, "instance", id.InstanceID, "state", st.state)
+			return false, nil
 		default:
 			return false, fmt.Errorf("request replacement from %s: the instance is %s there, and only InService or Standby instances can be detached; ask again once it is InService: %w", asg, st.state, err)
 		}

@@ -43,7 +43,9 @@ type Targets interface {
 	// launches one at once), then registers the instance again wherever the detach took
 	// it out and returns once it is registered and stays so: Jenkins keeps serving until
 	// the handover. requested reports whether a replacement is under way; it is false
-	// with a nil error when the instance is in no group. Idempotent: a repeated call
+	// with a nil error when the instance is in no group, or when the group terminates it
+	// itself (the replacement comes after it, and the lifecycle action is to be
+	// completed). Idempotent: a repeated call
 	// (an agent restarted mid-plan) launches no second replacement and reports the one
 	// under way. When the replacement was asked for but the instance could not be
 	// registered again, requested is true and err says why. Cancel ctx before the
