@@ -37,6 +37,11 @@ const TokenCredentialName = "jenkins-api-token"
 // budget must fit in it.
 const SpotBudget = 2 * time.Minute
 
+// MinGuardedTTL is the shortest lease.ttl the lease guard (jenkins.guard) works with:
+// it reads the record every second, and its fence point (ttl/12 after the agent's own)
+// must leave time to stop Jenkins before the expiry minus the clock-skew allowance.
+const MinGuardedTTL = 6 * time.Second
+
 // MaxLifecycleWait is the longest an Auto Scaling lifecycle action can be kept pending
 // with heartbeats.
 const MaxLifecycleWait = 48 * time.Hour
@@ -435,6 +440,11 @@ func (c *Config) Validate() error {
 
 	// The lease's own rule: a ttl it would refuse at run time is refused here.
 	p.check("lease.ttl", lease.CheckTTL(c.Lease.TTL.D()))
+	if ttl := c.Lease.TTL.D(); j.Guard && ttl > 0 && ttl < MinGuardedTTL {
+		// The guard reads the record every second and must stop Jenkins between its fence
+		// point and the expiry minus the clock-skew allowance.
+		p.add("lease.ttl", "%s is too short for jenkins.guard: the guard in the container needs a ttl of at least %s (30s is usual)", ttl, MinGuardedTTL)
+	}
 
 	for i, tg := range c.TargetGroups {
 		key := fmt.Sprintf("target_groups[%d]", i)

@@ -361,3 +361,16 @@ func TestDockerSocketVolumeWarns(t *testing.T) {
 		}
 	}
 }
+
+// The guard needs a ttl it can work with; without it, the lease's own floor applies.
+func TestGuardedTTL(t *testing.T) {
+	if _, err := Parse("c", []byte(minimal+"lease:\n  ttl: 5s\n")); err == nil || !strings.Contains(err.Error(), "too short for jenkins.guard") {
+		t.Fatalf("ttl 5s with the guard: %v", err)
+	}
+	if _, err := Parse("c", []byte(minimal+"lease:\n  ttl: 5s\njenkins:\n  guard: false\n")); err != nil {
+		t.Fatalf("ttl 5s without the guard: %v", err)
+	}
+	if _, err := Parse("c", []byte(minimal+"lease:\n  ttl: 6s\n")); err != nil {
+		t.Fatalf("ttl 6s with the guard: %v", err)
+	}
+}
