@@ -34,11 +34,11 @@ type mountTable struct {
 	mounted bool
 }
 
-// tables holds the mount tables by host and directory.
-var tables sync.Map // "host\x00path" → *mountTable
+// tables holds the mount tables by host, directory and file system.
+var tables sync.Map // "host\x00path\x00fs" → *mountTable
 
-func tableFor(host, path string) *mountTable {
-	t, _ := tables.LoadOrStore(host+"\x00"+path, &mountTable{})
+func tableFor(host, path, fileSystemID string) *mountTable {
+	t, _ := tables.LoadOrStore(host+"\x00"+path+"\x00"+fileSystemID, &mountTable{})
 	return t.(*mountTable)
 }
 
@@ -69,7 +69,7 @@ func NewDir(path, fileSystemID string) *Dir {
 // NewDirOn returns a Dir at path standing in for the file system fileSystemID as the
 // simulated host sees it: a Dir built again with the same host shares its mount state.
 func NewDirOn(path, fileSystemID, host string) *Dir {
-	return &Dir{path: path, fileSystemID: fileSystemID, table: tableFor(host, path)}
+	return &Dir{path: path, fileSystemID: fileSystemID, table: tableFor(host, path, fileSystemID)}
 }
 
 // Mount creates the directory and checks its marker; calling it again is harmless,
