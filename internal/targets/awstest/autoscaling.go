@@ -367,7 +367,7 @@ func (s *Server) detachInstancesLocked(form url.Values) (any, *apiError) {
 // launchLocked starts a new instance in the group, Pending; after the launch delay it is
 // InService and running, registered in the group's target groups (health checks decide
 // when it is healthy), and OnLaunch is told.
-func (s *Server) launchLocked(g *autoScalingGroup) string {
+func (s *Server) launchLocked(g *autoScalingGroup) {
 	id := newInstanceID()
 	g.instances = append(g.instances, id)
 	g.states[id] = "Pending"
@@ -388,7 +388,6 @@ func (s *Server) launchLocked(g *autoScalingGroup) string {
 			s.notify = append(s.notify, func() { f(id) })
 		}
 	})
-	return id
 }
 
 func noSuchGroup(asg string) *apiError {
