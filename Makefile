@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all build simulate simulate-failover test check fuzz unit lint check-packaging bench bench-size bench-migrate bench-footprint package clean mixin peers
+.PHONY: all build simulate simulate-single simulate-compare test check fuzz unit lint check-packaging bench bench-size bench-migrate bench-footprint package clean mixin peers
 
 # The shell scripts that shellcheck reads: every script with a sh/bash shebang under
 # packaging/ and .ci/.
@@ -20,12 +20,18 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/jenkins-spot-agent
 
-## simulate: boot, a Spot notice and the shutdown plan against built-in emulators
+## simulate: a Spot interruption rehearsed against built-in emulators: boot, the notice,
+## the replacement asked for at once, the handover to it, downtime through the load balancer
 simulate: build
+	$(BIN) simulate --failover
+
+## simulate-single: one instance: boot, a Spot notice and the shutdown plan
+simulate-single: build
 	$(BIN) simulate
 
-simulate-failover: build
-	$(BIN) simulate --failover
+## simulate-compare: the replacement at the notice beside the replacement after termination
+simulate-compare: build
+	$(BIN) simulate --failover --compare
 
 ## test: the gates, every Go test (Docker, mounts, AEMM, promtool...), packaging checks
 test: lint build unit check-packaging

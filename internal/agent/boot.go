@@ -119,9 +119,14 @@ func (a *Agent) boot(ctx context.Context, h *host) error {
 		case <-ctx.Done():
 		}
 	}()
+	var waitedOn string
 	if err := a.extending(ctx, func() error {
 		return a.tl.step(status.StepLease, func() error {
 			_, err := h.lease.Acquire(ctx, func(s status.LeaseState) {
+				if s.Holder == waitedOn {
+					return // a renewal by the same holder: nothing new to say
+				}
+				waitedOn = s.Holder
 				msg := fmt.Sprintf("waiting for %s to release JENKINS_HOME", s.Holder)
 				a.log.Info(msg, "holder", s.Holder, "epoch", s.Epoch, "expires", s.Expires)
 				a.tl.say(msg)
