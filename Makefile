@@ -38,7 +38,7 @@ test: lint build unit check-packaging
 
 ## check: the quick loop: every Go test that needs no peer and takes at most seconds
 check:
-	$(GO) test -short -count=1 ./...
+	$(GO) test -short -count=1 -parallel 8 ./...
 
 ## fuzz: every fuzz target of the module for FUZZTIME each (make fuzz FUZZTIME=1m)
 fuzz:
@@ -59,7 +59,7 @@ lint:
 	shellcheck -x $(SHELL_SCRIPTS)
 
 unit:
-	JENKINS_SPOT_AGENT_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 25m ./...
+	JENKINS_SPOT_AGENT_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -parallel 4 -timeout 25m ./...
 
 check-packaging: build
 	packaging/check.sh $(BIN)

@@ -62,6 +62,7 @@ func TestDockerdRestartIsNoticedAndJenkinsStartedAgain(t *testing.T) {
 // is acted on at once: the plan does not wait for the restart.
 func TestNoticeDuringARestartIsActedOnAtOnce(t *testing.T) {
 	t.Parallel()
+	testenv.SkipShort(t, "waits several seconds of the plan's clock")
 	r := newRig(t.TempDir(), t.TempDir())
 	serving(t, r, 20*time.Second)
 	r.jenkins.set(func(f *fakeJenkins) { f.loadingUntil = time.Now().Add(time.Hour) })

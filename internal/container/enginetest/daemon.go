@@ -42,6 +42,7 @@ type Daemon struct {
 // (fails under CI=true) without them. Tests that use it must skip under -short.
 func StartDaemon(t testing.TB) *Daemon {
 	t.Helper()
+	testenv.SkipShort(t, "runs a dockerd of its own")
 	testenv.Root(t, "runs a dockerd of its own")
 	testenv.Tool(t, "dockerd", "docker.io")
 	// A short path: containerd's sockets live under the exec root, and a unix socket

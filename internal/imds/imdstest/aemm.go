@@ -63,6 +63,7 @@ func aemmBinary(t testing.TB) string {
 // the test skips (fails under CI=true).
 func StartAEMM(t testing.TB, args ...string) string {
 	t.Helper()
+	testenv.SkipShort(t, "runs amazon-ec2-metadata-mock, built for the test")
 	bin := aemmBinary(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
