@@ -47,6 +47,11 @@ func (p *planRun) drain(ctx context.Context) error {
 	for {
 		a.tl.pulse.beat(a.now())
 		builds, err := a.lookAtBuilds(ctx)
+		if err != nil && p.jenkinsGone(ctx) {
+			// Jenkins does not run at all (it never started here, it crashed, dockerd
+			// stopped it): no build can be running, whatever its API cannot say.
+			builds, err = nil, nil
+		}
 		var active []string
 		for _, b := range builds {
 			if !b.Parked {
@@ -110,6 +115,15 @@ func (p *planRun) drain(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// jenkinsGone reports whether the daemon says for sure that the Jenkins container does
+// not run. An error is unknown, never gone.
+func (p *planRun) jenkinsGone(ctx context.Context) bool {
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	running, err := p.a.deps.Runtime.Running(cctx)
+	return err == nil && !running
 }
 
 // heartbeat keeps the group's lifecycle action alive during a termination it started.

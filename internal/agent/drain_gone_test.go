@@ -1,0 +1,79 @@
+package agent
+
+import (
+	"testing"
+	"time"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
+)
+
+// The drain waits for running builds, and a build list that cannot be read is unknown,
+// never "no builds". But when the daemon says that the Jenkins container does not run
+// at all, no build can be running: the drain must not wait until the stop time for a
+// Jenkins that is not there. The budgets below put the stop time minutes away, far
+// beyond the bounds of the waits.
+
+// A stop signal to an agent that waits on the lease (a successor stopped by systemctl
+// stop, or at shutdown) never started Jenkins: it ends at once.
+func TestStopSignalWhileWaitingOnTheLeaseEndsAtOnce(t *testing.T) {
+	t.Parallel()
+	r := newRig(t.TempDir(), t.TempDir())
+	r.lease.wait = make(chan struct{}) // another instance holds the lease
+	r.jenkins.listFails = 1 << 30      // nothing listens on Jenkins' port
+	run := start(t, r, 10*time.Minute)
+	if err := r.waitPhase(status.PhaseWaitingForLease, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	run.a.Stop("terminated")
+	if err := run.exited(t, 20*time.Second); err != nil {
+		t.Fatalf("the agent did not end after the stop signal: %v; journal %v", err, r.j.list())
+	}
+	if r.j.has("container-start") {
+		t.Errorf("Jenkins was started after a stop signal during the lease wait: %v", r.j.list())
+	}
+}
+
+// dockerd restarted during the drain (or Jenkins crashed): the container is down and
+// its API answers nothing. The handover starts without waiting for the stop time.
+func TestJenkinsGoneDuringTheDrainEndsTheDrain(t *testing.T) {
+	t.Parallel()
+	r := newRig(t.TempDir(), t.TempDir())
+	r.jenkins.builds = []status.Build{build("nightly", 7, false)}
+	r.jenkins.until = time.Now().Add(time.Hour)
+	serving(t, r, 10*time.Minute)
+	r.watch.in <- spotNotice(10 * time.Minute)
+	if err := r.waitPhase(status.PhaseDraining, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	r.rt.daemonRestart()
+	r.jenkins.set(func(f *fakeJenkins) { f.listFails = 1 << 30 })
+	if err := r.waitPhase(status.PhaseStopped, 20*time.Second); err != nil {
+		t.Fatalf("the plan still drains a Jenkins whose container is down: %v; journal %v", err, r.j.list())
+	}
+	for _, want := range []string{"container-stop", "lease-release", "unmount"} {
+		if !r.j.has(want) {
+			t.Errorf("handover without %s: %v", want, r.j.list())
+		}
+	}
+}
+
+// A Jenkins that is up but does not answer may still run builds: the drain goes on
+// waiting for it (see TestUnreadableBuildListIsNotNoBuilds); only a container that
+// surely does not run ends it.
+func TestUnreadableListOfARunningJenkinsIsStillUnknown(t *testing.T) {
+	t.Parallel()
+	r := newRig(t.TempDir(), t.TempDir())
+	r.jenkins.builds = []status.Build{build("nightly", 7, false)}
+	serving(t, r, 10*time.Minute)
+	r.jenkins.set(func(f *fakeJenkins) { f.listFails = 1 << 30; f.until = time.Now() })
+	r.watch.in <- spotNotice(10 * time.Minute)
+	if err := r.waitPhase(status.PhaseDraining, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.waitPhase(status.PhaseStopped, 3*time.Second); err == nil {
+		t.Fatalf("the drain ended while Jenkins ran and its builds were unknown: %v", r.j.list())
+	}
+	if r.j.has("container-stop") {
+		t.Errorf("Jenkins stopped while its builds were unknown: %v", r.j.list())
+	}
+}
