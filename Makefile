@@ -6,13 +6,17 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all build simulate simulate-single simulate-compare test check fuzz unit lint check-packaging bench bench-size bench-migrate bench-footprint package clean mixin peers
+.PHONY: all build simulate simulate-single simulate-compare test check fuzz unit lint check-packaging bench bench-size bench-migrate bench-footprint package clean mixin peers soak
 
 # The shell scripts that shellcheck reads: every script with a sh/bash shebang under
 # packaging/ and .ci/.
 SHELL_SCRIPTS = $(shell git ls-files packaging .ci 2>/dev/null | xargs grep -lE '^\#!.*(/|env )(ba|da)?sh\b' 2>/dev/null)
 # How long `make fuzz` runs each fuzz target.
 FUZZTIME ?= 5s
+# `make soak`: how many cycles, and the seed (empty: a random one, printed). Cycle n
+# draws its schedule from SOAK_SEED+n, so SOAK_SEED=S+n SOAK_CYCLES=1 draws it again.
+SOAK_CYCLES ?= 200
+SOAK_SEED ?=
 
 all: build
 
@@ -63,6 +67,12 @@ unit:
 
 check-packaging: build
 	packaging/check.sh $(BIN)
+
+## soak: the randomized fault soak of the failover (needs root and dockerd); report in dist/soak-report.md
+soak: build
+	SOAK_CYCLES=$(SOAK_CYCLES) SOAK_SEED=$(SOAK_SEED) SOAK_REPORT=$(CURDIR)/dist/soak-report.md SOAK_VERSION=$(VERSION) \
+	  JENKINS_SPOT_AGENT_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^TestSoak$$' -count=1 -v \
+	  -timeout $$(( $(SOAK_CYCLES) * 5 + 10 ))m ./internal/soak
 
 ## bench: the figures recorded in docs/benchmarks.md
 bench: build
