@@ -135,7 +135,7 @@ func TestStatusDrillAndMetricsAgainstARunningAgent(t *testing.T) {
 	defer cancel()
 	e := &env{stdout: io.Discard, stderr: io.Discard, log: log}
 	served := make(chan error, 1)
-	go func() { served <- serveAgent(ctx, e, cfg, a, m, nil) }()
+	go func() { served <- serveAgent(ctx, e, cfg, a, m, nil, nil) }()
 
 	testenv.Eventually(t, "the agent serving", func() bool {
 		st, err := control.QueryStatus(ctx, cfg.ControlSocket)

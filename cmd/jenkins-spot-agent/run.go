@@ -33,6 +33,12 @@ type runCommand struct{}
 func (c *runCommand) flags(*flag.FlagSet) {}
 
 func (c *runCommand) run(ctx context.Context, e *env) error {
+	// Stop signals are caught from the first moment: a SIGTERM (systemctl stop, a
+	// shutdown) that comes while the agent starts is kept for it, and it runs the plan
+	// (an agent restarted next to a running Jenkins stops it), instead of killing the
+	// process with the signal's default action.
+	sigs := stopSignals()
+	defer signal.Stop(sigs)
 	cfg, err := e.loadConfig()
 	if err != nil {
 		return err
@@ -79,7 +85,14 @@ func (c *runCommand) run(ctx context.Context, e *env) error {
 		return err
 	}
 	e.log.Info("jenkins-spot-agent starting", "version", v, "commit", rev, "config", e.configPath)
-	return serveAgent(ctx, e, cfg, a, m, n)
+	return serveAgent(ctx, e, cfg, a, m, n, sigs)
+}
+
+// stopSignals relays SIGTERM and SIGINT; it keeps two until they are read.
+func stopSignals() chan os.Signal {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	return sigs
 }
 
 // newWebhook builds the webhook notifier when a URL is configured; nil otherwise.
@@ -107,8 +120,9 @@ func newWebhook(cfg config.Config, m *metrics.Metrics, e *env) (*webhook.Notifie
 
 // serveAgent runs an agent with its control socket, metrics endpoint, watchdog and
 // signal handling, until the agent returns. The first SIGTERM/SIGINT starts the stop
-// policy; a second one forces a fast stop.
-func serveAgent(ctx context.Context, e *env, cfg config.Config, a *agent.Agent, m *metrics.Metrics, n *notify.Notifier) error {
+// policy; a second one forces a fast stop. sigs relays the signals (from stopSignals,
+// caught before the agent was built); nil catches them from now on.
+func serveAgent(ctx context.Context, e *env, cfg config.Config, a *agent.Agent, m *metrics.Metrics, n *notify.Notifier, sigs chan os.Signal) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -132,9 +146,10 @@ func serveAgent(ctx context.Context, e *env, cfg config.Config, a *agent.Agent, 
 		g.Go(func() error { n.RunWatchdog(gctx, func() bool { return a.Alive(aliveWindow) }); return nil })
 	}
 
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
+	if sigs == nil {
+		sigs = stopSignals()
+		defer signal.Stop(sigs)
+	}
 	go func() {
 		count := 0
 		for {

@@ -516,3 +516,76 @@ func TestRunRestartedWithinTheLeaseAdoptsJenkins(t *testing.T) {
 		t.Errorf("the restarted agent exited with %d after SIGTERM; want 0", code)
 	}
 }
+
+// TestRunStopSignalWhileStartingRunsThePlan: SIGTERM comes while the process is still
+// reading its configuration (systemctl stop, or a shutdown, right after systemd started
+// or restarted the agent). The signal must not kill the process with its default
+// action: the agent starts, runs the plan for the stop (without starting Jenkins) and
+// exits 0. The configuration is a FIFO, so the test knows the process is blocked in
+// reading it when the signal comes.
+func TestRunStopSignalWhileStartingRunsThePlan(t *testing.T) {
+	s := newSvc(t, svcOptions{ttl: 6 * time.Second})
+	cfg, err := os.ReadFile(s.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(s.cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(s.cfgPath, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := s.start()
+	waitBlockedInFIFO(t, p)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// The agent goes on reading its configuration (the signal is kept for it).
+	f, err := os.OpenFile(s.cfgPath, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		code, _ := s.exit()
+		t.Fatalf("the agent stopped reading its configuration at SIGTERM (%v); it ended with %d: a stop signal while starting killed it", err, code)
+	}
+	_, werr := f.Write(cfg)
+	f.Close()
+	if werr != nil {
+		t.Fatalf("write the configuration: %v", werr)
+	}
+	code, _ := s.exit()
+	if code != 0 {
+		t.Errorf("the agent exited with %d after a SIGTERM while starting; want 0", code)
+	}
+	b, err := os.ReadFile(s.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"msg":"shutdown plan started","notice":"signal"`) {
+		t.Errorf("the agent did not run the plan for the stop signal")
+	}
+	if strings.Contains(string(b), `"msg":"started container"`) {
+		t.Errorf("Jenkins was started after a stop signal")
+	}
+}
+
+// waitBlockedInFIFO waits until a thread of the process sleeps in opening a FIFO that
+// has no writer yet.
+func waitBlockedInFIFO(t *testing.T, p *process) {
+	t.Helper()
+	deadline := time.Now().Add(testenv.WaitLimit)
+	dir := fmt.Sprintf("/proc/%d/task", p.cmd.Process.Pid)
+	for {
+		tasks, _ := os.ReadDir(dir)
+		for _, task := range tasks {
+			if w, err := os.ReadFile(filepath.Join(dir, task.Name(), "wchan")); err == nil && string(w) == "wait_for_partner" {
+				return
+			}
+		}
+		if ok, err := p.exited(); ok {
+			t.Fatalf("the agent exited before it read its configuration: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent did not open its configuration within %s", testenv.WaitLimit)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
