@@ -68,9 +68,12 @@ unit:
 check-packaging: build
 	packaging/check.sh $(BIN)
 
-## soak: the randomized fault soak of the failover (needs root and dockerd); report in dist/soak-report.md
+## soak: the randomized fault soak of the failover (needs root and dockerd); report in dist/soak-report.md,
+##   `touch dist/soak.stop` ends it after the cycle under way
 soak: build
+	rm -f dist/soak.stop
 	SOAK_CYCLES=$(SOAK_CYCLES) SOAK_SEED=$(SOAK_SEED) SOAK_REPORT=$(CURDIR)/dist/soak-report.md SOAK_VERSION=$(VERSION) \
+	  SOAK_STOP=$(CURDIR)/dist/soak.stop \
 	  JENKINS_SPOT_AGENT_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^TestSoak$$' -count=1 -v \
 	  -timeout $$(( $(SOAK_CYCLES) * 5 + 10 ))m ./internal/soak
 

@@ -73,6 +73,7 @@ type cycle struct {
 	fenceBy               time.Time // the expiry of the record A left when killed for good
 	startedAt             time.Time
 	record                string // the lease record at the end, for the story
+	early                 int    // stop signals that came before an agent ran its own code
 }
 
 // result is what a cycle reports.
@@ -87,6 +88,7 @@ type result struct {
 	timeline string // the schedule and what the cycle did
 	took     time.Duration
 	takeover time.Duration // A's end → B serving; 0 when there was none
+	early    int           // stop signals that came before an agent ran its own code
 }
 
 func (c *cycle) say(format string, args ...any) {
@@ -123,7 +125,7 @@ func (w *world) runCycle(n int, seed uint64) result {
 	c.tearDown()
 	res := result{
 		n: n, sched: c.sched, applied: c.applied, checked: c.checked, failed: c.failed, details: c.details,
-		took: time.Since(c.startedAt), takeover: takeover,
+		took: time.Since(c.startedAt), takeover: takeover, early: c.early,
 	}
 	res.timeline = fmt.Sprintf("schedule: %s\n    %s", c.sched, strings.Join(c.log, "\n    "))
 	if len(c.failed) > 0 {
@@ -406,7 +408,6 @@ func (c *cycle) runSchedule() (endAt time.Time) {
 		})
 	}
 	for _, st := range c.sched.Steps {
-		st := st
 		switch st.Fault {
 		case faultKillRestart, faultBRestart:
 			n := nodeOf(st.Target)
@@ -534,6 +535,15 @@ func (c *cycle) stopAll() {
 				c.check(invStop, false, "%s's agent process %d still runs %s after SIGTERM", n.name, r.n, stopLimit)
 				_ = r.cmd.Process.Signal(syscall.SIGKILL)
 				<-r.done
+				continue
+			}
+			if r.signaled(syscall.SIGTERM) && r.wroteNothing(n.log) {
+				// The signal came before the process ran any code of its own (its
+				// runtime and packages were still initialising): nothing started, and
+				// no process can catch a signal then. systemd counts it as a clean
+				// stop. The window after that is TestRunStopSignalWhileStartingRunsThePlan's.
+				c.early++
+				c.say("%s's agent process %d got SIGTERM %s after its start, before its own code ran", n.name, r.n, r.termAt.Sub(r.started).Round(time.Millisecond))
 				continue
 			}
 			c.check(invStop, r.state.ExitCode() == 0, "%s's agent process %d ended with %s after SIGTERM, want exit 0", n.name, r.n, r.how())
@@ -690,21 +700,24 @@ func (c *cycle) describe() string {
 		for _, note := range notes {
 			fmt.Fprintf(&b, "%s: %s\n", n.name, note)
 		}
-		fmt.Fprintf(&b, "%s's agent log (%s), last lines:\n%s\n", n.name, n.log, tail(n.log, 40))
+		fmt.Fprintf(&b, "%s's agent log (%s), last lines:\n%s\n", n.name, n.log, tail(n.log))
 	}
 	fmt.Fprintf(&b, "lease record at the end: %s\n", c.record)
 	return b.String()
 }
 
-// tail returns the last n lines of a file.
-func tail(path string, n int) string {
+// tailLines is how much of an agent's log a failure shows.
+const tailLines = 40
+
+// tail returns the last lines of a file.
+func tail(path string) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Sprintf("(cannot read %s: %v)", path, err)
 	}
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
+	if len(lines) > tailLines {
+		lines = lines[len(lines)-tailLines:]
 	}
 	return strings.Join(lines, "\n")
 }

@@ -49,7 +49,7 @@ func tearRecord(home string, seed uint64) (int, error) {
 		return -1, err
 	}
 	defer f.Close()
-	if err := lockRecord(f, 2*time.Second); err != nil {
+	if err := lockRecord(f); err != nil {
 		return -1, err
 	}
 	defer func() {
@@ -83,10 +83,13 @@ func tearRecord(home string, seed uint64) (int, error) {
 	return slot, nil
 }
 
+// lockWait bounds the wait for the record's lock: a writer holds it for a millisecond.
+const lockWait = 2 * time.Second
+
 // lockRecord takes the exclusive open-file-description lock every writer of the record
-// takes, waiting up to limit.
-func lockRecord(f *os.File, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
+// takes, waiting up to lockWait.
+func lockRecord(f *os.File) error {
+	deadline := time.Now().Add(lockWait)
 	for {
 		lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart}
 		err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk)
@@ -97,7 +100,7 @@ func lockRecord(f *os.File, limit time.Duration) error {
 			return fmt.Errorf("lock the lease record: %w", err)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("lock the lease record: still held after %s", limit)
+			return fmt.Errorf("lock the lease record: still held after %s", lockWait)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

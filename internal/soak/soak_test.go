@@ -22,7 +22,8 @@ const ciCycles = 3
 
 // TestSoak runs the randomized fault soak: SOAK_CYCLES cycles (default 3; `make soak`
 // runs 200), cycle n with the schedule drawn from SOAK_SEED+n (default: a random seed,
-// printed). SOAK_REPORT names a file for the report table. A violation prints the
+// printed). SOAK_REPORT names a file for the report table; once the file SOAK_STOP
+// exists, the soak stops after the cycle under way and reports. A violation prints the
 // cycle's schedule, timeline and agent logs, and the command that draws the same
 // schedule again.
 func TestSoak(t *testing.T) {
@@ -35,7 +36,12 @@ func TestSoak(t *testing.T) {
 	began := time.Now()
 	t.Logf("soak: %d cycle(s), seed %d (cycle n draws its schedule from seed+n)", cycles, seed)
 	var results []result
+	stop := os.Getenv("SOAK_STOP")
 	for n := range cycles {
+		if _, err := os.Stat(stop); stop != "" && err == nil {
+			t.Logf("%s exists: stopping after %d cycles", stop, n)
+			break
+		}
 		res := w.runCycle(n, seed+uint64(n))
 		results = append(results, res)
 		line := fmt.Sprintf("cycle %d (seed %d) %s: %s", n, res.sched.Seed, res.took.Round(time.Second), res.sched.End.Fault)
@@ -63,9 +69,14 @@ func TestSoak(t *testing.T) {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	harnessCPU := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	summary := fmt.Sprintf("`SOAK_CYCLES=%d SOAK_SEED=%d make soak`, %s, %s; %d cycles in %s, %d with a violation; %s",
+	early := 0
+	for _, r := range results {
+		early += r.early
+	}
+	summary := fmt.Sprintf("`SOAK_CYCLES=%d SOAK_SEED=%d make soak`, %s, %s; %d cycles in %s, %d with a violation; %s; "+
+		"%d stop signal(s) came before an agent process ran its own code (killed by the signal, nothing started)",
 		cycles, seed, time.Now().UTC().Format("2006-01-02"), commitOf(), len(results), time.Since(began).Round(time.Second),
-		failedCycles(results), durations(results))
+		failedCycles(results), durations(results), early)
 	t.Logf("the harness itself (sampler, doubles, proxies) used %s of CPU", harnessCPU.Round(time.Second))
 	t.Logf("soak report\n%s\n\n%s", summary, report)
 	if path := os.Getenv("SOAK_REPORT"); path != "" {

@@ -266,6 +266,7 @@ type agentRun struct {
 	n       int
 	cmd     *exec.Cmd
 	started time.Time
+	logFrom int64 // where its lines begin in the node's log
 	done    chan struct{}
 	// Set once done is closed.
 	exited time.Time
@@ -282,6 +283,27 @@ func (r *agentRun) alive() bool {
 	default:
 		return true
 	}
+}
+
+// wroteNothing reports whether the process wrote no line of its own to its log: it
+// ended before its own code ran (the Go runtime and package initialisation come first).
+func (r *agentRun) wroteNothing(log string) bool {
+	f, err := os.Open(log)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.NewSectionReader(f, r.logFrom, 1<<20))
+	if err != nil {
+		return false
+	}
+	return !strings.Contains(string(b), "\n{")
+}
+
+// signaled reports whether the process was killed by sig.
+func (r *agentRun) signaled(sig syscall.Signal) bool {
+	ws, ok := r.state.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == sig
 }
 
 // how says how the process ended.
@@ -315,11 +337,16 @@ func (n *node) start() {
 		return
 	}
 	r := &agentRun{n: len(n.runs) + 1, done: make(chan struct{})}
+	if fi, err := logf.Stat(); err == nil {
+		r.logFrom = fi.Size()
+	}
 	fmt.Fprintf(logf, "=== soak: agent process %d of %s starts at %s\n", r.n, n.name, time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(w.bin, "run", "--config", n.config, "--log-format", "json")
 	cmd.Dir = n.dir
 	cmd.Env = n.c.agentEnv(n)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// An agent never outlives the soak, even one that is itself killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		n.notes = append(n.notes, "cannot start the agent: "+err.Error())
