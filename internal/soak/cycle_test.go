@@ -222,7 +222,7 @@ func (c *cycle) agentEnv(n *node) []string {
 	)
 }
 
-// phase asks an agent for its status; false when it does not answer.
+// status asks an agent for its status; false when it does not answer.
 func (n *node) status() (status.Snapshot, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
