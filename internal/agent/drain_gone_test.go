@@ -18,8 +18,8 @@ import (
 func TestStopSignalWhileWaitingOnTheLeaseEndsAtOnce(t *testing.T) {
 	t.Parallel()
 	r := newRig(t.TempDir(), t.TempDir())
-	r.lease.wait = make(chan struct{}) // another instance holds the lease
-	r.jenkins.listFails = 1 << 30      // nothing listens on Jenkins' port
+	r.lease.home.take("i-other") // another instance holds the lease and never releases it
+	r.jenkins.silent = true      // nothing listens on Jenkins' port
 	run := start(t, r, 10*time.Minute)
 	if err := r.waitPhase(status.PhaseWaitingForLease, 10*time.Second); err != nil {
 		t.Fatal(err)
@@ -46,7 +46,7 @@ func TestJenkinsGoneDuringTheDrainEndsTheDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.rt.daemonRestart()
-	r.jenkins.set(func(f *fakeJenkins) { f.listFails = 1 << 30 })
+	r.jenkins.set(func(f *fakeJenkins) { f.silent = true })
 	if err := r.waitPhase(status.PhaseStopped, 20*time.Second); err != nil {
 		t.Fatalf("the plan still drains a Jenkins whose container is down: %v; journal %v", err, r.j.list())
 	}
@@ -65,7 +65,10 @@ func TestUnreadableListOfARunningJenkinsIsStillUnknown(t *testing.T) {
 	r := newRig(t.TempDir(), t.TempDir())
 	r.jenkins.builds = []status.Build{build("nightly", 7, false)}
 	serving(t, r, 10*time.Minute)
-	r.jenkins.set(func(f *fakeJenkins) { f.listFails = 1 << 30; f.until = time.Now() })
+	r.jenkins.set(func(f *fakeJenkins) {
+		f.faults = append(f.faults, fakeFault{method: "RunningBuilds", kind: "500", left: -1})
+		f.until = time.Now()
+	})
 	r.watch.in <- spotNotice(10 * time.Minute)
 	if err := r.waitPhase(status.PhaseDraining, 10*time.Second); err != nil {
 		t.Fatal(err)
