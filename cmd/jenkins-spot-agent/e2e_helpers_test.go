@@ -22,32 +22,8 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 
-	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/containertest"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/status"
 )
-
-// agentBinary is $JENKINS_SPOT_AGENT_BIN (the Makefile's static build), or a static
-// build of this package made for the test.
-func agentBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("JENKINS_SPOT_AGENT_BIN"); p != "" {
-		abs, err := filepath.Abs(p)
-		if err != nil {
-			t.Fatalf("JENKINS_SPOT_AGENT_BIN: %v", err)
-		}
-		if _, err := os.Stat(abs); err != nil {
-			t.Fatalf("JENKINS_SPOT_AGENT_BIN: %v (run make build, or unset it to build here)", err)
-		}
-		return abs
-	}
-	out := filepath.Join(t.TempDir(), "jenkins-spot-agent")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if err := containertest.BuildStatic(ctx, ".", out); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 // buildAEMM builds the amazon-ec2-metadata-mock tool of go.mod into dir.
 func buildAEMM(t *testing.T, dir string) string {

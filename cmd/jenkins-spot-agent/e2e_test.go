@@ -76,7 +76,7 @@ func TestRunEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := agentBinary(t)
+	bin := containertest.AgentBinary(t, ".")
 	aemmBin := buildAEMM(t, dir)
 	suffix := testenv.RandomSuffix(t)
 	token := testenv.RandomSuffix(t) + testenv.RandomSuffix(t)

@@ -84,7 +84,7 @@ func newSvc(t *testing.T, opts svcOptions) *svc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.dir, s.bin = dir, agentBinary(t)
+	s.dir, s.bin = dir, containertest.AgentBinary(t, ".")
 	aemmBin := buildAEMM(t, dir)
 	suffix := testenv.RandomSuffix(t)
 	token := testenv.RandomSuffix(t) + testenv.RandomSuffix(t)

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/containertest"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/efs/efstest/latencyfs"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/lease"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
@@ -60,7 +61,7 @@ func BenchmarkMigrateEFS(b *testing.B) {
 	for _, tool := range []struct{ name, pkg string }{{"cp", "coreutils"}, {"rsync", "rsync"}, {"parallel", "parallel"}} {
 		testenv.Tool(b, tool.name, tool.pkg)
 	}
-	bin := agentBinary(b)
+	bin := containertest.AgentBinary(b, "../../cmd/jenkins-spot-agent")
 	src := filepath.Join(b.TempDir(), "old-home")
 	if err := os.Mkdir(src, 0o755); err != nil {
 		b.Fatal(err)
@@ -283,22 +284,4 @@ func benchTable(rows []benchRow) string {
 			float64(r.files)/r.seconds, speed, reqs, diffs)
 	}
 	return sb.String()
-}
-
-// agentBinary is the jenkins-spot-agent binary: $JENKINS_SPOT_AGENT_BIN (make bench
-// sets it) or one built now.
-func agentBinary(b *testing.B) string {
-	b.Helper()
-	if p := os.Getenv("JENKINS_SPOT_AGENT_BIN"); p != "" {
-		return p
-	}
-	out := filepath.Join(b.TempDir(), "jenkins-spot-agent")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	c := exec.CommandContext(ctx, "go", "build", "-o", out, "../../cmd/jenkins-spot-agent")
-	c.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if msg, err := c.CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, msg)
-	}
-	return out
 }

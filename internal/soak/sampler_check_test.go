@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/container/containertest"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
 )
 
@@ -16,7 +17,7 @@ import (
 // alive at once, and a home on another device than the EFS stand-in; with one, neither.
 func TestSamplerSeesTwoJenkins(t *testing.T) {
 	testenv.SkipShort(t, "runs the static agent binary")
-	bin := agentBinary(t)
+	bin := containertest.AgentBinary(t, "../../cmd/jenkins-spot-agent")
 	run := testenv.RandomSuffix(t)
 	home := t.TempDir()
 	var st syscall.Stat_t

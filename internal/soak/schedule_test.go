@@ -42,8 +42,8 @@ const (
 	noticeBudget = 25 * time.Second
 	safetyMargin = 3 * time.Second
 	stopGrace    = 5 * time.Second
-	// restartSec is systemd's RestartSec=5s, compressed like the lease.
-	restartSec = time.Second
+	// restartDelay is systemd's RestartSec=5s, compressed like the lease.
+	restartDelay = time.Second
 )
 
 // Bounds of the schedule.

@@ -84,7 +84,7 @@ func newWorld(t *testing.T) *world {
 			_ = os.RemoveAll(dir)
 		}
 	})
-	w.bin = agentBinary(t)
+	w.bin = containertest.AgentBinary(t, "../../cmd/jenkins-spot-agent")
 	w.daemon = containertest.StartDaemon(t)
 	w.docker = w.daemon.Client()
 	w.token = testenv.RandomSuffix(t) + testenv.RandomSuffix(t)
@@ -115,28 +115,6 @@ exec mount --bind "$JSA_SOAK_EFS" "$2"
 	w.hooks = newHookSink()
 	t.Cleanup(w.hooks.close)
 	return w
-}
-
-// agentBinary is $JENKINS_SPOT_AGENT_BIN (`make build`), or a static build made here.
-func agentBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("JENKINS_SPOT_AGENT_BIN"); p != "" {
-		abs, err := filepath.Abs(p)
-		if err != nil {
-			t.Fatalf("JENKINS_SPOT_AGENT_BIN: %v", err)
-		}
-		if _, err := os.Stat(abs); err != nil {
-			t.Fatalf("JENKINS_SPOT_AGENT_BIN: %v (run make build, or unset it to build here)", err)
-		}
-		return abs
-	}
-	out := filepath.Join(t.TempDir(), "jenkins-spot-agent")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if err := containertest.BuildStatic(ctx, "../../cmd/jenkins-spot-agent", out); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 func writeFile(t *testing.T, path, content string, mode os.FileMode) {
@@ -390,8 +368,8 @@ func (n *node) exited(r *agentRun) {
 		return
 	}
 	n.restarts++
-	n.notes = append(n.notes, fmt.Sprintf("%s agent process %d failed (%s): restarted in %s (Restart=on-failure)", time.Now().Format("15:04:05.000"), r.n, r.how(), restartSec))
-	time.AfterFunc(restartSec, n.start)
+	n.notes = append(n.notes, fmt.Sprintf("%s agent process %d failed (%s): restarted in %s (Restart=on-failure)", time.Now().Format("15:04:05.000"), r.n, r.how(), restartDelay))
+	time.AfterFunc(restartDelay, n.start)
 }
 
 // kill SIGKILLs the agent and waits for it to be gone; gone means it is never started

@@ -34,6 +34,9 @@ func RequireDocker(t testing.TB) *client.Client { return enginetest.RequireDocke
 // directory and returns the binary's path.
 func StaticBinary(t testing.TB, pkg string) string { return enginetest.StaticBinary(t, pkg) }
 
+// AgentBinary is $JENKINS_SPOT_AGENT_BIN or a static build of pkg; see enginetest.AgentBinary.
+func AgentBinary(t testing.TB, pkg string) string { return enginetest.AgentBinary(t, pkg) }
+
 // BuildStatic builds the Go main package pkg into the file out with CGO_ENABLED=0.
 func BuildStatic(ctx context.Context, pkg, out string) error {
 	return enginetest.BuildStatic(ctx, pkg, out)

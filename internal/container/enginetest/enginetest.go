@@ -72,13 +72,36 @@ func RequireDocker(t testing.TB) *client.Client {
 // binary's path in a temporary directory.
 func StaticBinary(t testing.TB, pkg string) string {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), filepath.Base(strings.TrimSuffix(pkg, "/")))
+	name := filepath.Base(strings.TrimSuffix(pkg, "/"))
+	if abs, err := filepath.Abs(pkg); err == nil && (name == "." || name == "..") {
+		name = filepath.Base(abs)
+	}
+	out := filepath.Join(t.TempDir(), name)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if err := BuildStatic(ctx, pkg, out); err != nil {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// AgentBinary is the agent's static binary: the file $JENKINS_SPOT_AGENT_BIN names
+// (`make build` writes one, and the Makefile's test targets set it), or else a static
+// build of pkg (the path of cmd/jenkins-spot-agent relative to the test's directory)
+// made for the test. A JENKINS_SPOT_AGENT_BIN that names no file fails the test.
+func AgentBinary(t testing.TB, pkg string) string {
+	t.Helper()
+	if p := os.Getenv("JENKINS_SPOT_AGENT_BIN"); p != "" {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			t.Fatalf("JENKINS_SPOT_AGENT_BIN: %v", err)
+		}
+		if _, err := os.Stat(abs); err != nil {
+			t.Fatalf("JENKINS_SPOT_AGENT_BIN: %v (run make build, or unset it to build here)", err)
+		}
+		return abs
+	}
+	return StaticBinary(t, pkg)
 }
 
 // BuildStatic builds the Go main package pkg into the file out with

@@ -223,6 +223,7 @@ type Server struct {
 	stopping    chan struct{}
 
 	httpServer   *http.Server
+	fresh        freshConns // connections that have not sent a request yet
 	serveDone    chan struct{}
 	tickDone     chan struct{}
 	shutdownOnce sync.Once
@@ -309,7 +310,7 @@ func (s *Server) open() error {
 // serve answers on ln until Shutdown, and moves the builds on every 10 ms so that
 // they end and take executors near the time they should.
 func (s *Server) serve(ln net.Listener) {
-	s.httpServer = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	s.httpServer = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ConnState: s.fresh.track}
 	s.serveDone = make(chan struct{})
 	s.tickDone = make(chan struct{})
 	go func() {
@@ -353,6 +354,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		close(s.stopping)
 		var errs []error
 		if s.httpServer != nil {
+			// Jenkins' Jetty drops connections without a request at once on stop; Go's
+			// Shutdown would wait up to 5 s for one (an HTTP client's spare dial).
+			s.httpServer.SetKeepAlivesEnabled(false)
+			s.fresh.closeAll()
 			if err := s.httpServer.Shutdown(ctx); err != nil {
 				_ = s.httpServer.Close()
 				errs = append(errs, fmt.Errorf("jenkins double: stop serving: %w", err))
@@ -575,4 +580,42 @@ func randomHex(n int) string {
 		return fmt.Sprintf("%0*x", 2*n, os.Getpid())
 	}
 	return hex.EncodeToString(b)
+}
+
+// freshConns tracks the server's connections that have not sent a request yet
+// (http.StateNew), so that a stop can close them at once.
+type freshConns struct {
+	mu     sync.Mutex
+	conns  map[net.Conn]bool
+	closed bool
+}
+
+// track is the server's ConnState hook.
+func (f *freshConns) track(c net.Conn, state http.ConnState) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if state != http.StateNew {
+		delete(f.conns, c)
+		return
+	}
+	if f.closed {
+		_ = c.Close()
+		return
+	}
+	if f.conns == nil {
+		f.conns = map[net.Conn]bool{}
+	}
+	f.conns[c] = true
+}
+
+// closeAll closes every connection that has not sent a request, and every one that
+// is accepted from now on.
+func (f *freshConns) closeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	for c := range f.conns {
+		_ = c.Close()
+	}
+	f.conns = nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -403,6 +404,47 @@ func TestMainBadFlags(t *testing.T) {
 		var out, errOut testenv.Buffer
 		if code := Main(t.Context(), append([]string{"--home", ""}, args...), &out, &errOut); code != 2 {
 			t.Errorf("Main(%q) = %d, want 2", args, code)
+		}
+	}
+}
+
+// An HTTP client may dial a connection it then never uses (a spare dial that lost the
+// race to an idle connection), and a load balancer's health checker may connect without
+// sending yet. Jenkins drops such connections at once when it stops; a stop that waited
+// for them would outlast the stop grace and end in SIGKILL, with nothing saved.
+func TestShutdownDoesNotWaitForConnectionsWithoutARequest(t *testing.T) {
+	home := t.TempDir()
+	cfg := testConfig()
+	cfg.Home = home
+	s, u := start(t, cfg)
+	resp, err := http.Get(u + "/login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	addr := strings.TrimPrefix(u, "http://")
+	var silent []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		silent = append(silent, c)
+	}
+	// Shutdown waits for requests in flight, never for these: a second is plenty.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("stop with %d connections that sent no request: %v", len(silent), err)
+	}
+	if st, err := ReadHomeState(home); err != nil || st.Stopped.IsZero() {
+		t.Fatalf("home state after stop = %+v, %v; want a clean stop recorded", st, err)
+	}
+	for _, c := range silent {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Error("a connection without a request was left open by the stop")
 		}
 	}
 }
