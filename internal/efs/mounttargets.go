@@ -14,8 +14,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	efsapi "github.com/aws/aws-sdk-go-v2/service/efs"
-	efstypes "github.com/aws/aws-sdk-go-v2/service/efs/types"
 	"github.com/aws/smithy-go"
 )
 
@@ -65,7 +63,7 @@ func PickMountTarget(fileSystemID, az string, targets []MountTarget) (MountTarge
 			zones = append(zones, t.AvailabilityZone)
 			continue
 		}
-		if t.State == string(efstypes.LifeCycleStateAvailable) && t.IP != "" {
+		if t.State == "available" && t.IP != "" {
 			return t, nil
 		}
 		return MountTarget{}, fmt.Errorf("mount target %s of %s in %s is %s: %w", t.ID, fileSystemID, az, t.State, ErrMountTargetNotReady)
@@ -95,13 +93,14 @@ type MountTargetClientOptions struct {
 }
 
 // MountTargetClient looks mount targets up through the EFS API (DescribeMountTargets,
-// IAM action elasticfilesystem:DescribeMountTargets). The SDK configuration is loaded
-// at the first call, so that building one contacts nothing.
+// IAM action elasticfilesystem:DescribeMountTargets), as a SigV4-signed REST call. The
+// SDK configuration (credentials, retryer, endpoint) is loaded at the first call, so
+// that building one contacts nothing.
 type MountTargetClient struct {
 	opts MountTargetClientOptions
 
 	mu  sync.Mutex
-	api *efsapi.Client
+	api *efsREST
 }
 
 // NewMountTargetClient checks opts and returns a client; it makes no call.
@@ -120,7 +119,7 @@ func NewMountTargetClient(opts MountTargetClientOptions) (*MountTargetClient, er
 
 var _ MountTargetLookup = (*MountTargetClient)(nil)
 
-func (c *MountTargetClient) client(ctx context.Context) (*efsapi.Client, error) {
+func (c *MountTargetClient) client(ctx context.Context) (*efsREST, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.api != nil {
@@ -142,11 +141,7 @@ func (c *MountTargetClient) client(ctx context.Context) (*efsapi.Client, error) 
 	if err != nil {
 		return nil, fmt.Errorf("load AWS configuration: %w", err)
 	}
-	c.api = efsapi.NewFromConfig(cfg, func(o *efsapi.Options) {
-		if c.opts.Endpoint != "" {
-			o.BaseEndpoint = aws.String(c.opts.Endpoint)
-		}
-	})
+	c.api = newEFSREST(c.opts.Region, c.opts.Endpoint, cfg)
 	return c.api, nil
 }
 
@@ -159,25 +154,17 @@ func (c *MountTargetClient) MountTarget(ctx context.Context, fileSystemID, az st
 	if err != nil {
 		return MountTarget{}, fmt.Errorf("efs DescribeMountTargets %s: %w", fileSystemID, err)
 	}
-	var all []MountTarget
-	p := efsapi.NewDescribeMountTargetsPaginator(api, &efsapi.DescribeMountTargetsInput{FileSystemId: aws.String(fileSystemID)})
-	for p.HasMorePages() {
-		out, err := p.NextPage(ctx)
-		if err != nil {
-			return MountTarget{}, fmt.Errorf("efs DescribeMountTargets %s: %w", fileSystemID, classifyAPIError(err))
+	list, err := api.describeMountTargets(ctx, "FileSystemId", fileSystemID)
+	if err != nil {
+		return MountTarget{}, fmt.Errorf("efs DescribeMountTargets %s: %w", fileSystemID, classifyAPIError(err))
+	}
+	all := make([]MountTarget, 0, len(list))
+	for _, d := range list {
+		t := MountTarget{ID: d.MountTargetID, IP: d.IPAddress, AvailabilityZone: d.AvailabilityZoneName, State: d.LifeCycleState}
+		if t.IP == "" {
+			t.IP = d.IPv6Address
 		}
-		for _, d := range out.MountTargets {
-			t := MountTarget{
-				ID:               aws.ToString(d.MountTargetId),
-				IP:               aws.ToString(d.IpAddress),
-				AvailabilityZone: aws.ToString(d.AvailabilityZoneName),
-				State:            string(d.LifeCycleState),
-			}
-			if t.IP == "" {
-				t.IP = aws.ToString(d.Ipv6Address)
-			}
-			all = append(all, t)
-		}
+		all = append(all, t)
 	}
 	t, err := PickMountTarget(fileSystemID, az, all)
 	if err != nil {
@@ -190,13 +177,11 @@ func (c *MountTargetClient) MountTarget(ctx context.Context, fileSystemID, az st
 // classifyAPIError wraps the API errors that need the operator in this package's
 // sentinels, keeping the API's message.
 func classifyAPIError(err error) error {
-	var nf *efstypes.FileSystemNotFound
-	if errors.As(err, &nf) {
-		return fmt.Errorf("%w: %s", ErrFileSystemNotFound, nf.ErrorMessage())
-	}
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		switch ae.ErrorCode() {
+		case "FileSystemNotFound":
+			return fmt.Errorf("%w: %s", ErrFileSystemNotFound, ae.ErrorMessage())
 		case "AccessDeniedException", "AccessDenied", "UnauthorizedOperation":
 			return fmt.Errorf("%w: %s; add elasticfilesystem:DescribeMountTargets on the file system to the instance role", ErrAccessDenied, ae.ErrorMessage())
 		}
