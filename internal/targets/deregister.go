@@ -3,10 +3,6 @@ package targets
 import (
 	"context"
 	"errors"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
-	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
 )
 
 // deregistration takes the instance out of a group. ELBv2 answers success for a target
@@ -17,12 +13,8 @@ var deregistration = membershipChange{
 	noun:   "deregistration",
 	done:   "deregistered from target group",
 	action: "elasticloadbalancing:DeregisterTargets",
-	call: func(ctx context.Context, elb *elbv2.Client, arn string, target elbtypes.TargetDescription) error {
-		_, err := elb.DeregisterTargets(ctx, &elbv2.DeregisterTargetsInput{
-			TargetGroupArn: aws.String(arn),
-			Targets:        []elbtypes.TargetDescription{target},
-		})
-		return err
+	call: func(ctx context.Context, elb *elbAPI, arn string, target targetDescription) error {
+		return elb.deregisterTargets(ctx, arn, target)
 	},
 }
 

@@ -8,9 +8,6 @@ import (
 	"time"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 )
 
 // noActiveAction starts Auto Scaling's answer when no lifecycle action waits for the
@@ -63,13 +60,7 @@ func (c *Client) CompleteLifecycle(ctx context.Context, instanceID string) error
 		return err
 	}
 	err = c.onPendingAction(ctx, instanceID, asg, "autoscaling:CompleteLifecycleAction", func(ctx context.Context) error {
-		_, err := c.asg.CompleteLifecycleAction(ctx, &autoscaling.CompleteLifecycleActionInput{
-			AutoScalingGroupName:  aws.String(asg),
-			LifecycleHookName:     aws.String(c.hook),
-			InstanceId:            aws.String(instanceID),
-			LifecycleActionResult: aws.String("CONTINUE"),
-		})
-		return err
+		return c.asg.completeLifecycleAction(ctx, lifecycleAction{group: asg, hook: c.hook, instanceID: instanceID}, "CONTINUE")
 	})
 	switch {
 	case err == nil:
@@ -98,12 +89,7 @@ func (c *Client) Heartbeat(ctx context.Context, instanceID string) error {
 		return err
 	}
 	err = c.onPendingAction(ctx, instanceID, asg, "autoscaling:RecordLifecycleActionHeartbeat", func(ctx context.Context) error {
-		_, err := c.asg.RecordLifecycleActionHeartbeat(ctx, &autoscaling.RecordLifecycleActionHeartbeatInput{
-			AutoScalingGroupName: aws.String(asg),
-			LifecycleHookName:    aws.String(c.hook),
-			InstanceId:           aws.String(instanceID),
-		})
-		return err
+		return c.asg.recordLifecycleActionHeartbeat(ctx, lifecycleAction{group: asg, hook: c.hook, instanceID: instanceID})
 	})
 	if err != nil {
 		return fmt.Errorf("record lifecycle action heartbeat %s of %s: %w", c.hook, asg, err)
@@ -205,13 +191,13 @@ func (c *Client) onPendingAction(ctx context.Context, instanceID, asg, action st
 func (c *Client) instanceState(ctx context.Context, instanceID string) (group, state string, err error) {
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
-	out, err := c.asg.DescribeAutoScalingInstances(ctx, &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: []string{instanceID}})
+	out, err := c.asg.describeAutoScalingInstances(ctx, instanceID)
 	if err != nil {
 		return "", "", fmt.Errorf("describe auto scaling instance %s: %w", instanceID, explain(err, "autoscaling:DescribeAutoScalingInstances", "*"))
 	}
-	for _, inst := range out.AutoScalingInstances {
-		if aws.ToString(inst.InstanceId) == instanceID {
-			return aws.ToString(inst.AutoScalingGroupName), aws.ToString(inst.LifecycleState), nil
+	for _, inst := range out {
+		if inst.InstanceID == instanceID {
+			return inst.AutoScalingGroup, inst.LifecycleState, nil
 		}
 	}
 	return "", "", nil
@@ -222,21 +208,18 @@ func (c *Client) instanceState(ctx context.Context, instanceID string) (group, s
 func (c *Client) describeHook(ctx context.Context, asg string) (time.Duration, error) {
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
-	out, err := c.asg.DescribeLifecycleHooks(ctx, &autoscaling.DescribeLifecycleHooksInput{
-		AutoScalingGroupName: aws.String(asg),
-		LifecycleHookNames:   []string{c.hook},
-	})
+	out, err := c.asg.describeLifecycleHooks(ctx, asg, c.hook)
 	if err != nil {
 		return 0, fmt.Errorf("describe lifecycle hook %s of %s: %w", c.hook, asg, explain(err, "autoscaling:DescribeLifecycleHooks", "*"))
 	}
-	for _, h := range out.LifecycleHooks {
-		if aws.ToString(h.LifecycleHookName) != c.hook {
+	for _, h := range out {
+		if h.Name != c.hook {
 			continue
 		}
-		if t := aws.ToString(h.LifecycleTransition); t != terminationTransition {
+		if t := h.Transition; t != terminationTransition {
 			return 0, fmt.Errorf("lifecycle hook %s of %s is for %s, not %s: set lifecycle_hook to the group's termination hook", c.hook, asg, t, terminationTransition)
 		}
-		timeout := time.Duration(aws.ToInt32(h.HeartbeatTimeout)) * time.Second
+		timeout := time.Duration(h.HeartbeatTimeout) * time.Second
 		if timeout <= 0 {
 			return 0, fmt.Errorf("lifecycle hook %s of %s shows no heartbeat timeout", c.hook, asg)
 		}

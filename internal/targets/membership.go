@@ -4,10 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
-	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
 )
 
 // membershipChange is one of the two calls that take the instance out of a target group
@@ -19,7 +15,7 @@ type membershipChange struct {
 	noun   string // names the change in logs: "deregistration", "registration"
 	done   string // logged on success
 	action string // the IAM action to name when it is refused
-	call   func(ctx context.Context, elb *elbv2.Client, arn string, target elbtypes.TargetDescription) error
+	call   func(ctx context.Context, elb *elbAPI, arn string, target targetDescription) error
 }
 
 // changeIn applies the change to one group and turns its failure into an error that
@@ -49,10 +45,6 @@ func (c *Client) changeIn(ctx context.Context, instanceID string, tg TargetGroup
 // targetOf is the instance as a target of the group: on the configured port, or with
 // the port left out, which ELBv2 takes as the group's own port (how Auto Scaling
 // registers its instances).
-func targetOf(instanceID string, tg TargetGroup) elbtypes.TargetDescription {
-	target := elbtypes.TargetDescription{Id: aws.String(instanceID)}
-	if tg.Port != 0 {
-		target.Port = aws.Int32(tg.Port)
-	}
-	return target
+func targetOf(instanceID string, tg TargetGroup) targetDescription {
+	return targetDescription{ID: instanceID, Port: tg.Port}
 }

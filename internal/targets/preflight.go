@@ -6,11 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
-	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
-	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
-
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 )
 
@@ -47,14 +42,14 @@ func (c *Client) CheckPermissions(ctx context.Context, id instance.Identity) []C
 	if (c.discover || c.hook != "" || c.replace) && asg == "" {
 		row := Check{Name: "autoscaling:DescribeAutoScalingInstances"}
 		cctx, cancel := c.callContext(ctx)
-		out, err := c.asg.DescribeAutoScalingInstances(cctx, &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: []string{id.InstanceID}})
+		out, err := c.asg.describeAutoScalingInstances(cctx, id.InstanceID)
 		cancel()
 		if err != nil {
 			row = failed(row, err, "autoscaling:DescribeAutoScalingInstances", "*", "Auto Scaling")
 		} else {
-			for _, inst := range out.AutoScalingInstances {
-				if aws.ToString(inst.InstanceId) == id.InstanceID {
-					asg = aws.ToString(inst.AutoScalingGroupName)
+			for _, inst := range out {
+				if inst.InstanceID == id.InstanceID {
+					asg = inst.AutoScalingGroup
 				}
 			}
 			row.OK, row.Detail = true, "instance is in no Auto Scaling group"
@@ -68,15 +63,15 @@ func (c *Client) CheckPermissions(ctx context.Context, id instance.Identity) []C
 	if c.discover && asg != "" {
 		row := Check{Name: "autoscaling:DescribeAutoScalingGroups"}
 		cctx, cancel := c.callContext(ctx)
-		out, err := c.asg.DescribeAutoScalingGroups(cctx, &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{asg}})
+		out, err := c.asg.describeAutoScalingGroups(cctx, asg)
 		cancel()
 		if err != nil {
 			row = failed(row, err, "autoscaling:DescribeAutoScalingGroups", "*", "Auto Scaling")
 		} else {
 			row.OK, row.Detail = true, "Auto Scaling group "+asg+" not found"
-			for _, g := range out.AutoScalingGroups {
-				if aws.ToString(g.AutoScalingGroupName) == asg {
-					asgARN = aws.ToString(g.AutoScalingGroupARN)
+			for _, g := range out {
+				if g.Name == asg {
+					asgARN = g.ARN
 					discovered = attachedTargetGroups(g)
 					row.Detail = fmt.Sprintf("group %s has %d target group(s)", asg, len(discovered))
 				}
@@ -127,21 +122,21 @@ func (c *Client) checkTargetHealth(ctx context.Context, tg TargetGroup, instance
 	row := Check{Name: action + " " + tg.ARN}
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
-	out, err := c.elb.DescribeTargetHealth(ctx, &elbv2.DescribeTargetHealthInput{TargetGroupArn: aws.String(tg.ARN)})
+	out, err := c.elb.describeTargetHealth(ctx, tg.ARN)
 	if err != nil {
 		// Describe actions of ELBv2 take no resource-level permission.
 		return failed(row, err, action, "*", "Elastic Load Balancing")
 	}
 	var shown []string
-	for _, d := range out.TargetHealthDescriptions {
-		if d.Target == nil || aws.ToString(d.Target.Id) != instanceID {
+	for _, d := range out {
+		if d.ID != instanceID {
 			continue
 		}
-		state := elbtypes.TargetHealthStateEnum("unknown")
-		if d.TargetHealth != nil {
-			state = d.TargetHealth.State
+		state := d.State
+		if state == "" {
+			state = "unknown"
 		}
-		shown = append(shown, fmt.Sprintf("port %d %s", aws.ToInt32(d.Target.Port), state))
+		shown = append(shown, fmt.Sprintf("port %d %s", d.Port, state))
 	}
 	row.OK, row.Detail = true, "instance is not registered in this group"
 	if len(shown) > 0 {
@@ -161,10 +156,7 @@ func (c *Client) checkRegister(ctx context.Context, tg TargetGroup) Check {
 	row := Check{Name: action + " " + tg.ARN}
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
-	_, err := c.elb.RegisterTargets(ctx, &elbv2.RegisterTargetsInput{
-		TargetGroupArn: aws.String(tg.ARN),
-		Targets:        []elbtypes.TargetDescription{{Id: aws.String(probeInstanceID)}},
-	})
+	err := c.elb.registerTargets(ctx, tg.ARN, targetDescription{ID: probeInstanceID})
 	switch apiCode(err) {
 	case codeInvalidTarget:
 		row.OK, row.Detail = true, "allowed (proven with an instance id that does not exist)"
@@ -173,10 +165,7 @@ func (c *Client) checkRegister(ctx context.Context, tg TargetGroup) Check {
 			return failed(row, err, action, tg.ARN, "Elastic Load Balancing")
 		}
 		// Not expected from ELBv2; take the impossible target out again at once.
-		_, _ = c.elb.DeregisterTargets(ctx, &elbv2.DeregisterTargetsInput{
-			TargetGroupArn: aws.String(tg.ARN),
-			Targets:        []elbtypes.TargetDescription{{Id: aws.String(probeInstanceID)}},
-		})
+		_ = c.elb.deregisterTargets(ctx, tg.ARN, targetDescription{ID: probeInstanceID})
 		row.OK, row.Detail = true, "allowed (the group accepted an instance id that does not exist; removed again)"
 	default:
 		return failed(row, err, action, tg.ARN, "Elastic Load Balancing")
@@ -193,10 +182,7 @@ func (c *Client) checkDeregister(ctx context.Context, tg TargetGroup, instanceID
 	}
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
-	_, err := c.elb.DeregisterTargets(ctx, &elbv2.DeregisterTargetsInput{
-		TargetGroupArn: aws.String(tg.ARN),
-		Targets:        []elbtypes.TargetDescription{{Id: aws.String(instanceID), Port: aws.Int32(port)}},
-	})
+	err := c.elb.deregisterTargets(ctx, tg.ARN, targetDescription{ID: instanceID, Port: port})
 	switch apiCode(err) {
 	case "":
 		if err != nil {
@@ -224,12 +210,7 @@ func (c *Client) checkLifecycle(ctx context.Context, asg, asgARN string) Check {
 	row.Name = action + " " + resource
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
-	_, err := c.asg.CompleteLifecycleAction(ctx, &autoscaling.CompleteLifecycleActionInput{
-		AutoScalingGroupName:  aws.String(asg),
-		LifecycleHookName:     aws.String(c.hook),
-		LifecycleActionToken:  aws.String(probeToken),
-		LifecycleActionResult: aws.String("CONTINUE"),
-	})
+	err := c.asg.completeLifecycleAction(ctx, lifecycleAction{group: asg, hook: c.hook, token: probeToken}, "CONTINUE")
 	switch {
 	case err == nil || isNoActiveAction(err):
 		row.OK, row.Detail = true, "allowed (proven with a token that matches no action)"
@@ -257,27 +238,24 @@ func (c *Client) checkHook(ctx context.Context, asg string) Check {
 	row := Check{Name: action}
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
-	out, err := c.asg.DescribeLifecycleHooks(ctx, &autoscaling.DescribeLifecycleHooksInput{
-		AutoScalingGroupName: aws.String(asg),
-		LifecycleHookNames:   []string{c.hook},
-	})
+	out, err := c.asg.describeLifecycleHooks(ctx, asg, c.hook)
 	if err != nil {
 		// Describe actions of Auto Scaling take no resource-level permission.
 		return failed(row, err, action, "*", "Auto Scaling")
 	}
-	for _, h := range out.LifecycleHooks {
-		if aws.ToString(h.LifecycleHookName) != c.hook {
+	for _, h := range out {
+		if h.Name != c.hook {
 			continue
 		}
-		if t := aws.ToString(h.LifecycleTransition); t != terminationTransition {
+		if t := h.Transition; t != terminationTransition {
 			row.Detail = fmt.Sprintf("lifecycle hook %s of %s is for %s", c.hook, asg, t)
 			row.Fix = fmt.Sprintf("set lifecycle_hook to the termination hook (%s) of %s", terminationTransition, asg)
 			return row
 		}
-		timeout := time.Duration(aws.ToInt32(h.HeartbeatTimeout)) * time.Second
+		timeout := time.Duration(h.HeartbeatTimeout) * time.Second
 		row.OK = true
 		row.Detail = fmt.Sprintf("hook %s: heartbeat timeout %s (heartbeats every %s), default result %s",
-			c.hook, timeout, heartbeatInterval(timeout), aws.ToString(h.DefaultResult))
+			c.hook, timeout, heartbeatInterval(timeout), h.DefaultResult)
 		return row
 	}
 	row.Detail = fmt.Sprintf("auto scaling group %s has no lifecycle hook %s", asg, c.hook)
@@ -294,11 +272,7 @@ func (c *Client) checkHeartbeat(ctx context.Context, asg, asgARN string) Check {
 	row := Check{Name: action + " " + resource}
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
-	_, err := c.asg.RecordLifecycleActionHeartbeat(ctx, &autoscaling.RecordLifecycleActionHeartbeatInput{
-		AutoScalingGroupName: aws.String(asg),
-		LifecycleHookName:    aws.String(c.hook),
-		LifecycleActionToken: aws.String(probeToken),
-	})
+	err := c.asg.recordLifecycleActionHeartbeat(ctx, lifecycleAction{group: asg, hook: c.hook, token: probeToken})
 	switch {
 	case err == nil || isNoActiveAction(err):
 		row.OK, row.Detail = true, "allowed (proven with a token that matches no action)"
@@ -320,11 +294,7 @@ func (c *Client) checkDetach(ctx context.Context, asg, asgARN string) Check {
 	row := Check{Name: action + " " + resource}
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
-	_, err := c.asg.DetachInstances(ctx, &autoscaling.DetachInstancesInput{
-		AutoScalingGroupName:           aws.String(asg),
-		InstanceIds:                    []string{probeInstanceID},
-		ShouldDecrementDesiredCapacity: aws.Bool(false),
-	})
+	err := c.asg.detachInstances(ctx, asg, false, probeInstanceID)
 	switch {
 	case apiCode(err) == codeValidationError && strings.Contains(apiMessage(err), "not part of"):
 		row.OK, row.Detail = true, "allowed (proven with an instance id that is not in the group)"

@@ -6,10 +6,6 @@ import (
 	"fmt"
 	"sync"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
-	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
 )
 
 // registration puts the instance back in a group. ELBv2 answers success for a target
@@ -21,12 +17,8 @@ var registration = membershipChange{
 	noun:   "registration",
 	done:   "registered in target group; the load balancer routes to it once its health checks pass",
 	action: "elasticloadbalancing:RegisterTargets",
-	call: func(ctx context.Context, elb *elbv2.Client, arn string, target elbtypes.TargetDescription) error {
-		_, err := elb.RegisterTargets(ctx, &elbv2.RegisterTargetsInput{
-			TargetGroupArn: aws.String(arn),
-			Targets:        []elbtypes.TargetDescription{target},
-		})
-		return err
+	call: func(ctx context.Context, elb *elbAPI, arn string, target targetDescription) error {
+		return elb.registerTargets(ctx, arn, target)
 	},
 }
 
@@ -82,9 +74,9 @@ func (c *Client) registerIn(ctx context.Context, instanceID string, tg TargetGro
 
 // registered reports whether a target health state is a registration that the load
 // balancer keeps: anything but draining and unused (or no state at all).
-func registered(state elbtypes.TargetHealthStateEnum) bool {
+func registered(state targetHealthState) bool {
 	switch state {
-	case "", elbtypes.TargetHealthStateEnumDraining, elbtypes.TargetHealthStateEnumUnused:
+	case "", stateDraining, stateUnused:
 		return false
 	}
 	return true
@@ -92,28 +84,25 @@ func registered(state elbtypes.TargetHealthStateEnum) bool {
 
 // targetState is the instance's health state in the group on its port, as
 // DescribeTargetHealth shows it: unused when it is not registered.
-func (c *Client) targetState(ctx context.Context, instanceID string, tg TargetGroup) (elbtypes.TargetHealthStateEnum, error) {
+func (c *Client) targetState(ctx context.Context, instanceID string, tg TargetGroup) (targetHealthState, error) {
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
 	target := targetOf(instanceID, tg)
-	out, err := c.elb.DescribeTargetHealth(ctx, &elbv2.DescribeTargetHealthInput{
-		TargetGroupArn: aws.String(tg.ARN),
-		Targets:        []elbtypes.TargetDescription{target},
-	})
+	out, err := c.elb.describeTargetHealth(ctx, tg.ARN, target)
 	if err != nil {
 		// Describe actions of ELBv2 take no resource-level permission.
 		return "", fmt.Errorf("describe target health in %s: %w", tg.ARN, explain(err, "elasticloadbalancing:DescribeTargetHealth", "*"))
 	}
-	for _, d := range out.TargetHealthDescriptions {
-		if d.Target == nil || aws.ToString(d.Target.Id) != instanceID || d.TargetHealth == nil {
+	for _, d := range out {
+		if d.ID != instanceID || d.State == "" {
 			continue
 		}
-		if tg.Port != 0 && aws.ToInt32(d.Target.Port) != tg.Port {
+		if tg.Port != 0 && d.Port != tg.Port {
 			continue
 		}
-		return d.TargetHealth.State, nil
+		return d.State, nil
 	}
-	return elbtypes.TargetHealthStateEnumUnused, nil
+	return stateUnused, nil
 }
 
 // leavingCount counts the Deregister calls so far; a registration that sees it change

@@ -9,25 +9,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
-	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
-
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets/awstest"
 )
 
-// health is every target of the group as DescribeTargetHealth shows it through the SDK,
-// "id:port:state", sorted.
+// health is every target of the group as DescribeTargetHealth shows it through the
+// adapter's call, "id:port:state", sorted.
 func health(t *testing.T, c *Client, arn string) []string {
 	t.Helper()
-	out, err := c.elb.DescribeTargetHealth(t.Context(), &elbv2.DescribeTargetHealthInput{TargetGroupArn: aws.String(arn)})
+	out, err := c.elb.describeTargetHealth(t.Context(), arn)
 	if err != nil {
 		t.Fatalf("DescribeTargetHealth %s: %v", arn, err)
 	}
 	var rows []string
-	for _, d := range out.TargetHealthDescriptions {
-		rows = append(rows, fmt.Sprintf("%s:%d:%s", aws.ToString(d.Target.Id), aws.ToInt32(d.Target.Port), d.TargetHealth.State))
+	for _, d := range out {
+		rows = append(rows, fmt.Sprintf("%s:%d:%s", d.ID, d.Port, d.State))
 	}
 	slices.Sort(rows)
 	return rows
@@ -101,9 +97,8 @@ func TestRegisterNamesAMissingTargetGroup(t *testing.T) {
 	if strings.Contains(err.Error(), tgA) {
 		t.Errorf("error %q names the group that worked", err)
 	}
-	var nf *elbtypes.TargetGroupNotFoundException
-	if !errors.As(err, &nf) {
-		t.Errorf("error %v does not unwrap to TargetGroupNotFoundException", err)
+	if apiCode(err) != codeTargetGroupNotFound {
+		t.Errorf("error %v does not unwrap to the API error TargetGroupNotFound", err)
 	}
 	if got := srv.TargetState(tgA, instanceID); got != awstest.StateHealthy {
 		t.Errorf("the existing group's target is %q, want healthy despite the other failing", got)
@@ -138,8 +133,7 @@ func TestRegisterRefusedTargetSaysWhy(t *testing.T) {
 	srv.SetInstanceState(instanceID, "stopped")
 	c := newClient(t, srv, Options{TargetGroups: []TargetGroup{{ARN: tgA, Port: 9090}}})
 	err := c.Register(t.Context(), instanceID)
-	var it *elbtypes.InvalidTargetException
-	if !errors.As(err, &it) || !strings.Contains(err.Error(), "use a target group of target type instance") {
+	if apiCode(err) != codeInvalidTarget || !strings.Contains(err.Error(), "use a target group of target type instance") {
 		t.Fatalf("Register error = %v, want InvalidTarget with what to do", err)
 	}
 	if got := health(t, c, tgA); !slices.Equal(got, []string{instanceID + ":8080:healthy"}) {

@@ -10,10 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
-	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
-
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 )
 
@@ -72,11 +68,7 @@ func (c *Client) RequestReplacement(ctx context.Context, id instance.Identity) (
 	since := c.leavingCount()
 	start := time.Now()
 	cctx, cancel := c.callContext(ctx)
-	_, err = c.asg.DetachInstances(cctx, &autoscaling.DetachInstancesInput{
-		AutoScalingGroupName:           aws.String(asg),
-		InstanceIds:                    []string{id.InstanceID},
-		ShouldDecrementDesiredCapacity: aws.Bool(false),
-	})
+	err = c.asg.detachInstances(cctx, asg, false, id.InstanceID)
 	cancel()
 	switch {
 	case err == nil:
@@ -153,7 +145,7 @@ func (c *Client) stayRegistered(ctx context.Context, instanceID, asg string, sin
 		if c.leavingCount() != since {
 			return fmt.Errorf("register %s again: %w", instanceID, errSuperseded)
 		}
-		states := make([]elbtypes.TargetHealthStateEnum, len(groups))
+		states := make([]targetHealthState, len(groups))
 		errs := make([]error, len(groups))
 		var wg sync.WaitGroup
 		for i, tg := range groups {
@@ -177,7 +169,7 @@ func (c *Client) stayRegistered(ctx context.Context, instanceID, asg string, sin
 		if err := errors.Join(errs...); err != nil {
 			return err
 		}
-		settled := !slices.ContainsFunc(states, func(s elbtypes.TargetHealthStateEnum) bool { return !registered(s) })
+		settled := !slices.ContainsFunc(states, func(s targetHealthState) bool { return !registered(s) })
 		if settled && !detachOver && !allSeen() {
 			group, state, err := c.instanceState(ctx, instanceID)
 			if err != nil {
@@ -206,20 +198,18 @@ type groupState struct {
 func (c *Client) describeGroup(ctx context.Context, asg, instanceID string) (groupState, error) {
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
-	out, err := c.asg.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{
-		AutoScalingGroupNames: []string{asg},
-	})
+	out, err := c.asg.describeAutoScalingGroups(ctx, asg)
 	if err != nil {
 		return groupState{}, fmt.Errorf("describe auto scaling group %s: %w", asg, explain(err, "autoscaling:DescribeAutoScalingGroups", "*"))
 	}
-	for _, g := range out.AutoScalingGroups {
-		if aws.ToString(g.AutoScalingGroupName) != asg {
+	for _, g := range out {
+		if g.Name != asg {
 			continue
 		}
-		st := groupState{found: true, desired: int(aws.ToInt32(g.DesiredCapacity)), targetGroups: attachedTargetGroups(g)}
+		st := groupState{found: true, desired: g.DesiredCapacity, targetGroups: attachedTargetGroups(g)}
 		for _, inst := range g.Instances {
-			if aws.ToString(inst.InstanceId) == instanceID {
-				st.state = string(inst.LifecycleState)
+			if inst.InstanceID == instanceID {
+				st.state = inst.LifecycleState
 			}
 		}
 		return st, nil

@@ -9,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
-
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets/awstest"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/testenv"
@@ -274,9 +271,7 @@ func TestRequestReplacementWhereTheGroupDecided(t *testing.T) {
 			t.Fatalf("Discover: %v", err)
 		}
 		// An operator detaches it, shrinking the group.
-		if _, err := c.asg.DetachInstances(t.Context(), &autoscaling.DetachInstancesInput{
-			AutoScalingGroupName: aws.String(asgName), InstanceIds: []string{instanceID}, ShouldDecrementDesiredCapacity: aws.Bool(true),
-		}); err != nil {
+		if err := c.asg.detachInstances(t.Context(), asgName, true, instanceID); err != nil {
 			t.Fatal(err)
 		}
 		requested, err := c.RequestReplacement(t.Context(), instance.Identity{InstanceID: instanceID})
@@ -294,9 +289,7 @@ func TestRequestReplacementWhereTheGroupDecided(t *testing.T) {
 		newClock(srv) // the launch never ends
 		srv.SetLaunchDelay(time.Minute)
 		c := newClient(t, srv, fast(Options{Discover: true}))
-		if _, err := c.asg.DetachInstances(t.Context(), &autoscaling.DetachInstancesInput{
-			AutoScalingGroupName: aws.String(asgName), InstanceIds: []string{instanceID}, ShouldDecrementDesiredCapacity: aws.Bool(false),
-		}); err != nil {
+		if err := c.asg.detachInstances(t.Context(), asgName, false, instanceID); err != nil {
 			t.Fatal(err)
 		}
 		pending := replacements(srv)[0]

@@ -20,9 +20,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
-	astypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
-	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 )
@@ -81,7 +78,7 @@ type Options struct {
 	// DefaultPollInterval when zero.
 	PollInterval time.Duration
 	// Endpoint is one base URL for all three services (tests, simulate). Empty keeps
-	// the SDK's own resolution, AWS_ENDPOINT_URL_<SERVICE> included.
+	// the SDK's resolution rules, AWS_ENDPOINT_URL_<SERVICE> included.
 	Endpoint string
 	// Credentials overrides the SDK's default credential chain when set.
 	Credentials aws.CredentialsProvider
@@ -92,8 +89,8 @@ type Options struct {
 // Client talks to ELBv2, Auto Scaling and EC2 for one instance. Its methods are safe
 // for concurrent use.
 type Client struct {
-	elb         *elbv2.Client
-	asg         *autoscaling.Client
+	elb         *elbAPI
+	asg         *asgAPI
 	ec2         *ec2Query
 	region      string
 	configured  []TargetGroup
@@ -115,7 +112,8 @@ type Client struct {
 	leaving     uint64        // counts Deregister calls: registrations started before one stop
 }
 
-// New checks the options and builds the SDK clients. It makes no API call.
+// New checks the options, loads the SDK configuration (credentials, retryer, endpoint
+// settings) and builds the signed calls of the three services. It makes no API call.
 func New(ctx context.Context, opts Options) (*Client, error) {
 	if opts.Region == "" {
 		return nil, errors.New("targets: region is empty; set it in the configuration or let IMDS tell it")
@@ -184,21 +182,9 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	}
 	c.log = c.log.With("component", "targets")
 
-	var base *string
-	if opts.Endpoint != "" {
-		base = aws.String(opts.Endpoint)
-	}
 	c.creds = cfg.Credentials
-	c.elb = elbv2.NewFromConfig(cfg, func(o *elbv2.Options) {
-		if base != nil {
-			o.BaseEndpoint = base
-		}
-	})
-	c.asg = autoscaling.NewFromConfig(cfg, func(o *autoscaling.Options) {
-		if base != nil {
-			o.BaseEndpoint = base
-		}
-	})
+	c.elb = newELBAPI(opts.Region, opts.Endpoint, cfg)
+	c.asg = newASGAPI(opts.Region, opts.Endpoint, cfg)
 	c.ec2 = newEC2Query(opts.Region, opts.Endpoint, cfg.BaseEndpoint, cfg.Credentials, cfg.HTTPClient)
 	return c, nil
 }
@@ -289,16 +275,14 @@ func (c *Client) findGroup(ctx context.Context, id instance.Identity) (group, er
 	g := group{name: id.AutoScalingGroup}
 	if g.name == "" {
 		cctx, cancel := c.callContext(ctx)
-		out, err := c.asg.DescribeAutoScalingInstances(cctx, &autoscaling.DescribeAutoScalingInstancesInput{
-			InstanceIds: []string{id.InstanceID},
-		})
+		out, err := c.asg.describeAutoScalingInstances(cctx, id.InstanceID)
 		cancel()
 		if err != nil {
 			return g, fmt.Errorf("find auto scaling group of %s: %w", id.InstanceID, explain(err, "autoscaling:DescribeAutoScalingInstances", "*"))
 		}
-		for _, inst := range out.AutoScalingInstances {
-			if aws.ToString(inst.InstanceId) == id.InstanceID {
-				g.name = aws.ToString(inst.AutoScalingGroupName)
+		for _, inst := range out {
+			if inst.InstanceID == id.InstanceID {
+				g.name = inst.AutoScalingGroup
 			}
 		}
 		if g.name == "" {
@@ -311,17 +295,15 @@ func (c *Client) findGroup(ctx context.Context, id instance.Identity) (group, er
 	}
 	cctx, cancel := c.callContext(ctx)
 	defer cancel()
-	out, err := c.asg.DescribeAutoScalingGroups(cctx, &autoscaling.DescribeAutoScalingGroupsInput{
-		AutoScalingGroupNames: []string{g.name},
-	})
+	out, err := c.asg.describeAutoScalingGroups(cctx, g.name)
 	if err != nil {
 		return g, fmt.Errorf("describe auto scaling group %s: %w", g.name, explain(err, "autoscaling:DescribeAutoScalingGroups", "*"))
 	}
-	for _, asg := range out.AutoScalingGroups {
-		if aws.ToString(asg.AutoScalingGroupName) != g.name {
+	for _, asg := range out {
+		if asg.Name != g.name {
 			continue
 		}
-		g.arn = aws.ToString(asg.AutoScalingGroupARN)
+		g.arn = asg.ARN
 		g.targetGroups = attachedTargetGroups(asg)
 		g.described = true
 		return g, nil
@@ -332,11 +314,11 @@ func (c *Client) findGroup(ctx context.Context, id instance.Identity) (group, er
 
 // attachedTargetGroups lists the group's target groups, attached the classic way or as
 // traffic sources of type elbv2.
-func attachedTargetGroups(asg astypes.AutoScalingGroup) []string {
+func attachedTargetGroups(asg asgGroup) []string {
 	arns := slices.Clone(asg.TargetGroupARNs)
 	for _, ts := range asg.TrafficSources {
-		if aws.ToString(ts.Type) == "elbv2" {
-			arns = append(arns, aws.ToString(ts.Identifier))
+		if ts.Type == "elbv2" {
+			arns = append(arns, ts.Identifier)
 		}
 	}
 	return arns

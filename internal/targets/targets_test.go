@@ -12,10 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
-	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
-
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/instance"
 	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/targets/awstest"
 
@@ -192,19 +188,16 @@ func TestDeregisterDrainsConfiguredAndDiscoveredGroupsInParallel(t *testing.T) {
 		t.Errorf("the other instance went %q, want healthy", got)
 	}
 
-	// The SDK reads the draining state back through DescribeTargetHealth.
-	out, err := c.elb.DescribeTargetHealth(t.Context(), &elbv2.DescribeTargetHealthInput{
-		TargetGroupArn: aws.String(tgB),
-		Targets:        []elbtypes.TargetDescription{{Id: aws.String(instanceID)}},
-	})
+	// The adapter reads the draining state back through DescribeTargetHealth.
+	out, err := c.elb.describeTargetHealth(t.Context(), tgB, targetDescription{ID: instanceID})
 	if err != nil {
 		t.Fatalf("DescribeTargetHealth: %v", err)
 	}
-	if len(out.TargetHealthDescriptions) != 1 {
-		t.Fatalf("DescribeTargetHealth returned %d descriptions, want 1", len(out.TargetHealthDescriptions))
+	if len(out) != 1 {
+		t.Fatalf("DescribeTargetHealth returned %d descriptions, want 1", len(out))
 	}
-	th := out.TargetHealthDescriptions[0].TargetHealth
-	if th.State != elbtypes.TargetHealthStateEnumDraining || th.Reason != elbtypes.TargetHealthReasonEnumDeregistrationInProgress {
+	th := out[0]
+	if th.ID != instanceID || th.State != stateDraining || th.Reason != "Target.DeregistrationInProgress" {
 		t.Errorf("target health = %s/%s, want draining/Target.DeregistrationInProgress", th.State, th.Reason)
 	}
 }
@@ -241,9 +234,8 @@ func TestDeregisterNamesAMissingTargetGroup(t *testing.T) {
 	if strings.Contains(err.Error(), tgA) {
 		t.Errorf("error %q names the group that worked", err)
 	}
-	var nf *elbtypes.TargetGroupNotFoundException
-	if !errors.As(err, &nf) {
-		t.Errorf("error %v does not unwrap to TargetGroupNotFoundException", err)
+	if apiCode(err) != codeTargetGroupNotFound {
+		t.Errorf("error %v does not unwrap to the API error TargetGroupNotFound", err)
 	}
 	if got := srv.TargetState(tgA, instanceID); got != awstest.StateDraining {
 		t.Errorf("the existing group's target is %q, want draining despite the other failing", got)
@@ -626,7 +618,7 @@ func BenchmarkDeregister(b *testing.B) {
 	b.ReportMetric(float64(firstSent.Microseconds())/1000/float64(b.N), "ms-to-first-send/op")
 }
 
-// Without Endpoint the SDK's own resolution applies, AWS_ENDPOINT_URL_<SERVICE> included:
+// Without Endpoint the SDK's resolution rules apply, AWS_ENDPOINT_URL_<SERVICE> included:
 // that is how simulate and operators point the agent at another endpoint.
 func TestEndpointFromEnvironment(t *testing.T) {
 	srv := world(t)

@@ -195,7 +195,7 @@ func NewServer() *Server {
 	return s
 }
 
-// URL is the base URL to give the SDK clients as their endpoint.
+// URL is the base URL to give the agent's calls as their endpoint.
 func (s *Server) URL() string { return s.ts.URL }
 
 // Close stops the server, its timers and its health checks; requests held by Delay or
