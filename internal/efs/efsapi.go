@@ -114,8 +114,8 @@ func (c *efsREST) describeMountTargets(ctx context.Context, param, id string) ([
 			return all, nil
 		}
 		if seen[page.NextMarker] {
-			return nil, &smithy.OperationError{ServiceID: "EFS", OperationName: "DescribeMountTargets",
-				Err: fmt.Errorf("the service answered marker %q twice", page.NextMarker)}
+			err := fmt.Errorf("the service answered marker %q twice", page.NextMarker)
+			return nil, &smithy.OperationError{ServiceID: "EFS", OperationName: "DescribeMountTargets", Err: err}
 		}
 		seen[page.NextMarker] = true
 		marker = page.NextMarker

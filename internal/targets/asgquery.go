@@ -83,8 +83,8 @@ func (a *asgAPI) pages(ctx context.Context, action string, form url.Values, page
 			return nil
 		}
 		if n >= maxPages || token == form.Get("NextToken") {
-			return &smithy.OperationError{ServiceID: a.q.serviceID, OperationName: action,
-				Err: fmt.Errorf("still a NextToken after %d pages", n)}
+			err := fmt.Errorf("still a NextToken after %d pages", n)
+			return &smithy.OperationError{ServiceID: a.q.serviceID, OperationName: action, Err: err}
 		}
 		form.Set("NextToken", token)
 	}

@@ -152,7 +152,7 @@ func (q *queryAPI) once(ctx context.Context, body string, out any) error {
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		var e queryErrorXML
-		var apiErr error = fmt.Errorf("answered %s", resp.Status)
+		apiErr := fmt.Errorf("answered %s", resp.Status)
 		if xml.Unmarshal(data, &e) == nil && e.Error.Code != "" {
 			fault := smithy.FaultClient
 			if e.Error.Type == "Receiver" || resp.StatusCode >= 500 {
