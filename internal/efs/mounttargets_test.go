@@ -39,7 +39,7 @@ func isolateAWS(t *testing.T) {
 	}
 }
 
-// adapter returns the SDK adapter pointed at srv.
+// adapter returns the adapter pointed at srv.
 func adapter(t *testing.T, srv *efstest.MountTargetServer) efs.MountTargetLookup {
 	t.Helper()
 	c, err := efs.NewMountTargetClient(efs.MountTargetClientOptions{Region: ctRegion, Endpoint: srv.URL(), Credentials: srv.Credentials()})
@@ -55,7 +55,7 @@ var implementations = map[string]func(*testing.T, *efstest.MountTargetServer) ef
 	"double":  func(_ *testing.T, srv *efstest.MountTargetServer) efs.MountTargetLookup { return srv },
 }
 
-// TestMountTargetContract holds the adapter (the real SDK through HTTP to the double)
+// TestMountTargetContract holds the adapter (the signed REST call through HTTP to the double)
 // and the double (its own state, in process) to the same behaviour.
 func TestMountTargetContract(t *testing.T) {
 	isolateAWS(t)
@@ -201,7 +201,7 @@ func TestMountTargetAdapterOnTheWire(t *testing.T) {
 	}
 }
 
-// TestMountTargetAdapterHonoursEndpointEnvironment points the SDK at the double only
+// TestMountTargetAdapterHonoursEndpointEnvironment points the adapter at the double only
 // through AWS_ENDPOINT_URL_EFS and the standard credential variables, as preflight
 // and run are pointed in tests and simulate.
 func TestMountTargetAdapterHonoursEndpointEnvironment(t *testing.T) {

@@ -92,7 +92,7 @@ func NewMountTargetServer() *MountTargetServer {
 	return s
 }
 
-// URL is the base URL to give the SDK (BaseEndpoint, or AWS_ENDPOINT_URL_EFS).
+// URL is the base URL to give the adapter (Endpoint, or AWS_ENDPOINT_URL_EFS).
 func (s *MountTargetServer) URL() string { return s.ts.URL }
 
 // Close stops the server.
@@ -104,7 +104,7 @@ func (s *MountTargetServer) Credentials() aws.CredentialsProvider {
 }
 
 // AllowCredentials makes the double accept another key pair too (another double's,
-// when one environment points the SDK at several).
+// when one environment points the agent at several).
 func (s *MountTargetServer) AllowCredentials(accessKeyID, secret string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
