@@ -589,3 +589,59 @@ func waitBlockedInFIFO(t *testing.T, p *process) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestRunStopSignalWhileIMDSIsAwayEndsAtOnce: IMDS does not answer at boot (the
+// identity is retried for minutes). SIGTERM then ends the process at once with exit 0:
+// nothing has started, and systemd must not wait TimeoutStopSec and SIGKILL it, nor
+// restart it for an exit 1.
+func TestRunStopSignalWhileIMDSIsAwayEndsAtOnce(t *testing.T) {
+	t.Parallel()
+	bin := containertest.AgentBinary(t, ".")
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	writeFile(t, tokenFile, "0123456789abcdef\n", 0o600)
+	cfgPath := filepath.Join(dir, "config.yaml")
+	writeFile(t, cfgPath, fmt.Sprintf(`efs:
+  file_system_id: fs-0123456789abcdef0
+  mount_point: %q
+jenkins:
+  image: jenkins/jenkins:lts
+  user: admin
+  api_token_file: %q
+metrics:
+  listen_address: ""
+control_socket: %q
+state_dir: %q
+`, filepath.Join(dir, "home"), tokenFile, filepath.Join(dir, "control.sock"), filepath.Join(dir, "state")), 0o600)
+	// Nothing listens on port 1 of loopback: every IMDS read is refused and retried.
+	cmd := exec.Command(bin, "run", "--config", cfgPath, "--log-format", "json")
+	cmd.Env = agentEnv("AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:1", "AWS_REGION=us-east-1", "NO_PROXY=127.0.0.1")
+	logPath := filepath.Join(dir, "agent.log")
+	p := startProcess(t, cmd, logPath)
+	for !strings.Contains(readFileString(logPath), "jenkins-spot-agent starting") {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // the identity read retries a refused IMDS now
+	if done, err := p.exited(); done {
+		t.Fatalf("the agent ended before the stop signal: %v\n%s", err, tail(logPath, 30))
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the agent still runs 30 s after SIGTERM while IMDS is away\n%s", tail(logPath, 30))
+	}
+	if p.err != nil {
+		t.Errorf("exit after SIGTERM while IMDS is away: %v; want exit 0\n%s", p.err, tail(logPath, 30))
+	}
+	if log := readFileString(logPath); !strings.Contains(log, "nothing started") {
+		t.Errorf("the log does not say that nothing started:\n%s", tail(logPath, 30))
+	}
+}
+
+func readFileString(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}

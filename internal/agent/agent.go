@@ -126,8 +126,8 @@ func New(opts Options) (*Agent, error) {
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.stopHold()
 	a.tl.setPhase(status.PhaseBooting, "reading the instance identity")
-	id, err := a.identify(ctx)
-	if err != nil {
+	id, stopped, err := a.identifyUnlessStopped(ctx)
+	if err != nil || stopped {
 		return err
 	}
 	h, err := a.assemble(ctx, id)

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -28,6 +29,46 @@ const (
 	// extendWindow is how far each EXTEND_TIMEOUT_USEC opens systemd's timeout.
 	extendWindow = 30 * time.Second
 )
+
+// identifyUnlessStopped is identify, cut short by what ends the agent while IMDS may
+// take minutes to answer: nothing has started yet, so a stop signal ends the agent at
+// once (stopped, exit 0) and a drill is refused.
+func (a *Agent) identifyUnlessStopped(ctx context.Context) (id instance.Identity, stopped bool, err error) {
+	ictx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		id  instance.Identity
+		err error
+	}
+	read := make(chan result, 1)
+	go func() {
+		id, err := a.identify(ictx)
+		read <- result{id, err}
+	}()
+	started := a.now()
+	slow := time.NewTicker(extendWindow)
+	defer slow.Stop()
+	for {
+		select {
+		case r := <-read:
+			return r.id, false, r.err
+		case <-slow.C:
+			waited := a.now().Sub(started).Round(time.Second)
+			a.log.Warn("instance metadata (IMDS) does not answer yet; still retrying", "waited", waited, "gives_up_after", identityDeadline)
+			a.tl.setPhase(status.PhaseBooting, fmt.Sprintf("reading the instance identity: IMDS does not answer yet (%s)", waited))
+		case e := <-a.ends:
+			if e.done != nil {
+				e.done <- errors.New("drill: the agent is still reading the instance identity; nothing runs yet")
+				continue
+			}
+			cancel()
+			<-read
+			a.log.Warn("stop signal before the instance identity was read: nothing started, nothing to hand over", "signal", e.notice.Detail)
+			a.tl.setPhase(status.PhaseStopped, "stopped before boot: "+e.notice.Detail)
+			return instance.Identity{}, true, nil
+		}
+	}
+}
 
 // identify returns this instance's identity: the one cached on this boot when an agent
 // ran before (so a restarted agent needs no IMDS to adopt its lease and Jenkins), or

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,6 +32,35 @@ func TestStopSignalWhileWaitingOnTheLeaseEndsAtOnce(t *testing.T) {
 	}
 	if r.j.has("container-start") {
 		t.Errorf("Jenkins was started after a stop signal during the lease wait: %v", r.j.list())
+	}
+}
+
+// IMDS may take minutes to answer at boot (the identity is retried until its deadline).
+// A stop signal then must not wait for it: nothing has started, so the agent ends at
+// once, without error (systemd would otherwise wait TimeoutStopSec, then SIGKILL), and a
+// drill is refused rather than left hanging.
+func TestStopSignalWhileReadingTheIdentityEndsAtOnce(t *testing.T) {
+	t.Parallel()
+	r := newRig(t.TempDir(), t.TempDir())
+	r.md.silent = true // IMDS never answers
+	run := start(t, r, 10*time.Minute)
+	for r.md.readCalls() == 0 {
+		time.Sleep(5 * time.Millisecond) // until the agent asks IMDS
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := run.a.Drill(ctx, time.Minute, nil); err == nil || !strings.Contains(err.Error(), "identity") {
+		t.Errorf("drill while the identity is read: %v; want it refused, naming the identity", err)
+	}
+	run.a.Stop("terminated")
+	if err := run.exited(t, 10*time.Second); err != nil {
+		t.Fatalf("after a stop signal during the identity read: %v; want the agent ended without error", err)
+	}
+	if got := run.a.Status().Phase; got != status.PhaseStopped {
+		t.Errorf("phase after the stop: %s; want %s", got, status.PhaseStopped)
+	}
+	if r.j.has("mount") || r.j.has("container-start") {
+		t.Errorf("something started after a stop signal during the identity read: %v", r.j.list())
 	}
 }
 

@@ -21,6 +21,13 @@ type fakeMetadata struct {
 	calls    int
 }
 
+// readCalls is how many times the identity was asked for.
+func (f *fakeMetadata) readCalls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls
+}
+
 func (f *fakeMetadata) Identity(ctx context.Context) (instance.Identity, error) {
 	f.mu.Lock()
 	f.calls++
