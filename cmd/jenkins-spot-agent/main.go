@@ -60,7 +60,6 @@ type env struct {
 	configPath string
 	logLevel   string
 	logFormat  string
-	args       []string
 	stdout     io.Writer
 	stderr     io.Writer
 	log        *slog.Logger
@@ -134,7 +133,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
-	e.args = fs.Args()
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "jenkins-spot-agent %s: unexpected argument %q: commands take flags only (--config PATH)\n", name, fs.Arg(0))
+		return exitUsage
+	}
+	if name == "simulate" && flagSet(fs, "config") {
+		fmt.Fprintf(stderr, "jenkins-spot-agent simulate: --config: simulate rehearses on its built-in defaults and reads no configuration file; "+
+			"check yours with preflight, and rehearse it on a running agent with drill\n")
+		return exitUsage
+	}
 	logger, err := newLogger(stderr, e.logLevel, e.logFormat)
 	if err != nil {
 		fmt.Fprintf(stderr, "jenkins-spot-agent %s: %v\n", name, err)
@@ -151,6 +158,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "jenkins-spot-agent %s: %v\n", name, err)
 		return exitUsage
 	case config.IsInvalid(err):
+		var ie *config.InvalidError
+		if errors.As(err, &ie) && ie.Path == "" {
+			ie.Path = e.configPath // an adapter's check: the file is still the one to fix
+		}
 		logger.Error("configuration refused; nothing was touched", "err", err)
 		fmt.Fprintf(stderr, "jenkins-spot-agent %s: %v\n", name, err)
 		return exitConfig
@@ -158,6 +169,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		logger.Error(name+" failed", "err", err)
 		return exitFailed
 	}
+}
+
+// flagSet reports whether the command line set the flag name.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {

@@ -495,6 +495,10 @@ func TestExitCodes(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
 	pfWrite(t, bad, "efs:\n  file_system_id: fs-nothex\n")
+	tokenFile := filepath.Join(dir, "token")
+	pfWrite(t, tokenFile, "0123456789abcdef\n")
+	noUser := filepath.Join(dir, "nouser.yaml")
+	pfWrite(t, noUser, "efs:\n  file_system_id: fs-0123456789abcdef0\njenkins:\n  api_token_file: "+tokenFile+"\n")
 	unknown := filepath.Join(dir, "unknown.yaml")
 	pfWrite(t, unknown, "efs:\n  file_system_id: fs-0123456789abcdef0\n  mount_pont: /x\n")
 
@@ -515,6 +519,12 @@ func TestExitCodes(t *testing.T) {
 		{name: "unknown flag", args: []string{"preflight", "--no-such-flag"}, code: exitUsage, stderrHas: "no-such-flag"},
 		{name: "bad log level", args: []string{"version", "--log-level", "loud"}, code: exitUsage, stderrHas: "--log-level"},
 		{name: "migrate without --from", args: []string{"migrate", "--config", bad}, code: exitUsage, stderrHas: "--from"},
+		// Refused by the Jenkins client's own check, named once, with the file to fix.
+		{name: "token without its user", args: []string{"run", "--config", noUser}, code: exitConfig, stderrHas: "invalid " + noUser + ": jenkins: an API token needs its user"},
+		// A stray argument would end the flags: the --config after it would be ignored.
+		{name: "argument before a flag", args: []string{"run", "extra", "--config", unknown}, code: exitUsage, stderrHas: `unexpected argument "extra"`},
+		{name: "argument after the flags", args: []string{"version", "extra"}, code: exitUsage, stderrHas: `unexpected argument "extra"`},
+		{name: "simulate reads no configuration", args: []string{"simulate", "--config", bad}, code: exitUsage, stderrHas: "reads no configuration file"},
 		{
 			name: "version", args: []string{"version"}, code: exitOK, stderrNone: true,
 			stdout: regexp.MustCompile(`^jenkins-spot-agent \S+ \(commit \S+, go\S+ \w+/\w+\)\n$`),

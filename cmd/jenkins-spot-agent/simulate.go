@@ -53,7 +53,9 @@ func (c *simulateCommand) run(ctx context.Context, e *env) error {
 	if c.launchDelay <= 0 {
 		return usageError{"--launch-delay must be positive"}
 	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	// SIGPIPE too: `simulate | head` closes the pipe, and the rehearsal must still
+	// remove its containers, images and directories rather than die at the next write.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGPIPE)
 	defer stop()
 	limit := c.noticeAfter + c.budget + c.launchDelay + 6*time.Minute
 	if c.compare {

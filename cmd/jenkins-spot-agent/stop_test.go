@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -520,9 +521,11 @@ func TestRunRestartedWithinTheLeaseAdoptsJenkins(t *testing.T) {
 // TestRunStopSignalWhileStartingRunsThePlan: SIGTERM comes while the process is still
 // reading its configuration (systemctl stop, or a shutdown, right after systemd started
 // or restarted the agent). The signal must not kill the process with its default
-// action: the agent starts, runs the plan for the stop (without starting Jenkins) and
-// exits 0. The configuration is a FIFO, so the test knows the process is blocked in
-// reading it when the signal comes.
+// action: the agent starts, acts on the stop without starting Jenkins and exits 0. On
+// a boot where no agent ran before, nothing was started, so it ends before the boot;
+// TestStopSignalAtTheStartOfARestartedAgentRunsThePlan (internal/agent) has the plan
+// of a restarted one. The configuration is a FIFO, so the test knows the process is
+// blocked in reading it when the signal comes.
 func TestRunStopSignalWhileStartingRunsThePlan(t *testing.T) {
 	s := newSvc(t, svcOptions{ttl: 6 * time.Second})
 	cfg, err := os.ReadFile(s.cfgPath)
@@ -559,8 +562,8 @@ func TestRunStopSignalWhileStartingRunsThePlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(b), `"msg":"shutdown plan started","notice":"signal"`) {
-		t.Errorf("the agent did not run the plan for the stop signal")
+	if !strings.Contains(string(b), `"msg":"stop signal before the instance identity was read: nothing started, nothing to hand over"`) {
+		t.Errorf("the agent did not act on the stop signal before its boot")
 	}
 	if strings.Contains(string(b), `"msg":"started container"`) {
 		t.Errorf("Jenkins was started after a stop signal")
@@ -644,4 +647,44 @@ state_dir: %q
 func readFileString(path string) string {
 	b, _ := os.ReadFile(path)
 	return string(b)
+}
+
+// TestSimulateIntoAClosedPipeCleansUp: `simulate | head -1` closes the pipe after the
+// first line. The rehearsal ends then, and removes what it made (its directory under
+// TMPDIR) instead of dying of SIGPIPE at its next write.
+func TestSimulateIntoAClosedPipeCleansUp(t *testing.T) {
+	t.Parallel()
+	bin := containertest.AgentBinary(t, ".")
+	tmp := t.TempDir()
+	cmd := exec.Command(bin, "simulate", "--docker", "never")
+	cmd.Env = append(agentEnv(), "TMPDIR="+tmp)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
+		t.Fatalf("first line: %v", err)
+	}
+	_ = out.Close() // as head does after its line
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(2 * time.Minute):
+		_ = cmd.Process.Kill()
+		t.Fatalf("simulate still runs 2 min after its reader went away\n%s", stderr.String())
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ProcessState.Sys().(syscall.WaitStatus).Signaled() {
+		t.Errorf("simulate died of %v when its reader went away; want it to clean up and exit", ee.ProcessState.Sys().(syscall.WaitStatus).Signal())
+	}
+	left, _ := filepath.Glob(filepath.Join(tmp, "jenkins-spot-agent-sim-*"))
+	if len(left) > 0 {
+		t.Errorf("simulate left %v behind after its reader went away", left)
+	}
 }

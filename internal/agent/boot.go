@@ -31,9 +31,15 @@ const (
 )
 
 // identifyUnlessStopped is identify, cut short by what ends the agent while IMDS may
-// take minutes to answer: nothing has started yet, so a stop signal ends the agent at
-// once (stopped, exit 0) and a drill is refused.
+// take minutes to answer. Without an identity cached on this boot no agent started
+// anything on it, so a stop signal then ends the agent at once (stopped, exit 0) and a
+// drill is refused. With one, a stop signal waits for the boot, which runs the plan
+// for it (an agent restarted beside a running Jenkins hands it over).
 func (a *Agent) identifyUnlessStopped(ctx context.Context) (id instance.Identity, stopped bool, err error) {
+	if id, ok := a.state.identity(); ok {
+		a.log.Info("instance identity from this boot's cache", "instance", id.InstanceID, "az", id.AvailabilityZone, "region", id.Region)
+		return id, false, nil
+	}
 	ictx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
@@ -70,14 +76,10 @@ func (a *Agent) identifyUnlessStopped(ctx context.Context) (id instance.Identity
 	}
 }
 
-// identify returns this instance's identity: the one cached on this boot when an agent
-// ran before (so a restarted agent needs no IMDS to adopt its lease and Jenkins), or
-// IMDS's, read with retries until identityDeadline.
+// identify returns IMDS's identity of this instance, read with retries until
+// identityDeadline, and caches it for this boot (so a restarted agent needs no IMDS to
+// adopt its lease and Jenkins).
 func (a *Agent) identify(ctx context.Context) (instance.Identity, error) {
-	if id, ok := a.state.identity(); ok {
-		a.log.Info("instance identity from this boot's cache", "instance", id.InstanceID, "az", id.AvailabilityZone, "region", id.Region)
-		return id, nil
-	}
 	ictx, cancel := context.WithTimeout(ctx, identityDeadline)
 	defer cancel()
 	var id instance.Identity

@@ -64,6 +64,35 @@ func TestStopSignalWhileReadingTheIdentityEndsAtOnce(t *testing.T) {
 	}
 }
 
+// An agent restarted on a boot where an agent ran before (its identity cached, its
+// Jenkins maybe still running) hands over on a stop signal, even one that comes before
+// it got going: the plan runs, IMDS or not.
+func TestStopSignalAtTheStartOfARestartedAgentRunsThePlan(t *testing.T) {
+	t.Parallel()
+	state := t.TempDir()
+	r := newRig(t.TempDir(), state)
+	if err := (stateDir{dir: state, bootID: r.bootID}).storeIdentity(r.md.id); err != nil {
+		t.Fatal(err)
+	}
+	r.md.silent = true // IMDS never answers: the cache must do
+	a, err := r.agent(10 * time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Stop("terminated") // queued before Run, as a SIGTERM caught at process start
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := a.Run(ctx); err != nil {
+		t.Fatalf("Run after a stop signal: %v", err)
+	}
+	if !r.j.has("container-stop") {
+		t.Errorf("no plan ran for the stop signal of a restarted agent: %v", r.j.list())
+	}
+	if r.j.has("container-start") {
+		t.Errorf("Jenkins was started after a stop signal: %v", r.j.list())
+	}
+}
+
 // dockerd restarted during the drain (or Jenkins crashed): the container is down and
 // its API answers nothing. The handover starts without waiting for the stop time.
 func TestJenkinsGoneDuringTheDrainEndsTheDrain(t *testing.T) {

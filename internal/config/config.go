@@ -361,8 +361,8 @@ func (c *Config) Validate() error {
 		p.add("efs.file_system_id", "%q is not an EFS file system id (fs- followed by 8 or 17 hex digits)", c.EFS.FileSystemID)
 	}
 	p.absPath("efs.mount_point", c.EFS.MountPoint)
-	if c.EFS.MountPoint == "/" {
-		p.add("efs.mount_point", "must not be /")
+	if filepath.IsAbs(c.EFS.MountPoint) && filepath.Clean(c.EFS.MountPoint) == "/" {
+		p.add("efs.mount_point", "%q is the root directory: mount EFS on a directory of its own, like /var/lib/jenkins", c.EFS.MountPoint)
 	}
 	if err := efs.CheckDNSSetting(c.EFS.DNS); err != nil {
 		p.add("efs.dns", "%v", err)
@@ -407,7 +407,8 @@ func (c *Config) Validate() error {
 		p.check(fmt.Sprintf("jenkins.volumes[%d]", i), err)
 	}
 	if u, err := url.Parse(j.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		p.add("jenkins.url", "%q is not an http(s) URL", j.URL)
+		// Never the URL itself: one with user:token@ in it would print the token.
+		p.add("jenkins.url", "is not an http(s) URL with a host, like http://127.0.0.1:8080 (credentials never go in it: use jenkins.user and a token source)")
 	}
 	if j.APITokenFile != "" && !filepath.IsAbs(j.APITokenFile) {
 		p.add("jenkins.api_token_file", "must be an absolute path")
@@ -433,7 +434,7 @@ func (c *Config) Validate() error {
 	if d := j.LocalCacheDir; d != "" {
 		if !filepath.IsAbs(d) {
 			p.add("jenkins.local_cache_dir", "%q must be an absolute path, or empty to keep the war and plugins in JENKINS_HOME", d)
-		} else if mp := filepath.Clean(c.EFS.MountPoint); filepath.Clean(d) == mp || strings.HasPrefix(filepath.Clean(d), mp+"/") {
+		} else if within(d, c.EFS.MountPoint) {
 			p.add("jenkins.local_cache_dir", "%q is inside efs.mount_point: it must be on the instance's local disk", d)
 		}
 	}
@@ -458,6 +459,9 @@ func (c *Config) Validate() error {
 
 	in := c.Interruption
 	p.positive("interruption.poll_interval", in.PollInterval)
+	if d := in.PollInterval.D(); d > 0 && d < MinPollInterval {
+		p.add("interruption.poll_interval", "%s would poll IMDS so often that it throttles the agent (429s); use at least %s (1s is usual)", d, MinPollInterval)
+	}
 	if in.PollInterval.D() > 30*time.Second {
 		p.add("interruption.poll_interval", "%s would eat most of the two-minute warning; AWS advises 5s at most", in.PollInterval.D())
 	}
@@ -491,8 +495,60 @@ func (c *Config) Validate() error {
 	}
 	p.absPath("control_socket", c.ControlSocket)
 	p.absPath("state_dir", c.StateDir)
+	for _, kp := range [][2]string{{"state_dir", c.StateDir}, {"control_socket", c.ControlSocket}, {"metrics.web_config_file", c.Metrics.WebConfigFile}} {
+		if kp[1] != "" && c.EFS.MountPoint != "" && within(kp[1], c.EFS.MountPoint) {
+			p.add(kp[0], "%q is inside efs.mount_point: it must be on the instance's local disk (the home is another instance's once it is handed over)", kp[1])
+		}
+	}
+	validatePorts(&p, c)
 	validateWebhook(&p, c.Webhook)
 	return p.err()
+}
+
+// MinPollInterval is the shortest interruption.poll_interval: IMDS throttles a client
+// that asks much more often than this.
+const MinPollInterval = 100 * time.Millisecond
+
+// within reports whether path is dir or below it, both made clean first.
+func within(path, dir string) bool {
+	path, dir = filepath.Clean(path), filepath.Clean(dir)
+	return path == dir || strings.HasPrefix(path, strings.TrimSuffix(dir, "/")+"/")
+}
+
+// validatePorts refuses a host port that two listeners would share: Jenkins' published
+// ports among themselves and with the metrics listener, which binds first, so Docker
+// would fail to publish Jenkins at every start.
+func validatePorts(p *problems, c *Config) {
+	type use struct{ key, ip string }
+	used := map[string][]use{} // by port/proto
+	add := func(key, ip string, port int, proto string) {
+		at := fmt.Sprintf("%d/%s", port, proto)
+		for _, u := range used[at] {
+			if u.ip == "" || ip == "" || u.ip == ip {
+				p.add(key, "host port %s is taken by %s too", at, u.key)
+				return
+			}
+		}
+		used[at] = append(used[at], use{key, ip})
+	}
+	if host, port, err := net.SplitHostPort(c.Metrics.ListenAddress); err == nil {
+		if n, err := strconv.Atoi(port); err == nil && n > 0 {
+			add("metrics.listen_address", unspecified(host), n, "tcp")
+		}
+	}
+	for i, ps := range c.Jenkins.Ports {
+		if pm, err := spec.ParsePort(ps); err == nil && pm.HostPort > 0 {
+			add(fmt.Sprintf("jenkins.ports[%d]", i), unspecified(pm.HostIP), pm.HostPort, pm.Proto)
+		}
+	}
+}
+
+// unspecified is ip, or "" for an address on every interface.
+func unspecified(ip string) string {
+	if a := net.ParseIP(ip); ip == "" || (a != nil && a.IsUnspecified()) {
+		return ""
+	}
+	return ip
 }
 
 // Names of the token in AWS: a Parameter Store name (with an optional :version or

@@ -122,6 +122,14 @@ func TestInvalidConfigNamesTheKey(t *testing.T) {
 		{"tls with nfs4", minimal + "  mount_options: nfsvers=4.1,tls\n", "efs.mount_options: mount option tls needs mount type efs"},
 		{"spaces in options", minimal + "  mount_options: \"hard, nosuid\"\n", "efs.mount_options"},
 		{"poll", minimal + "interruption:\n  poll_interval: 0s\n", "interruption.poll_interval"},
+		{"poll too often", minimal + "interruption:\n  poll_interval: 1ms\n", "interruption.poll_interval: 1ms would poll IMDS so often"},
+		{"mount point // is the root", minimal + "  mount_point: //\n", "efs.mount_point: \"//\" is the root directory"},
+		{"mount point dot-dot to the root", minimal + "  mount_point: /jenkins_home/../\n", "is the root directory"},
+		{"state on EFS", minimal + "state_dir: /jenkins_home/state\n", "state_dir: \"/jenkins_home/state\" is inside efs.mount_point"},
+		{"control socket on EFS", minimal + "control_socket: /jenkins_home/ctl.sock\n", "control_socket: \"/jenkins_home/ctl.sock\" is inside efs.mount_point"},
+		{"metrics on Jenkins' port", minimal + "metrics:\n  listen_address: 127.0.0.1:8080\n", "jenkins.ports[0]: host port 8080/tcp is taken by metrics.listen_address"},
+		{"host port twice", minimal + "jenkins:\n  ports: [\"8080:8080\", \"8080:9090\"]\n", "jenkins.ports[1]: host port 8080/tcp is taken by jenkins.ports[0]"},
+		{"metrics port published", minimal + "jenkins:\n  ports: [\"8080:8080\", \"9877:9877\"]\n", "jenkins.ports[1]: host port 9877/tcp is taken by metrics.listen_address"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -136,6 +144,34 @@ func TestInvalidConfigNamesTheKey(t *testing.T) {
 				t.Fatalf("error %q does not name %q and the file", err, tc.want)
 			}
 		})
+	}
+}
+
+// A jenkins.url that is refused is not echoed: with user:token@ in it, the error would
+// print the token to the journal.
+func TestBadJenkinsURLNeverPrintsIt(t *testing.T) {
+	for _, u := range []string{"ftp://admin:11aabbccSECRETTOKEN@127.0.0.1:8080", "http://admin:11aabbccSECRETTOKEN@"} {
+		_, err := Parse("site.yaml", []byte(minimal+"jenkins:\n  url: "+u+"\n"))
+		if err == nil || !strings.Contains(err.Error(), "jenkins.url") {
+			t.Fatalf("url %q: %v; want refused, naming jenkins.url", u, err)
+		}
+		if strings.Contains(err.Error(), "SECRETTOKEN") {
+			t.Errorf("the error prints the token: %v", err)
+		}
+	}
+}
+
+// Ports on different addresses, or protocols, do not clash.
+func TestPortsThatDoNotClash(t *testing.T) {
+	for _, doc := range []string{
+		minimal + "jenkins:\n  ports: [\"127.0.0.1:8080:8080\", \"10.0.0.5:8080:8080\"]\n",
+		minimal + "jenkins:\n  ports: [\"8080:8080\", \"8080:8080/udp\"]\n",
+		minimal + "metrics:\n  listen_address: 127.0.0.2:8080\njenkins:\n  ports: [\"127.0.0.1:8080:8080\"]\n",
+		minimal + "metrics:\n  listen_address: \"\"\njenkins:\n  ports: [\"9877:9877\"]\n",
+	} {
+		if _, err := Parse("c.yaml", []byte(doc)); err != nil {
+			t.Errorf("Parse(%q): %v", doc, err)
+		}
 	}
 }
 

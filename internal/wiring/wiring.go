@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -92,7 +93,7 @@ func New(cfg config.Config, token config.Secret, m *metrics.Metrics, ep Endpoint
 		}
 		d, err := container.New(copts)
 		if err != nil {
-			return nil, &config.InvalidError{Problems: []string{"jenkins: " + err.Error()}}
+			return nil, invalid("jenkins", err)
 		}
 		w.Docker, rt = d, d
 	}
@@ -193,7 +194,7 @@ func newJenkins(cfg config.Config, token config.Secret, ep Endpoints, md *imds.C
 	}
 	jc, err := jenkins.New(jopts)
 	if err != nil {
-		return nil, nil, &config.InvalidError{Problems: []string{"jenkins: " + err.Error()}}
+		return nil, nil, invalid("jenkins", err)
 	}
 	return jc, tok, nil
 }
@@ -331,4 +332,13 @@ func NewTargets(ctx context.Context, cfg config.Config, id instance.Identity, ep
 		Credentials:        ep.Credentials,
 		Logger:             log,
 	})
+}
+
+// invalid is a configuration error of section from an adapter's own check, named once.
+func invalid(section string, err error) error {
+	msg := err.Error()
+	if !strings.HasPrefix(msg, section+":") && !strings.HasPrefix(msg, section+".") {
+		msg = section + ": " + msg
+	}
+	return &config.InvalidError{Problems: []string{msg}}
 }
