@@ -321,29 +321,28 @@ func Parse(path string, data []byte) (Config, error) {
 	cfg := Default()
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
+	var problems []string
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return Config{}, &InvalidError{Path: path, Problems: yamlProblems(err)}
+		problems = yamlProblems(err, data)
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			// A syntax error: nothing was decoded, there is nothing more to check.
+			return Config{}, &InvalidError{Path: path, Problems: problems}
+		}
+		// Unknown keys and wrong types: yaml.v3 decoded the rest, which is checked too,
+		// so that every problem of the file is reported at once.
 	}
 	if err := cfg.Validate(); err != nil {
 		var ie *InvalidError
-		if errors.As(err, &ie) {
-			ie.Path = path
+		if !errors.As(err, &ie) {
+			return Config{}, err
 		}
-		return Config{}, err
+		problems = append(problems, ie.Problems...)
+	}
+	if len(problems) > 0 {
+		return Config{}, &InvalidError{Path: path, Problems: problems}
 	}
 	return cfg, nil
-}
-
-func yamlProblems(err error) []string {
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		out := make([]string, 0, len(te.Errors))
-		for _, e := range te.Errors {
-			out = append(out, strings.Replace(e, "not found in type", "is not a known key of", 1))
-		}
-		return out
-	}
-	return []string{err.Error()}
 }
 
 var (

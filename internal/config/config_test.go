@@ -78,9 +78,13 @@ func TestInvalidConfigNamesTheKey(t *testing.T) {
 	}{
 		{"missing fs id", "efs: {}\n", "efs.file_system_id: is required"},
 		{"bad fs id", "efs: {file_system_id: fs-xyz}\n", "efs.file_system_id"},
-		{"unknown key", minimal + "jenkins:\n  imgae: x\n", "field imgae is not a known key"},
-		{"unknown top key", minimal + "lifecycle: x\n", "field lifecycle"},
-		{"wrong type", minimal + "jenkins:\n  uid: one\n", "cannot unmarshal"},
+		{"unknown key", minimal + "jenkins:\n  imgae: x\n", "jenkins.imgae (line 4) is not a known key; did you mean jenkins.image?"},
+		{"unknown top key", minimal + "lifecycle: x\n", "lifecycle (line 3) is not a known key"},
+		{"typo in a section", minimal + "interruption:\n  safety_margn: 10s\n", "interruption.safety_margn (line 4) is not a known key; did you mean interruption.safety_margin?"},
+		{"typo in a list item", minimal + "target_groups:\n  - arn: arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/j/0123456789abcdef\n    prot: 8080\n", "target_groups[].prot (line 5) is not a known key; did you mean target_groups[].port?"},
+		{"token inline", minimal + "jenkins:\n  api_token: x\n", "jenkins.api_token (line 4) is not a known key: secrets never sit in the file"},
+		{"wrong type", minimal + "jenkins:\n  uid: one\n", "jenkins.uid (line 4): cannot unmarshal"},
+		{"map for a string", minimal + "jenkins:\n  image:\n    name: x\n", "jenkins.image (line 5): cannot unmarshal !!map"},
 		{"bare number duration", minimal + "lease:\n  ttl: 30\n", "is not a duration"},
 		{"bad duration", minimal + "jenkins:\n  stop_grace: soon\n", "is not a duration"},
 		{"margin over budget", minimal + "interruption:\n  safety_margin: 2m\n", "interruption.safety_margin"},
@@ -189,6 +193,16 @@ func TestEFSSettingsAccepted(t *testing.T) {
 	d := Default()
 	if !strings.HasSuffix(d.EFS.MountOptions, ",nosuid,nodev") || d.EFS.MountScope != "auto" || d.EFS.AccessPoint != "" {
 		t.Errorf("efs defaults: %+v", d.EFS)
+	}
+}
+
+// Unknown keys and wrong types do not hide the other problems of the file.
+func TestUnknownKeysAndBadValuesReportedTogether(t *testing.T) {
+	_, err := Parse("c", []byte("efs:\n  file_system_id: fs-XYZ\ninterruption:\n  safety_margn: 10s\n  safety_margin: -1s\njenkins:\n  uid: one\n"))
+	for _, want := range []string{"efs.file_system_id", "interruption.safety_margn", "interruption.safety_margin: -1s", "jenkins.uid"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %s", err, want)
+		}
 	}
 }
 
@@ -324,7 +338,7 @@ func TestWebhook(t *testing.T) {
 		"webhook:\n  timeout: 1m\n":            "webhook.timeout: 1m0s is too long",
 		"webhook:\n  attempts: 0\n":            "webhook.attempts",
 		"webhook:\n  url_file: relative\n":     "webhook.url_file: must be an absolute path",
-		"webhook:\n  url: https://x.invalid\n": "field url is not a known key",
+		"webhook:\n  url: https://x.invalid\n": "webhook.url (line 4) is not a known key; it is a secret, so the file names where it is: webhook.url_file",
 	} {
 		if _, err := Parse("c", []byte(minimal+doc)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want %q", doc, err, want)
