@@ -96,42 +96,13 @@ func preflight(ctx context.Context, cfg config.Config, ep wiring.Endpoints, e *e
 	cancel()
 	add("imdsv2 token and identity", idErr, fmt.Sprintf("instance %s in %s", id.InstanceID, id.AvailabilityZone),
 		"set the launch template's metadata options HttpEndpoint=enabled, HttpTokens=required; run on the host, not in a container (hop limit 1)")
-	if idErr != nil {
-		return rows
-	}
-	var regionErr error
-	if id.Region == "" {
-		regionErr = errors.New("IMDS gave no region")
-	}
-	add("region", regionErr, id.Region, "check placement/region in IMDS")
-
-	tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	tc, tErr := wiring.NewTargets(tctx, cfg, id, ep, e.log)
-	if tErr != nil {
-		// The configured target groups do not fit this instance (another region), or
-		// the SDK's configuration does not load: credentials are not the problem, and
-		// no call can be proven.
-		add("target groups", tErr, "", "list only target groups of region "+id.Region+" in target_groups, or fix the AWS configuration the detail names")
+	if idErr == nil {
+		rows = append(rows, instanceChecks(ctx, cfg, id, ep, e)...)
 	} else {
-		tErr = tc.Credentials(tctx)
-		add("aws credentials", tErr, "instance role credentials", "attach an instance profile with packaging/iam-policy.json to the instance")
+		// What needs the identity fails with that reason; the rest is still checked.
+		add("aws, target groups, EFS", errors.New("not checked: they need the instance identity from IMDS (above)"), "", "fix IMDS first")
+		rows = append(rows, mountHelperRow(cfg))
 	}
-	if tErr == nil {
-		if err := tc.Discover(tctx, id); err != nil {
-			add("target group discovery", err, "", "add autoscaling:DescribeAutoScalingInstances and DescribeAutoScalingGroups to the instance role")
-		}
-		rows = append(rows, tc.CheckPermissions(tctx, id)...)
-		if cfg.Lease.TakeoverWhenHolderTerminated {
-			rows = append(rows, tc.CheckInstanceState(tctx, id))
-		}
-	}
-	cancel()
-
-	rows = append(rows, efsServerRow(ctx, cfg, id, e))
-	helperDetail, helperErr := mountHelper(cfg)
-	add("mount helper", helperErr, helperDetail,
-		"install nfs-common (Debian/Ubuntu) or nfs-utils (Amazon Linux); amazon-efs-utils for mount_type efs; systemd-run (systemd) for efs.mount_scope")
-	rows = append(rows, efsRootAccessRow(ctx, cfg, id, e))
 
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	dockerErr := w.Docker.Ping(dctx)
@@ -172,6 +143,51 @@ func preflight(ctx context.Context, cfg config.Config, ep wiring.Endpoints, e *e
 	return rows
 }
 
+// instanceChecks are the checks that need the instance identity: its region, AWS
+// credentials and permissions, the target groups, the EFS server and root access.
+func instanceChecks(ctx context.Context, cfg config.Config, id instance.Identity, ep wiring.Endpoints, e *env) []check {
+	var rows []check
+	add := func(name string, err error, detail, fix string) {
+		r := check{Name: name, OK: err == nil, Detail: detail}
+		if err != nil {
+			r.Detail = err.Error()
+			r.Fix = fix
+		}
+		rows = append(rows, r)
+	}
+	var regionErr error
+	if id.Region == "" {
+		regionErr = errors.New("IMDS gave no region")
+	}
+	add("region", regionErr, id.Region, "check placement/region in IMDS")
+
+	tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	tc, tErr := wiring.NewTargets(tctx, cfg, id, ep, e.log)
+	if tErr != nil {
+		// The configured target groups do not fit this instance (another region), or
+		// the SDK's configuration does not load: credentials are not the problem, and
+		// no call can be proven.
+		add("target groups", tErr, "", "list only target groups of region "+id.Region+" in target_groups, or fix the AWS configuration the detail names")
+	} else {
+		tErr = tc.Credentials(tctx)
+		add("aws credentials", tErr, "instance role credentials", "attach an instance profile with packaging/iam-policy.json to the instance")
+	}
+	if tErr == nil {
+		if err := tc.Discover(tctx, id); err != nil {
+			add("target group discovery", err, "", "add autoscaling:DescribeAutoScalingInstances and DescribeAutoScalingGroups to the instance role")
+		}
+		rows = append(rows, tc.CheckPermissions(tctx, id)...)
+		if cfg.Lease.TakeoverWhenHolderTerminated {
+			rows = append(rows, tc.CheckInstanceState(tctx, id))
+		}
+	}
+	cancel()
+
+	rows = append(rows, efsServerRow(ctx, cfg, id, e), mountHelperRow(cfg), efsRootAccessRow(ctx, cfg, id, e))
+
+	return rows
+}
+
 // tokenFix says what to change when the token cannot be read from AWS.
 func tokenFix(err error) string {
 	switch {
@@ -185,6 +201,18 @@ func tokenFix(err error) string {
 		return "store the Jenkins API token alone, as plain text"
 	}
 	return "check the route to the SSM / Secrets Manager endpoint and the instance role"
+}
+
+// mountHelperRow is the check of mountHelper.
+func mountHelperRow(cfg config.Config) check {
+	detail, err := mountHelper(cfg)
+	if err != nil {
+		return check{
+			Name: "mount helper", Detail: err.Error(),
+			Fix: "install nfs-common (Debian/Ubuntu) or nfs-utils (Amazon Linux); amazon-efs-utils for mount_type efs; systemd-run (systemd) for efs.mount_scope",
+		}
+	}
+	return check{Name: "mount helper", OK: true, Detail: detail}
 }
 
 // mountHelper checks that the mount program, the kernel-side helper for the type, and

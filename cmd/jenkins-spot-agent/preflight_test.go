@@ -458,7 +458,9 @@ func TestPreflightDockerUnreachable(t *testing.T) {
 }
 
 // TestPreflightIMDSUnreachable fails the identity row with its fix; the checks that
-// need the identity are not run.
+// need the identity fail with that reason (AWS is not called), and the others (mount
+// helper, Docker, credentials, local directories) still run, so that one run off EC2
+// or with IMDS off shows everything else to fix.
 func TestPreflightIMDSUnreachable(t *testing.T) {
 	w := pfNewWorld(t)
 	// A loopback port nobody listens on: connections are refused at once.
@@ -477,13 +479,31 @@ func TestPreflightIMDSUnreachable(t *testing.T) {
 		t.Fatalf("exit code %d, want %d; stderr:\n%s", code, exitFailed, errOut)
 	}
 	rows, summary := pfTable(t, out)
-	pfCheckNames(t, rows, []string{"configuration", "imdsv2 token and identity"})
+	for _, name := range []string{
+		"configuration", "imdsv2 token and identity", "aws, target groups, EFS", "mount helper", "docker engine",
+		"jenkins credentials", "state directory", "control socket directory",
+	} {
+		pfFind(t, rows, name) // the rows that need no identity are all there (the image rows need Docker)
+	}
 	id := pfFind(t, rows, "imdsv2")
 	if id.result != "FAIL" || !strings.Contains(id.fix, "HttpTokens=required") {
 		t.Errorf("identity row %+v: want FAIL with the metadata options fix", id)
 	}
-	if summary != "1 of 2 checks passed" {
-		t.Errorf("summary %q", summary)
+	if r := pfFind(t, rows, "aws, target groups"); r.result != "FAIL" || !strings.Contains(r.detail, "need the instance identity") {
+		t.Errorf("row of the checks that need the identity %+v: want FAIL naming the identity", r)
+	}
+	failed := 0
+	for _, r := range rows {
+		if r.result == "FAIL" {
+			failed++
+		}
+	}
+	dockerFailed := pfFind(t, rows, "docker engine").result == "FAIL"
+	if want := 2; failed != want && (!dockerFailed || failed != want+1) {
+		t.Errorf("%d rows failed; want only the identity and what needs it (and Docker, if it is not here)", failed)
+	}
+	if want := fmt.Sprintf("%d of %d checks passed", len(rows)-failed, len(rows)); summary != want {
+		t.Errorf("summary %q, want %q", summary, want)
 	}
 	if len(w.aws.Calls()) != 0 {
 		t.Errorf("AWS was called without an identity: %d calls", len(w.aws.Calls()))
