@@ -656,6 +656,15 @@ func (c *Config) Warnings() []string {
 			}
 		}
 	}
+	for _, kp := range [][2]string{{"jenkins.api_token_file", c.Jenkins.APITokenFile}, {"webhook.url_file", c.Webhook.URLFile}} {
+		if kp[1] == "" {
+			continue
+		}
+		if fi, err := os.Stat(kp[1]); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			out = append(out, fmt.Sprintf("%s %q holds a secret but is readable by others (mode %04o): chmod 600 it (or use the unit's LoadCredential=)",
+				kp[0], kp[1], fi.Mode().Perm()))
+		}
+	}
 	return out
 }
 

@@ -424,3 +424,28 @@ func TestGuardedTTL(t *testing.T) {
 		t.Fatalf("ttl 6s with the guard: %v", err)
 	}
 }
+
+// A secret in a file others can read is logged as dangerous at every load.
+func TestReadableSecretFileWarns(t *testing.T) {
+	dir := t.TempDir()
+	for mode, warn := range map[os.FileMode]bool{0o600: false, 0o400: false, 0o640: true, 0o644: true} {
+		path := filepath.Join(dir, fmt.Sprintf("token-%04o", mode))
+		if err := os.WriteFile(path, []byte("0123456789abcdef\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, mode); err != nil { // past the umask
+			t.Fatal(err)
+		}
+		cfg, err := Parse("c.yaml", []byte(minimal+"jenkins:\n  user: admin\n  api_token_file: "+path+"\n"))
+		if err != nil {
+			t.Fatalf("%04o: %v", mode, err)
+		}
+		w := cfg.Warnings()
+		if got := len(w) == 1 && strings.Contains(w[0], "jenkins.api_token_file") && strings.Contains(w[0], "chmod 600"); got != warn {
+			t.Errorf("mode %04o: warnings %q, want a warning: %v", mode, w, warn)
+		}
+		if strings.Contains(strings.Join(w, " "), "0123456789abcdef") {
+			t.Errorf("a warning holds the secret itself: %q", w)
+		}
+	}
+}
