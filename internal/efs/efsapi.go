@@ -2,79 +2,33 @@ package efs
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/smithy-go"
-	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/awsapi"
 )
 
 // efsAPIVersion is the EFS API version, the first segment of its REST paths.
 const efsAPIVersion = "2015-02-01"
 
-// emptyPayloadHash is the SHA-256 of an empty body, the payload hash of a GET.
-var emptyPayloadHash = func() string { s := sha256.Sum256(nil); return hex.EncodeToString(s[:]) }()
+var efsService = awsapi.Service{ID: "EFS", Signing: "elasticfilesystem", Host: "elasticfilesystem", EnvName: "EFS"}
 
 // efsREST makes the one EFS call the agent needs, DescribeMountTargets, over the EFS
-// REST-JSON API: a GET signed with the SDK's own SigV4 signer, its credentials and its
-// retryer, and a JSON answer. The SDK's EFS client would do the same, but it weighs
-// about 0.8 MB of the binary for this single call.
-type efsREST struct {
-	endpoint string
-	region   string
-	creds    aws.CredentialsProvider
-	retryer  aws.Retryer
-	http     *http.Client
-	signer   *v4.Signer
-}
+// REST-JSON API through awsapi: a GET with a query and a JSON answer. The SDK's EFS
+// client would do the same, but it weighs about 0.8 MB of the binary for this single
+// call.
+type efsREST struct{ api *awsapi.Client }
 
-// newEFSREST resolves the endpoint the way the SDK does for EFS: an explicit base URL
-// (tests, simulate), else AWS_ENDPOINT_URL_EFS, else AWS_ENDPOINT_URL or the shared
-// config's endpoint_url (cfg.BaseEndpoint), else
-// https://elasticfilesystem.REGION.amazonaws.com (.com.cn in China).
-// AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true skips the variables.
+// newEFSREST calls EFS in region at the endpoint awsapi resolves from explicit and cfg,
+// with cfg's retryer (the SDK's standard one when cfg has none).
 func newEFSREST(region, explicit string, cfg aws.Config) *efsREST {
-	endpoint := explicit
-	if endpoint == "" && os.Getenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS") != "true" {
-		endpoint = os.Getenv("AWS_ENDPOINT_URL_EFS")
-		if endpoint == "" {
-			endpoint = aws.ToString(cfg.BaseEndpoint)
-		}
-	}
-	if endpoint == "" {
-		suffix := "amazonaws.com"
-		if strings.HasPrefix(region, "cn-") {
-			suffix = "amazonaws.com.cn"
-		}
-		endpoint = "https://elasticfilesystem." + region + "." + suffix
-	}
-	client, ok := cfg.HTTPClient.(*http.Client)
-	if !ok || client == nil {
-		client = &http.Client{}
-	}
-	var retryer aws.Retryer
-	if cfg.Retryer != nil {
-		retryer = cfg.Retryer()
-	}
-	if retryer == nil {
-		retryer = retry.NewStandard()
-	}
-	return &efsREST{
-		endpoint: strings.TrimRight(endpoint, "/"), region: region, creds: cfg.Credentials,
-		retryer: retryer, http: client, signer: v4.NewSigner(),
-	}
+	return &efsREST{awsapi.New(efsService, region, explicit, cfg)}
 }
 
 // mountTargetDescription is what DescribeMountTargets says about one mount target.
@@ -115,7 +69,7 @@ func (c *efsREST) describeMountTargets(ctx context.Context, param, id string) ([
 		}
 		if seen[page.NextMarker] {
 			err := fmt.Errorf("the service answered marker %q twice", page.NextMarker)
-			return nil, &smithy.OperationError{ServiceID: "EFS", OperationName: "DescribeMountTargets", Err: err}
+			return nil, &smithy.OperationError{ServiceID: efsService.ID, OperationName: "DescribeMountTargets", Err: err}
 		}
 		seen[page.NextMarker] = true
 		marker = page.NextMarker
@@ -125,80 +79,24 @@ func (c *efsREST) describeMountTargets(ctx context.Context, param, id string) ([
 // get makes one operation (a GET of path with query q), retried, and decodes the JSON
 // answer into out.
 func (c *efsREST) get(ctx context.Context, operation, path string, q url.Values, out any) error {
-	opErr := func(err error) error {
-		return &smithy.OperationError{ServiceID: "EFS", OperationName: operation, Err: err}
+	req := awsapi.Request{
+		Operation: operation, Method: http.MethodGet, Path: path + "?" + q.Encode(),
+		Header: http.Header{"Accept": {"application/json"}},
 	}
-	if c.creds == nil {
-		return opErr(fmt.Errorf("no AWS credentials provider"))
-	}
-	for attempt := 1; ; attempt++ {
-		err := c.once(ctx, path, q, out)
-		if err == nil {
-			return nil
+	return c.api.Do(ctx, req, func(resp *http.Response, data []byte) error {
+		if resp.StatusCode < 200 || resp.StatusCode > 299 {
+			code, msg := restJSONError(resp.Header.Get("X-Amzn-Errortype"), data)
+			var apiErr error = &smithy.GenericAPIError{Code: code, Message: msg}
+			if code == "" {
+				apiErr = fmt.Errorf("answered %s", resp.Status)
+			}
+			return awsapi.ResponseError(resp, "", apiErr)
 		}
-		if attempt >= c.retryer.MaxAttempts() || !c.retryer.IsErrorRetryable(err) {
-			return opErr(err)
+		if err := json.Unmarshal(data, out); err != nil {
+			return awsapi.Deserialization(err)
 		}
-		wait, derr := c.retryer.RetryDelay(attempt, err)
-		if derr != nil {
-			return opErr(err)
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return opErr(fmt.Errorf("%w (last: %w)", ctx.Err(), err))
-		case <-t.C:
-		}
-	}
-}
-
-func (c *efsREST) once(ctx context.Context, path string, q url.Values, out any) error {
-	creds, err := c.creds.Retrieve(ctx)
-	if err != nil {
-		return fmt.Errorf("get credentials: %w", err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.endpoint+path+"?"+q.Encode(), nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Accept", "application/json")
-	if err := c.signer.SignHTTP(ctx, creds, req, emptyPayloadHash, "elasticfilesystem", c.region, time.Now().UTC()); err != nil {
-		return fmt.Errorf("sign: %w", err)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return sendError(ctx, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return sendError(ctx, fmt.Errorf("read answer: %w", err))
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		code, msg := restJSONError(resp.Header.Get("X-Amzn-Errortype"), data)
-		var apiErr error = &smithy.GenericAPIError{Code: code, Message: msg}
-		if code == "" {
-			apiErr = fmt.Errorf("answered %s", resp.Status)
-		}
-		return &awshttp.ResponseError{
-			ResponseError: &smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: resp}, Err: apiErr},
-			RequestID:     resp.Header.Get("X-Amzn-Requestid"),
-		}
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return &smithy.DeserializationError{Err: fmt.Errorf("decode answer: %w", err)}
-	}
-	return nil
-}
-
-// sendError marks a failed exchange as the SDK does: canceled with the context (never
-// retried), else a connection error (retried).
-func sendError(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return &aws.RequestCanceledError{Err: err}
-	}
-	return &smithyhttp.RequestSendError{Err: err}
+		return nil
+	})
 }
 
 // restJSONError reads a REST-JSON protocol error: the code from the X-Amzn-ErrorType

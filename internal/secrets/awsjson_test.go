@@ -22,29 +22,29 @@ func TestErrorShape(t *testing.T) {
 	}
 }
 
-func TestJSONEndpointResolution(t *testing.T) {
+// TestJSONEndpoints: each service's default host and endpoint variable, resolved for the
+// call's region (awsapi tests the rest of the resolution).
+func TestJSONEndpoints(t *testing.T) {
 	t.Setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "")
-	for _, tc := range []struct {
-		region, explicit, env, base, want string
-	}{
-		{"eu-west-1", "", "", "", "https://ssm.eu-west-1.amazonaws.com"},
-		{"cn-north-1", "", "", "", "https://ssm.cn-north-1.amazonaws.com.cn"},
-		{"eu-west-1", "", "", "http://global:1", "http://global:1"},
-		{"eu-west-1", "", "http://svc:1/", "http://global:1", "http://svc:1"},
-		{"eu-west-1", "http://explicit:1", "http://svc:1", "", "http://explicit:1"},
+	t.Setenv("AWS_ENDPOINT_URL_SSM", "")
+	t.Setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", "")
+	ssm := newAWSJSON("ssm", "SSM", "AmazonSSM", "", aws.Config{})
+	sm := newAWSJSON("secretsmanager", "SECRETS_MANAGER", "secretsmanager", "", aws.Config{})
+	for _, tc := range []struct{ got, want string }{
+		{ssm.client("eu-west-1").Endpoint, "https://ssm.eu-west-1.amazonaws.com"},
+		{ssm.client("cn-north-1").Endpoint, "https://ssm.cn-north-1.amazonaws.com.cn"},
+		{sm.client("us-east-2").Endpoint, "https://secretsmanager.us-east-2.amazonaws.com"},
 	} {
-		t.Setenv("AWS_ENDPOINT_URL_SSM", tc.env)
-		cfg := aws.Config{}
-		if tc.base != "" {
-			cfg.BaseEndpoint = aws.String(tc.base)
-		}
-		if got := newAWSJSON("ssm", "SSM", "AmazonSSM", tc.explicit, cfg).endpoint(tc.region); got != tc.want {
-			t.Errorf("%+v: %s, want %s", tc, got, tc.want)
+		if tc.got != tc.want {
+			t.Errorf("endpoint %s, want %s", tc.got, tc.want)
 		}
 	}
-	t.Setenv("AWS_ENDPOINT_URL_SSM", "http://svc:1")
-	t.Setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
-	if got := newAWSJSON("ssm", "SSM", "AmazonSSM", "", aws.Config{}).endpoint("eu-west-1"); got != "https://ssm.eu-west-1.amazonaws.com" {
-		t.Errorf("ignoring configured endpoints: %s", got)
+	t.Setenv("AWS_ENDPOINT_URL_SSM", "http://svc:1/")
+	t.Setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", "http://sm:1")
+	if got := ssm.client("eu-west-1").Endpoint; got != "http://svc:1" {
+		t.Errorf("AWS_ENDPOINT_URL_SSM: %s", got)
+	}
+	if got := sm.client("eu-west-1").Endpoint; got != "http://sm:1" {
+		t.Errorf("AWS_ENDPOINT_URL_SECRETS_MANAGER: %s", got)
 	}
 }

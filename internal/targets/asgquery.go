@@ -8,10 +8,14 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/smithy-go"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/awsapi"
 )
 
 // asgVersion is the Auto Scaling Query API version the calls are made in.
 const asgVersion = "2011-01-01"
+
+var asgService = awsapi.Service{ID: "Auto Scaling", Signing: "autoscaling", Host: "autoscaling", EnvName: "AUTO_SCALING"}
 
 // asgInstance is what DescribeAutoScalingInstances says about one instance.
 type asgInstance struct {
@@ -64,7 +68,7 @@ func (a lifecycleAction) form() url.Values {
 type asgAPI struct{ q *queryAPI }
 
 func newASGAPI(region, explicit string, cfg aws.Config) *asgAPI {
-	return &asgAPI{newQueryAPI("Auto Scaling", "autoscaling", "autoscaling", "AUTO_SCALING", asgVersion, region, explicit, cfg)}
+	return &asgAPI{newQueryAPI(asgService, asgVersion, region, explicit, cfg)}
 }
 
 // maxPages bounds the pages of one listing, against a service that keeps answering
@@ -84,7 +88,7 @@ func (a *asgAPI) pages(ctx context.Context, action string, form url.Values, page
 		}
 		if n >= maxPages || token == form.Get("NextToken") {
 			err := fmt.Errorf("still a NextToken after %d pages", n)
-			return &smithy.OperationError{ServiceID: a.q.serviceID, OperationName: action, Err: err}
+			return &smithy.OperationError{ServiceID: a.q.api.Service.ID, OperationName: action, Err: err}
 		}
 		form.Set("NextToken", token)
 	}

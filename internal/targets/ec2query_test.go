@@ -5,8 +5,6 @@ import (
 	"errors"
 	"testing"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
 )
 
 // TestDescribeInstancesRetriesThrottling: EC2 throttles with RequestLimitExceeded
@@ -38,29 +36,5 @@ func TestDescribeInstancesKeepsTheDeadline(t *testing.T) {
 	_, err := c.InstanceTerminated(t.Context(), instanceID)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("held call = %v, want a deadline error", err)
-	}
-}
-
-func TestEC2EndpointResolution(t *testing.T) {
-	creds := aws.AnonymousCredentials{}
-	t.Setenv("AWS_ENDPOINT_URL_EC2", "")
-	t.Setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "")
-	for _, tc := range []struct {
-		region, explicit, env, base, want string
-	}{
-		{"eu-west-1", "", "", "", "https://ec2.eu-west-1.amazonaws.com"},
-		{"cn-north-1", "", "", "", "https://ec2.cn-north-1.amazonaws.com.cn"},
-		{"eu-west-1", "", "", "http://global:1", "http://global:1"},
-		{"eu-west-1", "", "http://ec2env:1/", "http://global:1", "http://ec2env:1"},
-		{"eu-west-1", "http://explicit:1", "http://ec2env:1", "", "http://explicit:1"},
-	} {
-		t.Setenv("AWS_ENDPOINT_URL_EC2", tc.env)
-		var base *string
-		if tc.base != "" {
-			base = aws.String(tc.base)
-		}
-		if got := newEC2Query(tc.region, tc.explicit, base, creds, nil).endpoint; got != tc.want {
-			t.Errorf("%+v: endpoint %s, want %s", tc, got, tc.want)
-		}
 	}
 }

@@ -6,10 +6,17 @@ import (
 	"strconv"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/awsapi"
 )
 
 // elbVersion is the Elastic Load Balancing v2 Query API version the calls are made in.
 const elbVersion = "2015-12-01"
+
+var elbService = awsapi.Service{
+	ID: "Elastic Load Balancing v2", Signing: "elasticloadbalancing", Host: "elasticloadbalancing",
+	EnvName: "ELASTIC_LOAD_BALANCING_V2",
+}
 
 // targetHealthState is a target's state in its group: initial, healthy, unhealthy,
 // unhealthy.draining, unused, draining, unavailable.
@@ -38,8 +45,7 @@ type targetHealth struct {
 type elbAPI struct{ q *queryAPI }
 
 func newELBAPI(region, explicit string, cfg aws.Config) *elbAPI {
-	return &elbAPI{newQueryAPI("Elastic Load Balancing v2", "elasticloadbalancing", "elasticloadbalancing",
-		"ELASTIC_LOAD_BALANCING_V2", elbVersion, region, explicit, cfg)}
+	return &elbAPI{newQueryAPI(elbService, elbVersion, region, explicit, cfg)}
 }
 
 func targetsForm(arn string, targets []targetDescription) url.Values {

@@ -16,25 +16,26 @@ import (
 	"github.com/aws/smithy-go"
 )
 
-func TestQueryEndpoints(t *testing.T) {
-	for _, v := range []string{"AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2", "AWS_ENDPOINT_URL_AUTO_SCALING", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"} {
+// TestServiceEndpoints: each service's default host and endpoint variable (awsapi
+// tests the rest of the resolution).
+func TestServiceEndpoints(t *testing.T) {
+	for _, v := range []string{"AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2", "AWS_ENDPOINT_URL_AUTO_SCALING", "AWS_ENDPOINT_URL_EC2", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"} {
 		t.Setenv(v, "")
 	}
-	base := aws.Config{BaseEndpoint: aws.String("http://base/")}
 	cases := []struct {
 		name, got, want string
 	}{
-		{"ELBv2 default", newELBAPI("eu-west-1", "", aws.Config{}).q.endpoint, "https://elasticloadbalancing.eu-west-1.amazonaws.com"},
-		{"Auto Scaling in China", newASGAPI("cn-north-1", "", aws.Config{}).q.endpoint, "https://autoscaling.cn-north-1.amazonaws.com.cn"},
-		{"explicit", newASGAPI("us-east-1", "http://127.0.0.1:9/", base).q.endpoint, "http://127.0.0.1:9"},
-		{"global endpoint", newELBAPI("us-east-1", "", base).q.endpoint, "http://base"},
+		{"ELBv2", newELBAPI("eu-west-1", "", aws.Config{}).q.api.Endpoint, "https://elasticloadbalancing.eu-west-1.amazonaws.com"},
+		{"Auto Scaling", newASGAPI("cn-north-1", "", aws.Config{}).q.api.Endpoint, "https://autoscaling.cn-north-1.amazonaws.com.cn"},
+		{"EC2", newEC2Query("eu-west-1", "", aws.Config{}).api.Endpoint, "https://ec2.eu-west-1.amazonaws.com"},
 	}
+	t.Setenv("AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING_V2", "http://elb")
 	t.Setenv("AWS_ENDPOINT_URL_AUTO_SCALING", "http://asg")
+	t.Setenv("AWS_ENDPOINT_URL_EC2", "http://ec2")
 	cases = append(cases,
-		struct{ name, got, want string }{"service variable", newASGAPI("us-east-1", "", base).q.endpoint, "http://asg"},
-		struct{ name, got, want string }{"other service's variable", newELBAPI("us-east-1", "", aws.Config{}).q.endpoint, "https://elasticloadbalancing.us-east-1.amazonaws.com"})
-	t.Setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
-	cases = append(cases, struct{ name, got, want string }{"ignored", newASGAPI("us-east-1", "", base).q.endpoint, "https://autoscaling.us-east-1.amazonaws.com"})
+		struct{ name, got, want string }{"ELBv2 variable", newELBAPI("us-east-1", "", aws.Config{}).q.api.Endpoint, "http://elb"},
+		struct{ name, got, want string }{"Auto Scaling variable", newASGAPI("us-east-1", "", aws.Config{}).q.api.Endpoint, "http://asg"},
+		struct{ name, got, want string }{"EC2 variable", newEC2Query("us-east-1", "", aws.Config{}).api.Endpoint, "http://ec2"})
 	for _, tc := range cases {
 		if tc.got != tc.want {
 			t.Errorf("%s: endpoint %q, want %q", tc.name, tc.got, tc.want)

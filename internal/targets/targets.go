@@ -185,7 +185,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	c.creds = cfg.Credentials
 	c.elb = newELBAPI(opts.Region, opts.Endpoint, cfg)
 	c.asg = newASGAPI(opts.Region, opts.Endpoint, cfg)
-	c.ec2 = newEC2Query(opts.Region, opts.Endpoint, cfg.BaseEndpoint, cfg.Credentials, cfg.HTTPClient)
+	c.ec2 = newEC2Query(opts.Region, opts.Endpoint, cfg)
 	return c, nil
 }
 
