@@ -180,7 +180,7 @@ func TestDoCanceled(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	c := clientOn(t, testConfig(), func(_ http.ResponseWriter, r *http.Request) {
 		// The server notices the client going away only once the body is read.
-		io.Copy(io.Discard, r.Body)
+		_, _ = io.Copy(io.Discard, r.Body)
 		n.Add(1)
 		cancel()
 		<-r.Context().Done()
