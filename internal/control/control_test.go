@@ -354,7 +354,7 @@ func TestBadRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp, err := bufio.NewReader(conn).ReadString('\n')
-	if err != nil || !strings.HasPrefix(resp, `{"status":{"Phase":"draining"`) {
+	if err != nil || !strings.HasPrefix(resp, `{"status":{"phase":"draining"`) {
 		t.Errorf("status without newline = %q, %v", resp, err)
 	}
 }

@@ -43,24 +43,24 @@ var Kinds = []Kind{
 
 // Notice is one observed end-of-instance signal.
 type Notice struct {
-	Kind Kind
+	Kind Kind `json:"kind"`
 	// Time is the termination (or event start) time the notice names; zero when the
 	// notice names none (rebalance, ASG Terminated, a signal, a drill).
-	Time time.Time
+	Time time.Time `json:"time,omitzero"`
 	// Seen is when the agent first saw it.
-	Seen time.Time
+	Seen time.Time `json:"seen,omitzero"`
 	// Detail is a short human text (the action, the event code, the signal).
-	Detail string
+	Detail string `json:"detail,omitzero"`
 	// EventID identifies a scheduled event (IMDS EventId, e.g. instance-event-0d59937288b749b32);
 	// empty for other kinds. A scheduled event is remembered by it across reboots.
-	EventID string
+	EventID string `json:"event_id,omitzero"`
 	// Code is a scheduled event's code: instance-stop, instance-retirement,
 	// instance-reboot, system-reboot or system-maintenance; empty for other kinds.
-	Code string
+	Code string `json:"code,omitzero"`
 	// InstanceType and AvailabilityZone are the capacity pool the notice hit, so that
 	// operators can prune the group's instance types.
-	InstanceType     string
-	AvailabilityZone string
+	InstanceType     string `json:"instance_type,omitzero"`
+	AvailabilityZone string `json:"availability_zone,omitzero"`
 }
 
 // ErrNoLifecycleAction means the Auto Scaling group has no termination lifecycle action

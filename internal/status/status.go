@@ -63,110 +63,115 @@ const (
 // Event is one line of the timeline: a step that started or ended, a phase change, a
 // notice, a successor, a handover, a lost lease or the end of a plan.
 type Event struct {
-	Kind     EventKind
-	At       time.Time
-	Step     Step  // empty for a notice or a phase change
-	Phase    Phase // set on a phase change
-	Notice   *instance.Notice
-	Duration time.Duration // for an ended step
-	Err      string        // empty when the step succeeded
-	Message  string
-	Done     bool // the step ended (false: it started)
+	Kind     EventKind        `json:"kind"`
+	At       time.Time        `json:"at,omitzero"`
+	Step     Step             `json:"step,omitzero"`  // empty for a notice or a phase change
+	Phase    Phase            `json:"phase,omitzero"` // set on a phase change
+	Notice   *instance.Notice `json:"notice,omitzero"`
+	Duration time.Duration    `json:"duration_ns,omitzero"` // for an ended step
+	Err      string           `json:"error,omitzero"`       // empty when the step succeeded
+	Message  string           `json:"message,omitzero"`
+	Done     bool             `json:"done,omitzero"` // the step ended (false: it started)
 	// Successor is set for EventSuccessor and EventHandover.
-	Successor *Successor
+	Successor *Successor `json:"successor,omitzero"`
 	// Report is set for EventPlanDone.
-	Report *PlanReport
+	Report *PlanReport `json:"report,omitzero"`
 }
 
 // Successor is an instance waiting on the lease to take JENKINS_HOME over, as it
 // announces itself in a record beside the lease.
 type Successor struct {
-	InstanceID string
-	Since      time.Time // when it began to wait
-	Updated    time.Time // its last announcement
-	Ready      bool      // home mounted and verified, image present: it can start Jenkins at once
+	InstanceID string    `json:"instance_id"`
+	Since      time.Time `json:"since,omitzero"`   // when it began to wait
+	Updated    time.Time `json:"updated,omitzero"` // its last announcement
+	Ready      bool      `json:"ready"`            // home mounted and verified, image present: it can start Jenkins at once
 }
 
 // PlanReport sums a finished shutdown plan up.
 type PlanReport struct {
-	Notice   instance.Notice
-	Deadline time.Time
-	Margin   time.Duration // time left before the deadline when the plan ended
-	Aborted  []string      // builds the stop aborted (not Pipelines, which resume)
-	Failed   []string      // steps that failed, "step: error"
+	Notice   instance.Notice `json:"notice"`
+	Deadline time.Time       `json:"deadline,omitzero"`
+	Margin   time.Duration   `json:"margin_ns"`        // time left before the deadline when the plan ended
+	Aborted  []string        `json:"aborted,omitzero"` // builds the stop aborted (not Pipelines, which resume)
+	Failed   []string        `json:"failed,omitzero"`  // steps that failed, "step: error"
 	// HandedOverTo is the successor that waited on the lease at the handover, if any.
-	HandedOverTo string
+	HandedOverTo string `json:"handed_over_to,omitzero"`
 }
 
 // Build is one running build as Jenkins lists it.
 type Build struct {
-	URL    string // absolute URL of the run, e.g. http://127.0.0.1:8080/job/nightly/7/
-	Job    string // full job name, e.g. folder/nightly
-	Number int
+	URL    string `json:"url"` // absolute URL of the run, e.g. http://127.0.0.1:8080/job/nightly/7/
+	Job    string `json:"job"` // full job name, e.g. folder/nightly
+	Number int    `json:"number"`
 	// Pipeline runs are saved when Jenkins stops and resume on the next start of the
 	// same home; other builds are aborted.
-	Pipeline bool
+	Pipeline bool `json:"pipeline"`
 	// Parked is a Pipeline waiting in the queue for a node block that quiet-down keeps
 	// from starting: it cannot finish before the handover, so the drain does not wait.
-	Parked bool
+	Parked bool `json:"parked"`
 }
 
 // AbortedBuild is a build the stop aborted, recorded on the home for the successor.
+// Its keys are single words, so a note written by an agent that wrote them capitalised
+// still reads (encoding/json matches keys without regard to case).
 type AbortedBuild struct {
-	Job        string
-	Number     int
-	URL        string
-	Parameters map[string]string
-	Requeued   bool // queued again on the successor
+	Job        string            `json:"job"`
+	Number     int               `json:"number"`
+	URL        string            `json:"url"`
+	Parameters map[string]string `json:"parameters,omitzero"`
+	Requeued   bool              `json:"requeued"` // queued again on the successor
 }
 
 // WatchHealth is the IMDS watcher's view of its own sight.
 type WatchHealth struct {
-	LastSuccess      time.Time
-	ConsecutiveFails int
-	LastError        string
-	Polls            uint64
+	LastSuccess      time.Time `json:"last_success,omitzero"`
+	ConsecutiveFails int       `json:"consecutive_fails"`
+	LastError        string    `json:"last_error,omitzero"`
+	Polls            uint64    `json:"polls"`
 }
 
 // LeaseState is what the agent knows of the lease on JENKINS_HOME.
 type LeaseState struct {
-	Held    bool
-	Holder  string
-	Epoch   uint64
-	Expires time.Time
+	Held    bool      `json:"held"`
+	Holder  string    `json:"holder,omitzero"`
+	Epoch   uint64    `json:"epoch"`
+	Expires time.Time `json:"expires,omitzero"`
 	// Successor is the instance that announced itself waiting beside the lease; nil
 	// when none has, or its announcement is stale.
-	Successor *Successor
+	Successor *Successor `json:"successor,omitzero"`
 	// ClockSkew, while waiting on another holder, is this instance's wall clock minus
 	// the holder's renewed_at when this instance first read that renewal: the skew
 	// between the two clocks plus up to one poll interval. The lease does not depend
 	// on it (no instance trusts another's clock); it is shown so that a drifting clock
 	// gets fixed. Zero when unknown.
-	ClockSkew time.Duration
+	ClockSkew time.Duration `json:"clock_skew_ns,omitzero"`
 }
 
-// Snapshot is the agent's answer to `status`.
+// Snapshot is the agent's answer to `status`, and what `status --json` prints. Its JSON
+// keys are snake_case; a time, a duration, a string, a list or an object that means
+// "none" when zero is left out rather than written as its zero value. Durations are
+// integer nanoseconds, their keys ending in _ns (the Go type, time.Duration, as is).
 type Snapshot struct {
-	Phase      Phase
-	InstanceID string
-	Lease      LeaseState
-	Watch      WatchHealth
-	Notices    []instance.Notice
-	Deadline   time.Time     // termination time being worked to; zero when none
-	Running    []string      // running builds at the last look
-	Steps      []Event       // ended steps of the current boot and plan
-	Since      time.Time     // when the current phase began
-	Restarts   int           // Jenkins containers restarted after a crash
-	Margin     time.Duration // time left before the deadline when the last plan finished
+	Phase      Phase             `json:"phase"`
+	InstanceID string            `json:"instance_id,omitzero"`
+	Lease      LeaseState        `json:"lease"`
+	Watch      WatchHealth       `json:"watch"`
+	Notices    []instance.Notice `json:"notices,omitzero"`
+	Deadline   time.Time         `json:"deadline,omitzero"`  // termination time being worked to; zero when none
+	Running    []string          `json:"running,omitzero"`   // running builds at the last look
+	Steps      []Event           `json:"steps,omitzero"`     // ended steps of the current boot and plan
+	Since      time.Time         `json:"since,omitzero"`     // when the current phase began
+	Restarts   int               `json:"restarts"`           // Jenkins containers restarted after a crash
+	Margin     time.Duration     `json:"margin_ns,omitzero"` // time left before the deadline when the last plan finished
 	// BuildListFailures counts executor lists that could not be read (unknown, never
 	// taken as "no builds").
-	BuildListFailures int
+	BuildListFailures int `json:"build_list_failures"`
 	// Aborted are the builds the previous controller's stop aborted, as found at boot.
-	Aborted []AbortedBuild
+	Aborted []AbortedBuild `json:"aborted,omitzero"`
 	// Replaced says why this instance stays idle: it handed JENKINS_HOME over and the
 	// group replaced it. Empty otherwise.
-	Replaced string
+	Replaced string `json:"replaced,omitzero"`
 	// Pending is an advisory notice worked to later (a scheduled event, a rebalance
 	// recommendation waiting for a successor), for operators.
-	Pending string
+	Pending string `json:"pending,omitzero"`
 }
