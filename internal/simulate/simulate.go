@@ -119,7 +119,7 @@ type Summary struct {
 	// Failover only. B is the replacement the group launched.
 	Order          Order
 	LaunchDelay    time.Duration
-	Handover       time.Duration // A released the lease → B's container start call
+	Handover       time.Duration // A called the lease release → B's container start call
 	Downtime       time.Duration // A's container stop began → B's Jenkins answered
 	ResumedOnB     []string      // Pipelines saved by A and resumed by B
 	BothRanAtOnce  bool
@@ -926,7 +926,9 @@ func (s *sim) summarizeFailover(a, b *host, evs []status.Event, done func(status
 	for _, ev := range sum.eventsB {
 		if ev.Step == status.StepContainerStart && !ev.Done && startCall.IsZero() {
 			startCall = ev.At
-			sum.Handover = ev.At.Sub(released.At)
+			// From the release call: the record is released during the step, and its
+			// done event may be stamped after the successor already moved.
+			sum.Handover = ev.At.Sub(released.At.Add(-released.Duration))
 		}
 		if ev.Step == status.StepJenkinsReady && ev.Done && ev.Err == "" && sum.Downtime == 0 {
 			sum.Downtime = ev.At.Sub(stopBegan)
