@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -179,7 +180,9 @@ func (w *Watcher) pollSpot(ctx context.Context, timeout time.Duration) (instance
 	if err != nil {
 		return instance.Notice{}, false, err
 	}
-	return instance.Notice{Kind: kind, Time: t, Detail: "spot instance-action " + string(kind)}, true, nil
+	// The detail is what IMDS said: the action (terminate, stop, hibernate) and its path.
+	action := strings.TrimPrefix(string(kind), "spot_")
+	return instance.Notice{Kind: kind, Time: t, Detail: "action " + action + " in " + pathSpotAction}, true, nil
 }
 
 func (w *Watcher) recordFailure(err error) {
