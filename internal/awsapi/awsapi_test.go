@@ -17,6 +17,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/awsapi/awsapitest"
 )
 
 var testService = Service{ID: "Test Service", Signing: "testsvc", Host: "testhost", EnvName: "TEST_SERVICE"}
@@ -148,17 +150,10 @@ func TestDoRetries(t *testing.T) {
 		if got := n.Load(); got != tc.attempts {
 			t.Errorf("%d %s: %d attempts, want %d", tc.status, tc.code, got, tc.attempts)
 		}
-		var op *smithy.OperationError
-		if !errors.As(err, &op) || op.Service() != "Test Service" || op.Operation() != "DoThing" {
-			t.Errorf("%d %s: %v is no operation error", tc.status, tc.code, err)
-		}
-		var ae smithy.APIError
-		if tc.code != "" && (!errors.As(err, &ae) || ae.ErrorCode() != tc.code || ae.ErrorMessage() != "the message") {
-			t.Errorf("%d %s: %v lacks the API error", tc.status, tc.code, err)
-		}
-		var sc interface{ HTTPStatusCode() int }
-		if !errors.As(err, &sc) || sc.HTTPStatusCode() != tc.status || !strings.Contains(err.Error(), "RequestID: req-1") {
-			t.Errorf("%d %s: %v lacks the status or the request id", tc.status, tc.code, err)
+		for _, p := range awsapitest.Problems(err, awsapitest.Want{
+			Service: "Test Service", Operation: "DoThing", Status: tc.status, RequestID: "req-1", Code: tc.code, Message: "the message",
+		}) {
+			t.Errorf("%d %s: %s", tc.status, tc.code, p)
 		}
 	}
 

@@ -1,7 +1,6 @@
 package efs
 
 import (
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,7 +11,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/smithy-go"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/awsapi/awsapitest"
 )
 
 // TestEFSRESTEndpoint: EFS's default host and endpoint variable (awsapi tests the rest
@@ -104,17 +104,10 @@ func TestEFSRESTRetries(t *testing.T) {
 		if got := n.Load(); got != tc.attempts {
 			t.Errorf("%d %s: %d attempts, want %d", tc.status, tc.code, got, tc.attempts)
 		}
-		var op *smithy.OperationError
-		if !errors.As(err, &op) || op.Service() != "EFS" || op.Operation() != "DescribeMountTargets" {
-			t.Errorf("%d %s: error %v is no EFS DescribeMountTargets operation error", tc.status, tc.code, err)
-		}
-		var ae smithy.APIError
-		if tc.code != "" && (!errors.As(err, &ae) || ae.ErrorCode() != tc.code || ae.ErrorMessage() != "the message") {
-			t.Errorf("%d %s: error %v lacks the API error", tc.status, tc.code, err)
-		}
-		var sc interface{ HTTPStatusCode() int }
-		if !errors.As(err, &sc) || sc.HTTPStatusCode() != tc.status || !strings.Contains(err.Error(), "RequestID: req-1") {
-			t.Errorf("%d %s: error %v lacks the status or the request id", tc.status, tc.code, err)
+		for _, p := range awsapitest.Problems(err, awsapitest.Want{
+			Service: "EFS", Operation: "DescribeMountTargets", Status: tc.status, RequestID: "req-1", Code: tc.code, Message: "the message",
+		}) {
+			t.Errorf("%d %s: %s", tc.status, tc.code, p)
 		}
 	}
 }

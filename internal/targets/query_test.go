@@ -1,7 +1,6 @@
 package targets
 
 import (
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -13,7 +12,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/smithy-go"
+
+	"github.com/jenkins-spot-agent/jenkins-spot-agent/internal/awsapi/awsapitest"
 )
 
 // TestServiceEndpoints: each service's default host and endpoint variable (awsapi
@@ -99,16 +99,14 @@ func TestQueryErrors(t *testing.T) {
 		if got := n.Load(); got != tc.attempts {
 			t.Errorf("%s: %d attempts, want %d", tc.code, got, tc.attempts)
 		}
-		var op *smithy.OperationError
-		if !errors.As(err, &op) || op.Service() != "Auto Scaling" || op.Operation() != "CompleteLifecycleAction" {
-			t.Errorf("%s: %v is no Auto Scaling CompleteLifecycleAction error", tc.code, err)
+		for _, p := range awsapitest.Problems(err, awsapitest.Want{
+			Service: "Auto Scaling", Operation: "CompleteLifecycleAction", Status: tc.status, RequestID: "req-7",
+			Code: tc.code, Message: noActiveAction + " with the token",
+		}) {
+			t.Errorf("%s: %s", tc.code, p)
 		}
 		if apiCode(err) != tc.code || apiMessage(err) != noActiveAction+" with the token" {
-			t.Errorf("%s: code %q, message %q", tc.code, apiCode(err), apiMessage(err))
-		}
-		var sc interface{ HTTPStatusCode() int }
-		if !errors.As(err, &sc) || sc.HTTPStatusCode() != tc.status || !strings.Contains(err.Error(), "RequestID: req-7") {
-			t.Errorf("%s: %v lacks the status or the request id", tc.code, err)
+			t.Errorf("%s: the package reads code %q, message %q", tc.code, apiCode(err), apiMessage(err))
 		}
 		if tc.classifiedWith != nil && !tc.classifiedWith(err) {
 			t.Errorf("%s: %v not classified", tc.code, err)
